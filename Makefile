@@ -1,0 +1,33 @@
+# factorflow — the two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+## A full nightly on the embedded default: SQLite + Prefect local mode + synthetic prices.
+demo: install
+	$(BIN)/factorflow demo $(ARGS)
+
+## Lint, type-check core/, and run the whole test suite.
+test: install lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check core flows api tests bench migrations/env.py
+	$(BIN)/mypy core
+
+bench: install
+	$(BIN)/python bench/symbol_batch.py $(ARGS)
+
+clean:
+	rm -rf .factorflow .pytest_cache .mypy_cache .ruff_cache

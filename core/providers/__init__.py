@@ -1,0 +1,1 @@
+"""Price providers: synthetic, CSV and yfinance behind one interface (see ``base``)."""

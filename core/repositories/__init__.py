@@ -1,0 +1,1 @@
+"""Repositories: keyword-style async functions over an ``AsyncConnection``, set-based writes."""

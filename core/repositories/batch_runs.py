@@ -1,0 +1,77 @@
+"""The batch-run log: one row per run of a job, with counts, durations and errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db.models import BatchRun, RunStatus
+
+B = BatchRun.__table__  # type: ignore[attr-defined]
+SUCCESS = (RunStatus.completed.value, RunStatus.completed_with_failures.value)
+
+
+async def start_run(
+    conn: AsyncConnection,
+    job_type: str,
+    target_date: dt.date,
+    start_date: dt.date | None = None,
+    flow_run_id: str | None = None,
+) -> str:
+    """Insert a ``running`` row; returns its id."""
+    run_id = str(uuid.uuid4())
+    await conn.execute(
+        sa.insert(B).values(
+            id=run_id, job_type=job_type, target_date=target_date, start_date=start_date,
+            status=RunStatus.running.value, flow_run_id=flow_run_id,
+            started_at=dt.datetime.now(dt.UTC), counts={}, phase_seconds={}, error_summary={},
+        )
+    )
+    return run_id
+
+
+async def finish_run(
+    conn: AsyncConnection,
+    run_id: str,
+    status: RunStatus,
+    counts: dict[str, Any],
+    phase_seconds: dict[str, float],
+    error_summary: dict[str, Any],
+) -> None:
+    """Close a run with its outcome."""
+    await conn.execute(
+        sa.update(B)
+        .where(B.c.id == run_id)
+        .values(
+            status=status.value, finished_at=dt.datetime.now(dt.UTC), counts=counts,
+            phase_seconds=phase_seconds, error_summary=error_summary,
+        )
+    )
+
+
+async def latest_successful(
+    conn: AsyncConnection, job_type: str, target_date: dt.date | None = None
+) -> sa.Row | None:
+    """The newest completed run of ``job_type`` (covering ``target_date`` if given)."""
+    stmt = sa.select(B).where(B.c.job_type == job_type, B.c.status.in_(SUCCESS))
+    if target_date is not None:
+        stmt = stmt.where(
+            sa.or_(
+                sa.and_(B.c.start_date.is_(None), B.c.target_date == target_date),
+                sa.and_(B.c.start_date <= target_date, B.c.target_date >= target_date),
+            )
+        )
+    stmt = stmt.order_by(B.c.target_date.desc(), B.c.finished_at.desc()).limit(1)
+    return (await conn.execute(stmt)).first()
+
+
+async def list_runs(conn: AsyncConnection, job_type: str | None = None, limit: int = 50) -> list:
+    """The newest runs, newest first."""
+    stmt = sa.select(B).order_by(B.c.started_at.desc()).limit(limit)
+    if job_type:
+        stmt = stmt.where(B.c.job_type == job_type)
+    return list((await conn.execute(stmt)).all())

@@ -1,0 +1,96 @@
+"""Symbol factor exposures and daily metrics: bulk upserts and reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db.models import SymbolDailyMetrics, SymbolFactorExposure
+from core.db.upsert import upsert_rows
+
+if TYPE_CHECKING:
+    from core.factors.engine import FactorExposures
+    from core.metrics import DailyMetrics
+
+FE = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
+DM = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
+METRIC_FIELDS = (
+    "last_close", "return_1d", "return_5d", "return_1m", "return_3m", "return_ytd",
+    "return_1y", "volatility_90d", "high_52w", "low_52w",
+)
+
+
+def _f(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def exposure_rows(
+    as_of: dt.date, symbols: Sequence[str], fx: FactorExposures
+) -> list[dict[str, Any]]:
+    """Rows of ``symbol_factor_exposures`` for one date from an engine result."""
+    from core.factors.definitions import FACTORS
+
+    family = {f.name: f.family for f in FACTORS}
+    rows: list[dict[str, Any]] = []
+    for fi, name in enumerate(fx.factors):
+        beta, nobs, r2, rv = fx.beta[fi], fx.n_obs[fi], fx.r_squared[fi], fx.resid_vol[fi]
+        reason, flag = fx.reason[fi], fx.flag[fi]
+        window = int(fx.window[fi])
+        for j, sym in enumerate(symbols):
+            b = _f(beta[j])
+            rows.append({
+                "symbol": sym, "factor": name, "date": as_of, "family": family[name],
+                "window": window, "beta": b, "n_obs": int(nobs[j]),
+                "r_squared": _f(r2[j]) if b is not None else None,
+                "resid_vol": _f(rv[j]) if b is not None else None,
+                "reason": reason[j], "flag": flag[j],
+            })
+    return rows
+
+
+async def upsert_exposures(
+    conn: AsyncConnection, as_of: dt.date, symbols: Sequence[str], fx: FactorExposures
+) -> int:
+    """Store every factor of every symbol at ``as_of`` (NULL beta + reason where no value)."""
+    return await upsert_rows(
+        conn, FE, exposure_rows(as_of, symbols, fx), key=["symbol", "factor", "date"]
+    )
+
+
+async def upsert_metrics(
+    conn: AsyncConnection, symbols: Sequence[str], metrics: DailyMetrics
+) -> int:
+    """Store the daily metrics of ``symbols`` at ``metrics.as_of``."""
+    arrays = {f: getattr(metrics, f) for f in METRIC_FIELDS}
+    rows = [
+        {"symbol": s, "date": metrics.as_of, **{f: _f(arrays[f][j]) for f in METRIC_FIELDS}}
+        for j, s in enumerate(symbols)
+    ]
+    return await upsert_rows(conn, DM, rows, key=["symbol", "date"])
+
+
+async def load_exposures(
+    conn: AsyncConnection, symbols: Sequence[str], as_of: dt.date
+) -> list[sa.Row]:
+    """Stored exposure rows of ``symbols`` at ``as_of``, ordered by symbol and factor."""
+    out: list[sa.Row] = []
+    for i in range(0, len(symbols), 900):
+        stmt = (
+            sa.select(FE)
+            .where(FE.c.symbol.in_(list(symbols[i : i + 900])), FE.c.date == as_of)
+            .order_by(FE.c.symbol, FE.c.factor)
+        )
+        out.extend((await conn.execute(stmt)).all())
+    return out
+
+
+async def count_exposures(conn: AsyncConnection, as_of: dt.date) -> dict[str, int]:
+    """Rows at ``as_of``: total and with a value."""
+    stmt = sa.select(sa.func.count(), sa.func.count(FE.c.beta)).where(FE.c.date == as_of)
+    total, valued = (await conn.execute(stmt)).one()
+    return {"rows": int(total), "with_value": int(valued)}

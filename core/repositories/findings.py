@@ -1,0 +1,61 @@
+"""Data-check findings per symbol and run date."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db.models import DataCheckFinding
+from core.db.upsert import upsert_rows
+
+if TYPE_CHECKING:
+    from core.quality import Finding
+
+F = DataCheckFinding.__table__  # type: ignore[attr-defined]
+
+
+async def replace_findings(
+    conn: AsyncConnection,
+    as_of: dt.date,
+    symbols: Sequence[str],
+    findings: Sequence[Finding],
+    checks: Sequence[str],
+) -> int:
+    """Make the stored findings of ``checks`` for ``symbols`` at ``as_of`` exactly ``findings``.
+
+    Findings of one check for one symbol are merged into one row (first day kept,
+    details joined), so a rerun leaves the same rows and a fixed problem disappears.
+    """
+    for i in range(0, len(symbols), 900):
+        await conn.execute(
+            sa.delete(F).where(
+                F.c.as_of == as_of,
+                F.c.check.in_(list(checks)),
+                F.c.symbol.in_(list(symbols[i : i + 900])),
+            )
+        )
+    merged: dict[tuple[str, str], dict] = {}
+    for f in findings:
+        key = (f.symbol, f.check)
+        row = merged.get(key)
+        if row is None:
+            merged[key] = {
+                "symbol": f.symbol, "as_of": as_of, "check": f.check,
+                "severity": f.severity, "day": f.day, "detail": f.detail,
+            }
+        else:
+            if f.severity == "error":
+                row["severity"] = "error"
+            if len(row["detail"]) < 500:
+                row["detail"] = f"{row['detail']}; {f.detail}"
+    return await upsert_rows(conn, F, merged.values(), key=["symbol", "as_of", "check"])
+
+
+async def load_findings(conn: AsyncConnection, as_of: dt.date) -> list[sa.Row]:
+    """All findings at ``as_of``, ordered by severity (errors first) and symbol."""
+    stmt = sa.select(F).where(F.c.as_of == as_of).order_by(F.c.severity, F.c.symbol, F.c.check)
+    return list((await conn.execute(stmt)).all())

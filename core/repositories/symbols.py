@@ -1,0 +1,99 @@
+"""The symbol universe: which symbols exist, their kind, status and data dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db.models import Symbol, SymbolKind, SymbolStatus
+from core.db.upsert import upsert_rows
+
+T = Symbol.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SymbolState:
+    """A row of the universe as the batch needs it."""
+
+    symbol: str
+    kind: SymbolKind
+    status: SymbolStatus
+    first_price_date: dt.date | None
+    last_price_date: dt.date | None
+    last_factor_date: dt.date | None
+    error_reason: str | None = None
+
+
+def _state(row: sa.Row) -> SymbolState:
+    return SymbolState(
+        symbol=row.symbol,
+        kind=SymbolKind(row.kind),
+        status=SymbolStatus(row.status),
+        first_price_date=row.first_price_date,
+        last_price_date=row.last_price_date,
+        last_factor_date=row.last_factor_date,
+        error_reason=row.error_reason,
+    )
+
+
+async def add_symbols(
+    conn: AsyncConnection,
+    symbols: Iterable[tuple[str, SymbolKind]],
+    status: SymbolStatus = SymbolStatus.pending,
+) -> int:
+    """Insert symbols that are not in the universe yet (existing rows are left alone)."""
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {"symbol": s, "kind": k.value, "status": status.value, "created_at": now}
+        for s, k in symbols
+    ]
+    return await upsert_rows(conn, T, rows, key=["symbol"], update=())
+
+
+async def get_states(
+    conn: AsyncConnection,
+    symbols: Sequence[str] | None = None,
+    statuses: Sequence[SymbolStatus] | None = None,
+) -> list[SymbolState]:
+    """Universe rows, optionally only ``symbols`` and/or ``statuses``, ordered by symbol."""
+    stmt = sa.select(T).order_by(T.c.symbol)
+    if statuses is not None:
+        stmt = stmt.where(T.c.status.in_([s.value for s in statuses]))
+    if symbols is None:
+        return [_state(r) for r in (await conn.execute(stmt)).all()]
+    out: list[SymbolState] = []
+    wanted = list(symbols)
+    for i in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
+        chunk = stmt.where(T.c.symbol.in_(wanted[i : i + 900]))
+        out.extend(_state(r) for r in (await conn.execute(chunk)).all())
+    return sorted(out, key=lambda s: s.symbol)
+
+
+async def update_states(conn: AsyncConnection, updates: Sequence[dict]) -> None:
+    """Bulk-update symbol rows. Each dict holds ``symbol`` plus the columns to set.
+
+    Dicts are grouped by their key set so each group is one executemany.
+    """
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for u in updates:
+        cols = tuple(sorted(k for k in u if k != "symbol"))
+        if cols:
+            groups.setdefault(cols, []).append({**u, "_symbol": u["symbol"]})
+    for cols, rows in groups.items():
+        stmt = (
+            sa.update(T)
+            .where(T.c.symbol == sa.bindparam("_symbol"))
+            .values({c: sa.bindparam(c) for c in cols})
+        )
+        payload = [{"_symbol": r["_symbol"], **{c: r[c] for c in cols}} for r in rows]
+        await conn.execute(stmt, payload)
+
+
+async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
+    """Number of symbols per status."""
+    rows = (await conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))).all()
+    return {r[0]: int(r[1]) for r in rows}

@@ -1,0 +1,80 @@
+"""Settings from the environment, prefix ``FACTORFLOW_``; loaded once per process.
+
+Every field is documented in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Read from ``FACTORFLOW_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="FACTORFLOW_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".factorflow"),
+        description="Directory for the embedded SQLite database and local state.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; default sqlite+aiosqlite under `home`.",
+    )
+    price_provider: str = Field(
+        default="synthetic",
+        description="Comma-separated provider chain, tried in order: synthetic, csv, yfinance.",
+    )
+    csv_path: Path | None = Field(
+        default=None, description="Long-format price CSV for the csv provider."
+    )
+    synthetic_seed: int = Field(default=7, description="Seed of the synthetic price model.")
+    lookback_days: int = Field(
+        default=366, ge=200, description="Calendar days of history fetched for a new symbol."
+    )
+    fetch_chunk_size: int = Field(
+        default=500, ge=1, description="Symbols per provider call (one mapped task each)."
+    )
+    factor_chunk_size: int = Field(
+        default=1000, ge=1, description="Symbols per factor task (one mapped task each)."
+    )
+    max_workers: int = Field(default=4, ge=1, description="Threads of the task runner.")
+    jump_threshold: float = Field(
+        default=0.5, gt=0, description="One-day raw-close move no split explains that is flagged."
+    )
+    stale_sessions: int = Field(
+        default=3, ge=0, description="Sessions a last price may lag as_of before it is stale."
+    )
+    retry_delays: str = Field(
+        default="2,5,15",
+        description="Seconds between retries of a provider task (comma-separated; one per retry).",
+    )
+    delist_after_sessions: int = Field(
+        default=10, ge=1, description="Sessions without data before a symbol is marked delisted."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.home / 'factorflow.db').resolve()}"
+
+    @property
+    def retry_delay_list(self) -> list[float]:
+        return [float(x) for x in self.retry_delays.split(",") if x.strip()]
+
+    @property
+    def provider_chain(self) -> list[str]:
+        return [p.strip().lower() for p in self.price_provider.split(",") if p.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()

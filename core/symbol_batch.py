@@ -1,0 +1,386 @@
+"""The nightly symbol batch as plain async functions (no Prefect).
+
+Steps, each callable on its own: resolve the target dates, plan the price fetch,
+fetch and store one chunk, then check, compute factors and metrics for one chunk of
+symbols. ``flows/symbol_batch.py`` maps these over chunks as Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core import calendar
+from core.db.engine import flow_engine, reading, transaction
+from core.db.models import SymbolKind, SymbolStatus
+from core.factors.definitions import FACTORS, MAX_WINDOW, REFERENCE_ETFS
+from core.factors.engine import compute_factor_exposures
+from core.factors.returns import simple_returns
+from core.metrics import symbol_daily_metrics
+from core.providers.base import PriceProvider
+from core.quality import Finding, blocking_reasons, check_series, validate_bars
+from core.repositories import factors as factor_repo
+from core.repositories import findings as finding_repo
+from core.repositories import prices as price_repo
+from core.repositories import symbols as symbol_repo
+from core.settings import Settings
+from core.symbols import is_market_symbol
+
+HISTORY_SESSIONS = 260
+"""Price rows loaded per date: 252 for the 1-year metrics plus a margin for YTD."""
+
+FETCH_CHECKS = ("fetch_error", "rejected_rows")
+SERIES_CHECKS = ("gaps", "unexplained_jump", "stale", "non_positive_price")
+
+
+class SymbolBatchError(Exception):
+    """Base of the symbol batch's named errors."""
+
+
+class TargetDateError(SymbolBatchError, ValueError):
+    """The requested as_of or date range cannot be processed."""
+
+
+class ReferenceDataError(SymbolBatchError):
+    """A reference ETF lacks prices for a target date: no factor can be trusted."""
+
+
+def resolve_target_dates(
+    as_of: dt.date | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    now: dt.datetime | None = None,
+) -> list[dt.date]:
+    """Sessions to process: the latest completed one, ``as_of``, or each one in [start, end].
+
+    A non-session ``as_of`` resolves to the session before it; dates after the
+    latest completed session are refused (their prices do not exist yet).
+    """
+    latest = calendar.latest_completed_session(now)
+    if (start is None) != (end is None):
+        raise TargetDateError("a backfill needs both start and end")
+    if start is not None and end is not None:
+        if as_of is not None:
+            raise TargetDateError("give either as_of or start/end, not both")
+        if end < start:
+            raise TargetDateError(f"end {end} is before start {start}")
+        if end > latest:
+            raise TargetDateError(f"end {end} is after the latest completed session {latest}")
+        days = calendar.trading_days_between(start, end)
+        if not days:
+            raise TargetDateError(f"no NYSE session between {start} and {end}")
+        return days
+    if as_of is None:
+        return [latest]
+    if as_of > latest:
+        raise TargetDateError(f"as_of {as_of} is after the latest completed session {latest}")
+    return [calendar.session_on_or_before(as_of)]
+
+
+def chunked(items: Sequence, size: int) -> list[list]:
+    """``items`` in consecutive lists of at most ``size``."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """One provider call: ``symbols`` over sessions in [start, end]."""
+
+    symbols: tuple[str, ...]
+    start: dt.date
+    end: dt.date
+
+
+def plan_fetch(
+    states: Iterable[symbol_repo.SymbolState],
+    end: dt.date,
+    lookback_days: int,
+    chunk_size: int,
+    history_start: dt.date | None = None,
+) -> list[FetchRequest]:
+    """Fetch requests so each market symbol gets only what it lacks up to ``end``.
+
+    A symbol with no prices gets ``lookback_days`` calendar days; one with prices
+    gets the sessions after its last date. ``history_start`` (backfill mode) also
+    fetches from there for symbols whose stored history starts later.
+    """
+    by_start: dict[dt.date, list[str]] = {}
+    default_start = min(end - dt.timedelta(days=lookback_days), history_start or end)
+    for s in states:
+        if s.kind == SymbolKind.private or not is_market_symbol(s.symbol):
+            continue
+        if s.last_price_date is None:
+            start = default_start
+        elif history_start and s.first_price_date and s.first_price_date > history_start:
+            start = history_start
+        elif s.last_price_date >= end:
+            continue
+        else:
+            start = calendar.next_session(s.last_price_date)
+        by_start.setdefault(start, []).append(s.symbol)
+    return [
+        FetchRequest(tuple(part), start, end)
+        for start, syms in sorted(by_start.items())
+        for part in chunked(sorted(syms), chunk_size)
+    ]
+
+
+@dataclass
+class FetchReport:
+    """What one fetch chunk did."""
+
+    requested: int
+    rows: int = 0
+    symbols_with_rows: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    rejected_rows: int = 0
+    refetched: list[str] = field(default_factory=list)
+    delisted: list[str] = field(default_factory=list)
+    provider: str = ""
+    seconds: float = 0.0
+
+
+_provider_lock = threading.Lock()
+_providers: dict[tuple, PriceProvider] = {}
+
+
+def provider_for(settings: Settings) -> PriceProvider:
+    """The configured provider chain, built once per process (CSV files are parsed once)."""
+    from core.providers.fallback import build_provider
+
+    key = (tuple(settings.provider_chain), str(settings.csv_path), settings.synthetic_seed)
+    with _provider_lock:
+        if key not in _providers:
+            _providers[key] = build_provider(settings)
+        return _providers[key]
+
+
+def _merge_refetch(bars: pd.DataFrame, fresh: pd.DataFrame, symbols: Sequence[str]) -> pd.DataFrame:
+    keep = bars[~bars["symbol"].isin(list(symbols))]
+    return pd.concat([keep, fresh], ignore_index=True)
+
+
+async def fetch_and_store(
+    request: FetchRequest,
+    provider: PriceProvider,
+    settings: Settings,
+    as_of: dt.date,
+    engine: AsyncEngine | None = None,
+) -> FetchReport:
+    """Fetch one chunk, validate it, store it and update the symbols' states.
+
+    Rows the checks reject are never stored, so nothing stored is overwritten with
+    worse data. A new split or dividend re-fetches that symbol's whole stored history
+    so its adjusted closes stay on one basis. Provider-wide failures raise
+    ``core.providers.base.ProviderError`` (the task retries them).
+    """
+    t0 = time.perf_counter()
+    engine = engine or flow_engine()
+    report = FetchReport(requested=len(request.symbols))
+    syms = list(request.symbols)
+    result = await asyncio.to_thread(provider.fetch, syms, request.start, request.end)
+    report.provider = result.provider or getattr(provider, "name", "")
+    bars, findings = validate_bars(result.bars)
+    rejected = len(result.bars) - len(bars)
+    actions = result.actions
+    async with reading(engine) as conn:
+        states = {s.symbol: s for s in await symbol_repo.get_states(conn, request.symbols)}
+    acted = sorted(set(actions["symbol"]) if not actions.empty else set())
+    stored_since = {s: st.first_price_date for s, st in states.items() if st.first_price_date}
+    stale_basis = [s for s in acted if s in stored_since and stored_since[s] < request.start]
+    if stale_basis:
+        since = min(stored_since[s] for s in stale_basis)
+        again = await asyncio.to_thread(provider.fetch, stale_basis, since, request.end)
+        fresh, more = validate_bars(again.bars)
+        rejected += len(again.bars) - len(fresh)
+        bars = _merge_refetch(bars, fresh, stale_basis)
+        actions = pd.concat([actions, again.actions], ignore_index=True).drop_duplicates(
+            ["symbol", "date", "kind"], keep="last"
+        )
+        findings += more
+        report.refetched = stale_basis
+    report.rejected_rows = rejected
+    offered = set(result.bars["symbol"]) if not result.bars.empty else set()
+
+    updates: list[dict] = []
+    got = bars.groupby("symbol")["date"].agg(["min", "max"]) if not bars.empty else None
+    for sym in request.symbols:
+        st = states.get(sym)
+        if got is not None and sym in got.index:
+            lo, hi = got.loc[sym, "min"].date(), got.loc[sym, "max"].date()
+            first = min(lo, st.first_price_date) if st and st.first_price_date else lo
+            last = max(hi, st.last_price_date) if st and st.last_price_date else hi
+            updates.append({"symbol": sym, "first_price_date": first, "last_price_date": last,
+                            "status": SymbolStatus.active.value, "error_reason": None})
+        elif sym in result.errors or sym in offered:
+            reason = result.errors.get(sym) or "no_data: every row failed the data checks"
+            report.errors[sym] = reason
+            if st is None or st.last_price_date is None:
+                updates.append({"symbol": sym, "status": SymbolStatus.error.value,
+                                "error_reason": reason})
+            elif calendar.session_count_between(st.last_price_date, request.end) > (
+                settings.delist_after_sessions
+            ):
+                report.delisted.append(sym)
+                updates.append({"symbol": sym, "status": SymbolStatus.delisted.value,
+                                "error_reason": f"no prices since {st.last_price_date}: {reason}"})
+    fetch_findings = [
+        Finding(symbol=s, check="fetch_error", severity="error", day=None, detail=r)
+        for s, r in report.errors.items()
+    ] + [
+        Finding(symbol=f.symbol, check="rejected_rows", severity="warning", day=f.day,
+                detail=f"{f.check}: {f.detail}")
+        for f in findings
+    ]
+    async with transaction(engine) as conn:
+        report.rows = await price_repo.upsert_bars(conn, bars)
+        await price_repo.upsert_actions(conn, actions)
+        await symbol_repo.update_states(conn, updates)
+        await finding_repo.replace_findings(
+            conn, as_of, list(request.symbols), fetch_findings, checks=FETCH_CHECKS
+        )
+    report.symbols_with_rows = 0 if got is None else len(got)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+@dataclass
+class FactorReport:
+    """What one factor chunk did, over all its dates."""
+
+    symbols: int
+    dates: int
+    exposure_rows: int = 0
+    values_by_family: dict[str, int] = field(default_factory=dict)
+    no_value_reasons: dict[str, int] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)
+    findings_by_check: dict[str, int] = field(default_factory=dict)
+    flagged: int = 0
+    load_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+
+def _reason_code(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+async def compute_and_store_factors(
+    symbols: Sequence[str],
+    dates: Sequence[dt.date],
+    settings: Settings,
+    engine: AsyncEngine | None = None,
+) -> FactorReport:
+    """Data checks, factor exposures and daily metrics of ``symbols`` for each of ``dates``.
+
+    Prices are read once for the chunk (``HISTORY_SESSIONS`` sessions before the
+    first date through the last). Symbols with error findings get no betas; the
+    reason is stored instead.
+    """
+    engine = engine or flow_engine()
+    report = FactorReport(symbols=len(symbols), dates=len(dates))
+    syms = list(symbols)
+    n = len(syms)
+    extra = [e for e in REFERENCE_ETFS if e not in set(syms)]
+    t0 = time.perf_counter()
+    first = calendar.sessions_back(min(dates), HISTORY_SESSIONS)
+    async with reading(engine) as conn:
+        pm = await price_repo.load_price_matrix(conn, syms + extra, first, max(dates))
+    col = {s: j for j, s in enumerate(pm.symbols)}
+    report.load_seconds = time.perf_counter() - t0
+    families = {f.name: f.family for f in FACTORS}
+    fam_counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    checks: Counter[str] = Counter()
+    for day in dates:
+        t1 = time.perf_counter()
+        e = pm.sessions.index(day)
+        lo = e - MAX_WINDOW
+        window_sessions = pm.sessions[lo : e + 1]
+        findings = check_series(
+            syms, window_sessions, pm.close[lo : e + 1, :n], pm.split_ratio[lo : e + 1, :n], day,
+            jump_threshold=settings.jump_threshold, stale_sessions=settings.stale_sessions,
+        )
+        blocked_by_symbol = blocking_reasons(findings)
+        blocked = {col[s]: r for s, r in blocked_by_symbol.items() if col.get(s, n) < n}
+        returns = simple_returns(pm.adj_close[lo : e + 1])  # shape: (MAX_WINDOW, N + extra)
+        etf_returns = {etf: returns[:, col[etf]] for etf in REFERENCE_ETFS}
+        fx = compute_factor_exposures(returns[:, :n], etf_returns, blocked=blocked)
+        hlo = max(0, e - HISTORY_SESSIONS + 1)
+        metrics = symbol_daily_metrics(pm.adj_close[hlo : e + 1, :n], pm.sessions[hlo : e + 1])
+        report.compute_seconds += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        has_value: np.ndarray = np.asarray(np.isfinite(fx.beta).any(axis=0))
+        async with transaction(engine) as conn:
+            report.exposure_rows += await factor_repo.upsert_exposures(conn, day, syms, fx)
+            await factor_repo.upsert_metrics(conn, syms, metrics)
+            await finding_repo.replace_findings(conn, day, syms, findings, checks=SERIES_CHECKS)
+            if day == max(dates):
+                await symbol_repo.update_states(
+                    conn,
+                    [{"symbol": s, "last_factor_date": day} for j, s in enumerate(syms)
+                     if has_value[j]],
+                )
+        report.write_seconds += time.perf_counter() - t2
+        for fi, name in enumerate(fx.factors):
+            fam_counts[families[name]] += int(np.isfinite(fx.beta[fi]).sum())
+            for r in fx.reason[fi]:
+                if r:
+                    reasons[_reason_code(r)] += 1
+            report.flagged += sum(1 for f in fx.flag[fi] if f)
+        checks.update(f.check for f in findings)
+        report.blocked.update(blocked_by_symbol)
+    report.values_by_family = dict(fam_counts)
+    report.no_value_reasons = dict(reasons)
+    report.findings_by_check = dict(checks)
+    return report
+
+
+async def reference_gaps(
+    dates: Sequence[dt.date], engine: AsyncEngine | None = None
+) -> dict[str, str]:
+    """Reference ETFs lacking a price on any of ``dates`` (ETF → message); empty when all good."""
+    engine = engine or flow_engine()
+    async with reading(engine) as conn:
+        pm = await price_repo.load_price_matrix(conn, list(REFERENCE_ETFS), min(dates), max(dates))
+    missing: dict[str, str] = {}
+    for j, etf in enumerate(pm.symbols):
+        absent = [d for i, d in enumerate(pm.sessions) if not np.isfinite(pm.adj_close[i, j])]
+        if absent:
+            missing[etf] = f"no price on {absent[0]}" + (
+                f" and {len(absent) - 1} more session(s)" if len(absent) > 1 else ""
+            )
+    return missing
+
+
+async def register_universe(
+    symbols: Iterable[str], engine: AsyncEngine | None = None
+) -> dict[str, int]:
+    """Add symbols (pending) and the reference ETFs (active) to the universe if absent.
+
+    Private identifiers are stored with kind ``private`` and never fetched.
+    """
+    engine = engine or flow_engine()
+    market: list[str] = []
+    private: list[str] = []
+    for s in symbols:
+        (market if is_market_symbol(s) else private).append(s)
+    etfs = [(e, SymbolKind.etf) for e in REFERENCE_ETFS]
+    async with transaction(engine) as conn:
+        added = await symbol_repo.add_symbols(conn, etfs, status=SymbolStatus.pending)
+        added += await symbol_repo.add_symbols(
+            conn, [(s, SymbolKind.equity) for s in market if s not in REFERENCE_ETFS]
+        )
+        added += await symbol_repo.add_symbols(
+            conn, [(s, SymbolKind.private) for s in private], status=SymbolStatus.active
+        )
+    return {"market": len(market), "private": len(private), "sent": added}

@@ -1,0 +1,223 @@
+"""The ``factorflow`` command line.
+
+``--json`` prints one JSON object on the last line of stdout; everything else is
+for people. Prefect runs in its local (ephemeral) mode unless ``PREFECT_API_URL``
+is set; its state then lives under ``$FACTORFLOW_HOME/prefect``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _prefect_environment() -> None:
+    """Defaults that must be in place before Prefect is imported."""
+    home = Path(os.environ.get("FACTORFLOW_HOME", ".factorflow")).resolve()
+    if "PREFECT_API_URL" not in os.environ:
+        os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+class _ShutdownNoise(logging.Filter):
+    """Drops the harmless CancelledError tracebacks of a stopping ephemeral server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, asyncio.CancelledError):
+            return False
+        return "CancelledError" not in record.getMessage()
+
+
+def _quiet_shutdown() -> None:
+    noise = _ShutdownNoise()
+    for name in ("", "prefect", "prefect.server", "uvicorn.error", "asyncio"):
+        logging.getLogger(name).addFilter(noise)
+        for h in logging.getLogger(name).handlers:
+            h.addFilter(noise)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _emit(result: dict[str, Any], as_json: bool, human: str) -> None:
+    print(human)
+    if as_json:
+        print(json.dumps(result, default=str, sort_keys=True))
+
+
+def _db(args: argparse.Namespace) -> int:
+    from core.db import migrate
+    from core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    if args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        migrate.downgrade(url, args.revision or "base")
+    rev = asyncio.run(migrate.current_revision(url))
+    head = migrate.head_revision()
+    print(f"database {url}: revision {rev or '(empty)'} (head {head})")
+    return 0
+
+
+def _format_batch(summary: dict[str, Any]) -> str:
+    c, s, e = summary["counts"], summary["seconds"], summary["errors"]
+    lines = [
+        f"symbol-batch {summary['status']} for {summary['as_of']}"
+        + (f" (from {summary['start']})" if summary["start"] != summary["as_of"] else ""),
+        f"  universe {c['universe']} symbols; prices fetched for {c['symbols_fetched']} "
+        f"({c['price_rows']} rows, {c['rejected_rows']} rejected, "
+        f"{c['refetched_for_actions']} re-fetched after a split/dividend)",
+        f"  factors: {c['factor_values']} values stored for {c['factor_symbols']} symbols "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(c['values_by_family'].items()))}); "
+        f"{c['blocked_by_checks']} symbols held back by data checks, "
+        f"{c['flagged_values']} values flagged",
+    ]
+    if c["no_value_reasons"]:
+        lines.append("  no value: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(c["no_value_reasons"].items())))
+    if c["findings"]:
+        lines.append("  data checks: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(c["findings"].items())))
+    failed = {**e["symbols"], **{s_: f"data check: {r}" for s_, r in e["blocked"].items()}}
+    if failed:
+        lines.append(f"  symbols without fresh data or factors ({len(failed)}):")
+        for sym, reason in sorted(failed.items())[:15]:
+            lines.append(f"    {sym}: {reason}")
+        if len(failed) > 15:
+            lines.append(f"    … and {len(failed) - 15} more (see the batch_runs row / artifact)")
+    lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    return "\n".join(lines)
+
+
+def _run_symbol_batch(**params: Any) -> dict[str, Any]:
+    from flows.symbol_batch import symbol_batch
+
+    return symbol_batch(**params)
+
+
+def _symbol_batch(args: argparse.Namespace) -> int:
+    from core.db import migrate
+
+    migrate.upgrade()
+    summary = _run_symbol_batch(as_of=args.as_of, start=args.start, end=args.end)
+    _emit(summary, args.json, _format_batch(summary))
+    return 0
+
+
+def _demo_symbols(n: int) -> list[str]:
+    from core.providers.synthetic import SyntheticProvider
+    from core.settings import get_settings
+
+    settings = get_settings()
+    chain = settings.provider_chain
+    if chain and chain[0] == "csv" and settings.csv_path:
+        import pandas as pd
+
+        return sorted(pd.read_csv(settings.csv_path, usecols=["symbol"])["symbol"].unique())[:n]
+    return SyntheticProvider(seed=settings.synthetic_seed).universe(n)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from core import calendar
+    from core.db import migrate
+    from core.settings import get_settings
+    from core.symbol_batch import register_universe
+
+    settings = get_settings()
+    t0 = time.perf_counter()
+    migrate.upgrade()
+    symbols = _demo_symbols(args.symbols)
+    asyncio.run(register_universe(symbols))
+    end = calendar.latest_completed_session()
+    params: dict[str, Any] = {"as_of": end}
+    if args.days > 1:
+        params = {"start": calendar.sessions_back(end, args.days - 1), "end": end}
+    t1 = time.perf_counter()
+    summary = _run_symbol_batch(**params)
+    total = time.perf_counter() - t0
+    summary["demo"] = {
+        "symbols_requested": args.symbols,
+        "database": settings.resolved_database_url,
+        "prefect": os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_HOME"),
+        "provider": settings.price_provider,
+        "flow_wall_s": round(time.perf_counter() - t1, 3),
+        "total_s": round(total, 3),
+    }
+    human = "\n".join([
+        f"factorflow demo: {len(symbols)} synthetic symbols + 8 reference ETFs, "
+        f"provider {settings.price_provider}",
+        _format_batch(summary),
+        f"  flow wall time {summary['demo']['flow_wall_s']:.1f} s (incl. Prefect start-up), "
+        f"total {total:.1f} s",
+        f"  data: {settings.resolved_database_url}",
+        f"  Prefect state: {summary['demo']['prefect']}",
+    ])
+    _emit(summary, args.json, human)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``factorflow``."""
+    p = argparse.ArgumentParser(prog="factorflow", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's INFO logs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="apply or inspect database migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    db.add_argument("--revision", help="target revision (default head / base)")
+    db.set_defaults(func=_db)
+
+    sb = sub.add_parser("symbol-batch", help="run the symbol flow (prices, checks, factors)")
+    sb.add_argument("--as-of", type=_date, help="session to process (default: latest completed)")
+    sb.add_argument("--start", type=_date, help="backfill from this date (with --end)")
+    sb.add_argument("--end", type=_date, help="backfill through this date (with --start)")
+    sb.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    sb.set_defaults(func=_symbol_batch)
+
+    demo = sub.add_parser("demo", help="seed a synthetic universe and run the nightly flow")
+    demo.add_argument("--symbols", type=int, default=200, help="synthetic symbols (default 200)")
+    demo.add_argument("--days", type=int, default=1, help="sessions to process (default 1)")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``factorflow`` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    if getattr(args, "symbols", 1) < 1 or getattr(args, "days", 1) < 1:
+        print("factorflow: --symbols and --days must be at least 1", file=sys.stderr)
+        return 2
+    _prefect_environment()
+    _quiet_shutdown()
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # a named error with its message, not a traceback
+        from core.symbol_batch import SymbolBatchError
+
+        if isinstance(exc, SymbolBatchError | ValueError):
+            print(f"factorflow: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
