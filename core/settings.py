@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     )
     synthetic_seed: int = Field(default=7, description="Seed of the synthetic price model.")
     lookback_days: int = Field(
-        default=366, ge=200, description="Calendar days of history fetched for a new symbol."
+        default=380, ge=200, description="Calendar days of history fetched for a new symbol."
     )
     fetch_chunk_size: int = Field(
         default=500, ge=1, description="Symbols per provider call (one mapped task each)."

@@ -219,8 +219,12 @@ async def fetch_and_store(
             lo, hi = got.loc[sym, "min"].date(), got.loc[sym, "max"].date()
             first = min(lo, st.first_price_date) if st and st.first_price_date else lo
             last = max(hi, st.last_price_date) if st and st.last_price_date else hi
+            status, reason = SymbolStatus.active.value, None
+            if calendar.session_count_between(last, request.end) > settings.delist_after_sessions:
+                status, reason = SymbolStatus.delisted.value, f"no prices since {last}"
+                report.delisted.append(sym)
             updates.append({"symbol": sym, "first_price_date": first, "last_price_date": last,
-                            "status": SymbolStatus.active.value, "error_reason": None})
+                            "status": status, "error_reason": reason})
         elif sym in result.errors or sym in offered:
             reason = result.errors.get(sym) or "no_data: every row failed the data checks"
             report.errors[sym] = reason
@@ -251,6 +255,23 @@ async def fetch_and_store(
     report.symbols_with_rows = 0 if got is None else len(got)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+async def record_fetch_failures(
+    as_of: dt.date, failures: dict[str, str], engine: AsyncEngine | None = None
+) -> None:
+    """Store ``fetch_error`` findings for symbols whose whole chunk failed (statuses unchanged:
+    the next run tries them again)."""
+    if not failures:
+        return
+    findings = [
+        Finding(symbol=s, check="fetch_error", severity="error", day=None, detail=r)
+        for s, r in failures.items()
+    ]
+    async with transaction(engine or flow_engine()) as conn:
+        await finding_repo.replace_findings(
+            conn, as_of, list(failures), findings, checks=FETCH_CHECKS
+        )
 
 
 @dataclass

@@ -33,6 +33,7 @@ from core.symbol_batch import (
     fetch_and_store,
     plan_fetch,
     provider_for,
+    record_fetch_failures,
     reference_gaps,
     register_universe,
     resolve_target_dates,
@@ -46,13 +47,17 @@ RESOURCE_ID = "factorflow.symbol-batch"
 
 
 @task(name="load-universe", cache_policy=NO_CACHE)
-async def load_universe() -> list[symbol_repo.SymbolState]:
+def load_universe() -> list[symbol_repo.SymbolState]:
     """Active and pending symbols plus the reference ETFs (added if absent)."""
-    await register_universe([])
-    async with reading() as conn:
-        return await symbol_repo.get_states(
-            conn, statuses=[SymbolStatus.active, SymbolStatus.pending]
-        )
+
+    async def _load() -> list[symbol_repo.SymbolState]:
+        await register_universe([])
+        async with reading() as conn:
+            return await symbol_repo.get_states(
+                conn, statuses=[SymbolStatus.active, SymbolStatus.pending]
+            )
+
+    return asyncio.run(_load())
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -74,26 +79,30 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_transient,
     task_run_name="fetch-prices-{request.start}-{request.symbols[0]}",
 )
-async def fetch_prices(request: FetchRequest, as_of: dt.date) -> FetchReport:
+def fetch_prices(request: FetchRequest, as_of: dt.date) -> FetchReport:
     """Fetch and store one chunk through the configured provider chain."""
     settings = get_settings()
-    return await fetch_and_store(request, provider_for(settings), settings, as_of)
+    return asyncio.run(fetch_and_store(request, provider_for(settings), settings, as_of))
 
 
 @task(name="check-reference-data", cache_policy=NO_CACHE)
-async def check_reference_data(dates: list[dt.date]) -> None:
+def check_reference_data(dates: list[dt.date]) -> None:
     """Fail the run (named error) when a reference ETF lacks a price on a target date."""
-    gaps = await reference_gaps(dates)
+    gaps = asyncio.run(reference_gaps(dates))
     if gaps:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(gaps.items()))
         raise ReferenceDataError(f"reference ETF prices missing, factors not computed ({detail})")
 
 
 @task(name="active-symbols", cache_policy=NO_CACHE)
-async def active_market_symbols() -> list[str]:
+def active_market_symbols() -> list[str]:
     """Market symbols that have prices (status active), sorted."""
-    async with reading() as conn:
-        states = await symbol_repo.get_states(conn, statuses=[SymbolStatus.active])
+
+    async def _load() -> list[symbol_repo.SymbolState]:
+        async with reading() as conn:
+            return await symbol_repo.get_states(conn, statuses=[SymbolStatus.active])
+
+    states = asyncio.run(_load())
     return [s.symbol for s in states if is_market_symbol(s.symbol) and s.last_price_date]
 
 
@@ -102,11 +111,11 @@ async def active_market_symbols() -> list[str]:
     cache_policy=NO_CACHE,
     retries=1,
     retry_delay_seconds=2,
-    task_run_name="factors-{symbols[0]}-{symbols[-1]}",
+    task_run_name="factors-from-{symbols[0]}",
 )
-async def compute_factors(symbols: list[str], dates: list[dt.date]) -> FactorReport:
+def compute_factors(symbols: list[str], dates: list[dt.date]) -> FactorReport:
     """Data checks, factor exposures and daily metrics for one chunk of symbols."""
-    return await compute_and_store_factors(symbols, dates, get_settings())
+    return asyncio.run(compute_and_store_factors(symbols, dates, get_settings()))
 
 
 def _summarise(
@@ -190,6 +199,7 @@ def symbol_batch(
         record_start(JOB, target, dates[0] if len(dates) > 1 else None, flow_run.get_id())
     )
     phases: dict[str, float] = {}
+    fetch_failures: dict[str, str] = {}
     t = time.perf_counter()
     try:
         universe = load_universe()
@@ -200,7 +210,6 @@ def symbol_batch(
         logger.info("as_of %s: %d symbols, %d fetch chunks", target, len(universe), len(plan))
         futures = fetch_prices.map(plan, unmapped(target))
         fetches: list[FetchReport] = []
-        fetch_failures: dict[str, str] = {}
         for req, fut in zip(plan, futures, strict=True):
             res = fut.result(raise_on_failure=False)
             if isinstance(res, BaseException):
@@ -208,6 +217,7 @@ def symbol_batch(
                     fetch_failures[sym] = f"provider_error: {type(res).__name__}: {res}"
             else:
                 fetches.append(res)
+        asyncio.run(record_fetch_failures(target, fetch_failures))
         phases["prices"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -228,8 +238,8 @@ def symbol_batch(
         phases["factors_compute"] = sum(r.compute_seconds for r in factors)
         phases["factors_write"] = sum(r.write_seconds for r in factors)
     except BaseException as exc:
-        asyncio.run(record_finish(run_id, RunStatus.failed, {}, phases,
-                                  {"error": f"{type(exc).__name__}: {exc}"}))
+        asyncio.run(record_finish(run_id, RunStatus.failed, {}, phases, {
+            "error": f"{type(exc).__name__}: {exc}", "symbols": fetch_failures}))
         raise
 
     counts, errors = _summarise(dates, universe, fetches, fetch_failures, factors, factor_failures)

@@ -16,6 +16,7 @@ os.environ["FACTORFLOW_HOME"] = str(_SESSION_HOME / "home")
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["FACTORFLOW_RETRY_DELAYS"] = "0,0,0"
 os.environ.pop("PREFECT_API_URL", None)
 for _k in [k for k in os.environ if k.startswith("FACTORFLOW_") and k not in (

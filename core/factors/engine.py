@@ -229,7 +229,9 @@ def compute_factor_exposures(
         if spec.family == "ols":
             x, name = etfs[spec.etfs[0]][-w:], spec.etfs[0]
         else:
-            x, name = etfs[spec.etfs[0]][-w:] - etfs[spec.etfs[1]][-w:], spread_name(spec)
+            with np.errstate(invalid="ignore"):  # inf - inf is just another missing value
+                x = etfs[spec.etfs[0]][-w:] - etfs[spec.etfs[1]][-w:]
+            name = spread_name(spec)
         res = ols_betas(y[-w:], x, min_obs(w), x_name=name)
         i = row[spec.name]
         beta[i] = res.beta
@@ -242,12 +244,10 @@ def compute_factor_exposures(
     for i, spec in enumerate(FACTORS):
         # the low-level texts do not know the window: restate insufficient data with it
         short = np.flatnonzero(n_obs[i] < min_obs(spec.window))
-        if short.size:
-            texts = np.array(
-                [insufficient_data_reason(c, spec.window) for c in range(spec.window + 1)],
-                dtype=object,
+        for count in np.unique(n_obs[i, short]):
+            reason[i, short[n_obs[i, short] == count]] = insufficient_data_reason(
+                int(count), spec.window
             )
-            reason[i, short] = texts[n_obs[i, short]]
 
     if not keep.all():
         beta = _scatter(beta, keep, np.nan)

@@ -79,7 +79,9 @@ def is_constant(var: FloatArray, mean: FloatArray, n: FloatArray) -> npt.NDArray
     ndarray of bool
         ``var <= n * eps * var + (n * mean * eps) ** 2``, the rounding-error bound of
         the two-pass variance (scikit-learn's ``_is_constant_feature``). An exactly
-        constant series always satisfies it.
+        constant series always satisfies it (its corrected two-pass variance is zero
+        up to rounding); a series whose values differ by more than a few ulps never
+        does.
     """
     with np.errstate(invalid="ignore", over="ignore"):
         bound = n * _EPS * var + (n * mean * _EPS) ** 2
@@ -131,9 +133,7 @@ def _moments_complete(y: FloatArray, x: FloatArray) -> _Moments:
         e = dy[:, close_fit] - np.outer(dx, b)  # shape: (T, G_close)
         ce = cy[close_fit] - b * cx
         ssr[close_fit] = np.einsum("tg,tg->g", e, e) - nt * ce * ce
-    x_const = bool(x.max() == x.min()) | is_constant(
-        np.asarray(sxx / nt), np.asarray(xbar), np.asarray(nt)
-    )
+    x_const = is_constant(np.asarray(sxx / nt), np.asarray(xbar), np.asarray(nt))
     return _Moments(
         n=np.full(g, nt),
         xbar=np.full(g, xbar),
@@ -151,7 +151,7 @@ def _moments_masked(y: FloatArray, x: FloatArray, m: npt.NDArray[np.bool_]) -> _
     mf = m.astype(np.float64)  # shape: (T, G)
     nf = mf.sum(axis=0)
     y0 = np.where(m, y, 0.0)
-    xbar = (x @ mf) / nf  # shape: (G,)
+    xbar = np.einsum("t,tg->g", x, mf) / nf  # shape: (G,)
     dx = (x[:, None] - xbar) * mf  # shape: (T, G)
     cx = dx.sum(axis=0) / nf
     xbar = xbar + cx
@@ -166,11 +166,7 @@ def _moments_masked(y: FloatArray, x: FloatArray, m: npt.NDArray[np.bool_]) -> _
     e = dy - beta * dx  # shape: (T, G); zero on masked-out rows
     ce = cy - beta * cx
     ssr = np.einsum("tg,tg->g", e, e) - nf * ce * ce
-    xs = np.broadcast_to(x[:, None], m.shape)
-    xmax = np.where(m, xs, -np.inf).max(axis=0)
-    xmin = np.where(m, xs, np.inf).min(axis=0)
-    x_const = (xmax == xmin) | is_constant(sxx / nf, xbar, nf)
-    return _Moments(nf, xbar, ybar, sxx, syy, sxy, ssr, x_const)
+    return _Moments(nf, xbar, ybar, sxx, syy, sxy, ssr, is_constant(sxx / nf, xbar, nf))
 
 
 def ols_betas(

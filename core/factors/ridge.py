@@ -185,8 +185,8 @@ def ridge_betas(
             if partial.size:
                 groups, batched = _group_by_mask(yf, partial)
                 for idx in groups:
-                    rows = yf[:, idx[0]]
-                    store(idx, _fit_shared(ya[rows][:, idx], Xa[rows], alpha))
+                    on = yf[:, idx[0]]  # the mask the group shares
+                    store(idx, _fit_shared(ya[on][:, idx], Xa[on], alpha))
                 for start in range(0, batched.size, _BATCH):
                     idx = batched[start : start + _BATCH]
                     store(idx, _fit_batched(ya[:, idx], Xa, yf[:, idx], alpha))
@@ -246,7 +246,7 @@ def _fit_shared(Y: FloatArray, X: FloatArray, alpha: float) -> _Fit:
     cx = Xc.sum(axis=0) / nf
     sxx = Xc.T @ Xc - nf * np.outer(cx, cx)  # shape: (K, K)
     var = np.diag(sxx) / nf
-    const = (X.max(axis=0) == X.min(axis=0)) | is_constant(var, mu, np.full(k, nf))
+    const = is_constant(var, mu, np.full(k, nf))
     sd = np.where(const, 1.0, np.sqrt(var))
     A = sxx / np.outer(sd, sd)  # shape: (K, K), Gram matrix of the standardized regressors
     A[np.diag_indices(k)] += alpha
@@ -294,10 +294,7 @@ def _fit_batched(Y: FloatArray, X: FloatArray, M: BoolArray, alpha: float) -> _F
     cx = Xc.sum(axis=2) / nf[:, None]  # shape: (G, K)
     sxx = Xc @ Xc.transpose(0, 2, 1) - nf[:, None, None] * (cx[:, :, None] * cx[:, None, :])
     var = np.einsum("gkk->gk", sxx) / nf[:, None]  # shape: (G, K)
-    on = M.T[:, None, :]  # shape: (G, 1, T)
-    xmax = np.where(on, Xt[None, :, :], -np.inf).max(axis=2)
-    xmin = np.where(on, Xt[None, :, :], np.inf).min(axis=2)
-    const = (xmax == xmin) | is_constant(var, mu, np.broadcast_to(nf[:, None], var.shape))
+    const = is_constant(var, mu, np.broadcast_to(nf[:, None], var.shape))
     sd = np.where(const, 1.0, np.sqrt(var))  # shape: (G, K)
     A = sxx / (sd[:, :, None] * sd[:, None, :])  # shape: (G, K, K), standardized Gram
     diag = np.arange(k)

@@ -180,10 +180,14 @@ class CsvProvider:
                     symbols = frame["symbol"].to_numpy()
                     starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
                     ends = np.r_[starts[1:], len(frame)]
-                    spans = {
-                        str(symbols[s]): (int(s), int(e))
-                        for s, e in zip(starts, ends, strict=True)
-                    } if len(frame) else {}
+                    spans = (
+                        {
+                            str(symbols[s]): (int(s), int(e))
+                            for s, e in zip(starts, ends, strict=True)
+                        }
+                        if len(frame)
+                        else {}
+                    )
                     loaded = _Loaded(frame, frame["date"].to_numpy().astype(np.int64), spans)
                     self._loaded = loaded
         return loaded

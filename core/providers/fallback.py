@@ -73,7 +73,9 @@ class FallbackProvider:
             except ProviderError as exc:
                 logger.warning(
                     "provider %s failed for %d symbols, trying the next: %s",
-                    provider.name, len(remaining), exc,
+                    provider.name,
+                    len(remaining),
+                    exc,
                 )
                 failures.append(f"{provider.name}: {exc}")
                 for s in remaining:
@@ -86,9 +88,7 @@ class FallbackProvider:
             if served:
                 bar_parts.append(result.bars[result.bars["symbol"].isin(served_set)])
                 if len(result.actions):
-                    action_parts.append(
-                        result.actions[result.actions["symbol"].isin(served_set)]
-                    )
+                    action_parts.append(result.actions[result.actions["symbol"].isin(served_set)])
                 served_by.append(provider.name)
             still: list[str] = []
             for s in remaining:
@@ -101,12 +101,8 @@ class FallbackProvider:
             remaining = still
         if not answered:
             raise ProviderError("all providers failed: " + "; ".join(failures))
-        bars = (
-            pd.concat(bar_parts, ignore_index=True) if bar_parts else empty_bars()
-        )
-        actions = (
-            pd.concat(action_parts, ignore_index=True) if action_parts else empty_actions()
-        )
+        bars = pd.concat(bar_parts, ignore_index=True) if bar_parts else empty_bars()
+        actions = pd.concat(action_parts, ignore_index=True) if action_parts else empty_actions()
         errors = {s: "; ".join(reasons[s]) for s in remaining}
         return FetchResult(
             bars=bars,

@@ -153,10 +153,23 @@ _STYLE_RESIDUAL_CORR = np.array(
 MARKET_ONLY_PREFIX = "MKT"
 PLANTED_MARKET_BETAS: dict[str, float] = {"MKTA": 0.6, "MKTB": 1.0, "MKTC": 1.5}
 GAPPY, SPARSE, RECENT, SPLITTER, DELISTED, BAD_TICK, DIVIDEND = (
-    "GAPY", "SPRS", "NEWL", "SPLT", "DLST", "BADT", "DIVY",
+    "GAPY",
+    "SPRS",
+    "NEWL",
+    "SPLT",
+    "DLST",
+    "BADT",
+    "DIVY",
 )
 SPECIAL_SYMBOLS: tuple[str, ...] = (
-    *PLANTED_MARKET_BETAS, GAPPY, SPARSE, RECENT, SPLITTER, DELISTED, BAD_TICK, DIVIDEND,
+    *PLANTED_MARKET_BETAS,
+    GAPPY,
+    SPARSE,
+    RECENT,
+    SPLITTER,
+    DELISTED,
+    BAD_TICK,
+    DIVIDEND,
 )
 """Planted symbols, see the module docstring."""
 
@@ -187,9 +200,30 @@ GICS_SECTORS: dict[str, tuple[str, ...]] = {
 """The 11 GICS sectors with three industries each (``fetch_profiles``)."""
 
 _NAME_WORDS = (
-    "Apex", "Blue", "Cedar", "Delta", "Ember", "Falcon", "Granite", "Harbor", "Iron",
-    "Juniper", "Keystone", "Lumen", "Meridian", "North", "Orion", "Pioneer", "Quartz",
-    "Redwood", "Summit", "Titan", "Union", "Vertex", "Willow", "Zenith",
+    "Apex",
+    "Blue",
+    "Cedar",
+    "Delta",
+    "Ember",
+    "Falcon",
+    "Granite",
+    "Harbor",
+    "Iron",
+    "Juniper",
+    "Keystone",
+    "Lumen",
+    "Meridian",
+    "North",
+    "Orion",
+    "Pioneer",
+    "Quartz",
+    "Redwood",
+    "Summit",
+    "Titan",
+    "Union",
+    "Vertex",
+    "Willow",
+    "Zenith",
 )
 _NAME_SUFFIXES = ("Inc.", "Corp.", "Holdings", "Group", "Co.", "Technologies", "Industries")
 
@@ -330,9 +364,22 @@ def _model(seed: int, symbol: str) -> _Model:
         i = ETF_SYMBOLS.index(symbol)
         spec = ETF_SPECS[symbol]
         return _Model(
-            symbol, i, tuple(float(j == i) for j in range(8)), 0.0, 0.0,
-            spec.vol / math.sqrt(TRADING_DAYS), math.log(spec.price0), dollar_volume * 20,
-            0.0, 0, -1, -1, 0.0, False, False, params,
+            symbol=symbol,
+            etf_index=i,
+            loadings=tuple(float(j == i) for j in range(len(ETF_SYMBOLS))),
+            alpha=0.0,
+            idio_vol=0.0,
+            day_vol=spec.vol / math.sqrt(TRADING_DAYS),
+            log_level=math.log(spec.price0),
+            dollar_volume=dollar_volume * 20,
+            dividend_q=0.0,
+            dividend_offset=0,
+            split_offset=-1,
+            bad_tick_offset=-1,
+            missing_share=0.0,
+            recent=False,
+            delisted=False,
+            params=params,
         )
     loadings = [0.5 + 1.3 * u[0], 0.30 * (u[1] - 0.5)] + [0.24 * (v - 0.5) for v in u[2:8]]
     if symbol.startswith(MARKET_ONLY_PREFIX):
@@ -412,9 +459,7 @@ def _action_logs(models: Sequence[_Model], n: int) -> tuple[np.ndarray, np.ndarr
     return log_div, log_split
 
 
-def _log_paths(
-    seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray
-) -> np.ndarray:
+def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray) -> np.ndarray:
     """Log raw closes before splits, (k, n) for positions 0..n-1 (dividend drops in).
 
     ETFs: cached paths. Equities: ``h_t = log1p(r_t) + log_div_t`` filtered by the AR(1)

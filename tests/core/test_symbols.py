@@ -18,9 +18,27 @@ from core.symbols import (
 )
 
 REAL_TICKERS = [
-    "AAPL", "BRK-B", "BF-B", "GOOGL", "SPY", "TLT", "MTUM", "USMV", "QUAL", "XLK",
-    "^GSPC", "7203.T", "RDS-A", "VOD.L", "EURUSD=X", "CL=F", "BTC-USD", "A", "BRK-A",
-    "005930.KS", "ABCDE",
+    "AAPL",
+    "BRK-B",
+    "BF-B",
+    "GOOGL",
+    "SPY",
+    "TLT",
+    "MTUM",
+    "USMV",
+    "QUAL",
+    "XLK",
+    "^GSPC",
+    "7203.T",
+    "RDS-A",
+    "VOD.L",
+    "EURUSD=X",
+    "CL=F",
+    "BTC-USD",
+    "A",
+    "BRK-A",
+    "005930.KS",
+    "ABCDE",
 ]
 
 

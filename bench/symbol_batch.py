@@ -1,0 +1,145 @@
+"""Benchmark of the symbol flow on a synthetic universe (not a test; prints figures).
+
+    python bench/symbol_batch.py [--symbols N] [--sample K] [--json]
+
+Runs the real Prefect flow on a fresh SQLite database in a temporary directory:
+the initial ~1-year load (first run, previous session), then one nightly day, then
+times the factor engine alone against a per-symbol statsmodels/scikit-learn loop on
+the same windows. With ``--json`` the last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _env(workdir: Path, max_workers: int | None) -> None:
+    os.environ["FACTORFLOW_HOME"] = str(workdir / "home")
+    os.environ.pop("FACTORFLOW_DATABASE_URL", None)
+    os.environ["FACTORFLOW_PRICE_PROVIDER"] = "synthetic"
+    if max_workers:
+        os.environ["FACTORFLOW_MAX_WORKERS"] = str(max_workers)
+    if "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=1000)
+    ap.add_argument("--sample", type=int, default=1000, help="symbols in the reference loop")
+    ap.add_argument("--workers", type=int, default=None, help="task-runner threads")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="factorflow-bench-"))
+    _env(workdir, args.workers)
+
+    from flows.cli import _quiet_shutdown
+
+    _quiet_shutdown()
+    import numpy as np
+    from prefect import flow
+
+    from core import calendar
+    from core.db import migrate
+    from core.db.engine import reading
+    from core.factors.definitions import MAX_WINDOW, REFERENCE_ETFS
+    from core.factors.engine import compute_factor_exposures
+    from core.factors.reference import reference_factor_exposures
+    from core.factors.returns import simple_returns
+    from core.providers.synthetic import SyntheticProvider
+    from core.repositories import prices as price_repo
+    from core.symbol_batch import register_universe
+    from flows.symbol_batch import symbol_batch
+
+    @flow(name="bench-noop")
+    def noop() -> int:
+        return 1
+
+    out: dict[str, float | int | str] = {"symbols": args.symbols}
+    t = time.perf_counter()
+    noop()
+    out["prefect_startup_s"] = round(time.perf_counter() - t, 3)
+
+    migrate.upgrade()
+    symbols = SyntheticProvider().universe(args.symbols)
+    asyncio.run(register_universe(symbols))
+    nightly_day = calendar.latest_completed_session()
+    first_day = calendar.previous_session(nightly_day)
+
+    t = time.perf_counter()
+    first = symbol_batch(as_of=first_day)
+    out["initial_load_s"] = round(time.perf_counter() - t, 3)
+    out["initial_price_rows"] = first["counts"]["price_rows"]
+    t = time.perf_counter()
+    nightly = symbol_batch(as_of=nightly_day)
+    out["nightly_s"] = round(time.perf_counter() - t, 3)
+    out["nightly_price_rows"] = nightly["counts"]["price_rows"]
+    out["nightly_factor_rows"] = nightly["counts"]["factor_rows"]
+    out["nightly_phases_s"] = json.dumps({k: round(v, 2) for k, v in nightly["seconds"].items()})
+    out["status"] = nightly["status"]
+
+    # The engine alone, on the nightly window read back from the database.
+    async def load() -> price_repo.PriceMatrix:
+        async with reading() as conn:
+            start = calendar.sessions_back(nightly_day, MAX_WINDOW)
+            etfs = [e for e in REFERENCE_ETFS if e not in symbols]
+            return await price_repo.load_price_matrix(conn, symbols + etfs, start, nightly_day)
+
+    pm = asyncio.run(load())
+    n = len(symbols)
+    rets = simple_returns(pm.adj_close)
+    col = {s: j for j, s in enumerate(pm.symbols)}
+    etf = {e: rets[:, col[e]] for e in REFERENCE_ETFS}
+    y = rets[:, :n]
+    compute_factor_exposures(y[:, :10], etf)  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        fx = compute_factor_exposures(y, etf)
+        best = min(best, time.perf_counter() - t)
+    out["engine_s"] = round(best, 4)
+    out["engine_per_symbol_us"] = round(best / n * 1e6, 2)
+
+    k = min(args.sample, n)
+    idx = np.linspace(0, n - 1, k).astype(int)
+    t = time.perf_counter()
+    ref = reference_factor_exposures(y[:, idx], etf)
+    ref_s = time.perf_counter() - t
+    out["reference_sample"] = k
+    out["reference_per_symbol_us"] = round(ref_s / k * 1e6, 1)
+    out["speedup"] = round(out["reference_per_symbol_us"] / out["engine_per_symbol_us"], 1)
+    a, b = fx.beta[:, idx], ref.beta
+    both = np.isfinite(a) & np.isfinite(b)
+    out["nan_pattern_equal"] = bool((np.isfinite(a) == np.isfinite(b)).all())
+    out["max_abs_diff"] = float(np.max(np.abs(a[both] - b[both]))) if both.any() else 0.0
+    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    out["workdir"] = str(workdir)
+
+    width = max(len(k_) for k_ in out)
+    for key, val in out.items():
+        print(f"{key:<{width}}  {val}")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
