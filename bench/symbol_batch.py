@@ -34,6 +34,7 @@ def _env(workdir: Path, max_workers: int | None) -> None:
         os.environ["PREFECT_HOME"] = str(workdir / "prefect")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _peak_rss_mb() -> float:

@@ -114,7 +114,9 @@ def _run_symbol_batch(**params: Any) -> dict[str, Any]:
 
 def _symbol_batch(args: argparse.Namespace) -> int:
     from core.db import migrate
+    from core.symbol_batch import resolve_target_dates
 
+    resolve_target_dates(args.as_of, args.start, args.end)  # fail fast, before Prefect starts
     migrate.upgrade()
     summary = _run_symbol_batch(as_of=args.as_of, start=args.start, end=args.end)
     _emit(summary, args.json, _format_batch(summary))

@@ -1,0 +1,46 @@
+"""NYSE calendar helpers against known sessions (holidays, weekends, the close)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from core import calendar
+
+UTC = dt.UTC
+
+
+def test_latest_completed_session_respects_the_close_and_holidays() -> None:
+    # Monday 2026-11-23: before the 16:00 New York close → Friday; after it → Monday
+    assert calendar.latest_completed_session(dt.datetime(2026, 11, 23, 15, tzinfo=UTC)) == (
+        dt.date(2026, 11, 20))
+    assert calendar.latest_completed_session(dt.datetime(2026, 11, 23, 21, 5, tzinfo=UTC)) == (
+        dt.date(2026, 11, 23))
+    # Thanksgiving 2026-11-26 is a holiday; the day after is a session
+    assert calendar.latest_completed_session(dt.datetime(2026, 11, 26, 23, tzinfo=UTC)) == (
+        dt.date(2026, 11, 25))
+    # a Sunday resolves to Friday
+    assert calendar.latest_completed_session(dt.datetime(2026, 11, 29, 12, tzinfo=UTC)) == (
+        dt.date(2026, 11, 27))
+    with pytest.raises(ValueError):
+        calendar.latest_completed_session(dt.datetime(2026, 11, 23, 12))
+
+
+def test_windows_count_sessions_not_calendar_days() -> None:
+    days = calendar.trading_days_between(dt.date(2026, 11, 20), dt.date(2026, 11, 30))
+    assert days == [dt.date(2026, 11, d) for d in (20, 23, 24, 25, 27, 30)]
+    assert calendar.sessions_ending_at(dt.date(2026, 11, 28), 3) == [
+        dt.date(2026, 11, 24), dt.date(2026, 11, 25), dt.date(2026, 11, 27)]
+    assert calendar.sessions_back(dt.date(2026, 11, 30), 2) == dt.date(2026, 11, 25)
+    assert calendar.session_count_between(dt.date(2026, 11, 20), dt.date(2026, 11, 30)) == 5
+    assert calendar.previous_session(dt.date(2026, 11, 27)) == dt.date(2026, 11, 25)
+    assert calendar.next_session(dt.date(2026, 11, 25)) == dt.date(2026, 11, 27)
+    assert not calendar.is_session(dt.date(2026, 11, 26))
+    assert calendar.trading_days_between(dt.date(2026, 11, 30), dt.date(2026, 11, 20)) == []
+
+
+def test_calendar_covers_the_2008_replay_and_refuses_outside_its_range() -> None:
+    assert calendar.is_session(dt.date(2008, 9, 15))
+    with pytest.raises(calendar.CalendarRangeError):
+        calendar.session_on_or_before(dt.date(1990, 1, 1))
