@@ -144,7 +144,7 @@ class FetchReport:
     errors: dict[str, str] = field(default_factory=dict)
     rejected_rows: int = 0
     refetched: list[str] = field(default_factory=list)
-    delisted: list[str] = field(default_factory=list)
+    delisted: dict[str, str] = field(default_factory=dict)
     provider: str = ""
     seconds: float = 0.0
 
@@ -222,7 +222,7 @@ async def fetch_and_store(
             status, reason = SymbolStatus.active.value, None
             if calendar.session_count_between(last, request.end) > settings.delist_after_sessions:
                 status, reason = SymbolStatus.delisted.value, f"no prices since {last}"
-                report.delisted.append(sym)
+                report.delisted[sym] = reason
             updates.append({"symbol": sym, "first_price_date": first, "last_price_date": last,
                             "status": status, "error_reason": reason})
         elif sym in result.errors or sym in offered:
@@ -234,9 +234,9 @@ async def fetch_and_store(
             elif calendar.session_count_between(st.last_price_date, request.end) > (
                 settings.delist_after_sessions
             ):
-                report.delisted.append(sym)
+                report.delisted[sym] = f"no prices since {st.last_price_date}: {reason}"
                 updates.append({"symbol": sym, "status": SymbolStatus.delisted.value,
-                                "error_reason": f"no prices since {st.last_price_date}: {reason}"})
+                                "error_reason": report.delisted[sym]})
     fetch_findings = [
         Finding(symbol=s, check="fetch_error", severity="error", day=None, detail=r)
         for s, r in report.errors.items()

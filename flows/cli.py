@@ -86,7 +86,7 @@ def _format_batch(summary: dict[str, Any]) -> str:
         f"{c['refetched_for_actions']} re-fetched after a split/dividend)",
         f"  factors: {c['factor_values']} values stored for {c['factor_symbols']} symbols "
         f"({', '.join(f'{k} {v}' for k, v in sorted(c['values_by_family'].items()))}); "
-        f"{c['blocked_by_checks']} symbols held back by data checks, "
+        f"{c['blocked_by_checks']} symbol(s) held back by data checks, "
         f"{c['flagged_values']} values flagged",
     ]
     if c["no_value_reasons"]:
@@ -95,7 +95,11 @@ def _format_batch(summary: dict[str, Any]) -> str:
     if c["findings"]:
         lines.append("  data checks: " + ", ".join(
             f"{k} {v}" for k, v in sorted(c["findings"].items())))
-    failed = {**e["symbols"], **{s_: f"data check: {r}" for s_, r in e["blocked"].items()}}
+    failed = {
+        **e["symbols"],
+        **{s_: f"data check: {r}" for s_, r in e["blocked"].items()},
+        **{s_: f"{r} (marked delisted)" for s_, r in e.get("delisted", {}).items()},
+    }
     if failed:
         lines.append(f"  symbols without fresh data or factors ({len(failed)}):")
         for sym, reason in sorted(failed.items())[:15]:

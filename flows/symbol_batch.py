@@ -157,6 +157,7 @@ def _summarise(
         "symbols": {s: e for r in fetches for s, e in r.errors.items()} | fetch_failures,
         "blocked": {s: e for r in factors for s, e in r.blocked.items()},
         "chunks": factor_failures,
+        "delisted": {s: e for r in fetches for s, e in r.delisted.items()},
     }
     return counts, errors
 

@@ -25,29 +25,36 @@ METRIC_FIELDS = (
 )
 
 
-def _f(v: float) -> float | None:
-    return None if not np.isfinite(v) else float(v)
+def _floats(values: np.ndarray) -> list[float | None]:
+    """Python floats with NaN/inf as None, without per-element numpy calls."""
+    return [v if v == v and v not in (np.inf, -np.inf) else None for v in values.tolist()]
 
 
 def exposure_rows(
     as_of: dt.date, symbols: Sequence[str], fx: FactorExposures
 ) -> list[dict[str, Any]]:
-    """Rows of ``symbol_factor_exposures`` for one date from an engine result."""
+    """Rows of ``symbol_factor_exposures`` for one date from an engine result.
+
+    r² and residual volatility are stored only where there is a beta.
+    """
     from core.factors.definitions import FACTORS
 
     family = {f.name: f.family for f in FACTORS}
     rows: list[dict[str, Any]] = []
     for fi, name in enumerate(fx.factors):
-        beta, nobs, r2, rv = fx.beta[fi], fx.n_obs[fi], fx.r_squared[fi], fx.resid_vol[fi]
-        reason, flag = fx.reason[fi], fx.flag[fi]
-        window = int(fx.window[fi])
+        betas = _floats(fx.beta[fi])
+        r2 = _floats(fx.r_squared[fi])
+        rv = _floats(fx.resid_vol[fi])
+        nobs = fx.n_obs[fi].tolist()
+        reason, flag = fx.reason[fi].tolist(), fx.flag[fi].tolist()
+        fam, window = family[name], int(fx.window[fi])
         for j, sym in enumerate(symbols):
-            b = _f(beta[j])
+            b = betas[j]
             rows.append({
-                "symbol": sym, "factor": name, "date": as_of, "family": family[name],
-                "window": window, "beta": b, "n_obs": int(nobs[j]),
-                "r_squared": _f(r2[j]) if b is not None else None,
-                "resid_vol": _f(rv[j]) if b is not None else None,
+                "symbol": sym, "factor": name, "date": as_of, "family": fam, "window": window,
+                "beta": b, "n_obs": nobs[j],
+                "r_squared": r2[j] if b is not None else None,
+                "resid_vol": rv[j] if b is not None else None,
                 "reason": reason[j], "flag": flag[j],
             })
     return rows
@@ -66,9 +73,9 @@ async def upsert_metrics(
     conn: AsyncConnection, symbols: Sequence[str], metrics: DailyMetrics
 ) -> int:
     """Store the daily metrics of ``symbols`` at ``metrics.as_of``."""
-    arrays = {f: getattr(metrics, f) for f in METRIC_FIELDS}
+    arrays = {f: _floats(np.asarray(getattr(metrics, f), dtype=float)) for f in METRIC_FIELDS}
     rows = [
-        {"symbol": s, "date": metrics.as_of, **{f: _f(arrays[f][j]) for f in METRIC_FIELDS}}
+        {"symbol": s, "date": metrics.as_of, **{f: arrays[f][j] for f in METRIC_FIELDS}}
         for j, s in enumerate(symbols)
     ]
     return await upsert_rows(conn, DM, rows, key=["symbol", "date"])

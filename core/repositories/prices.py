@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,6 +82,50 @@ class PriceMatrix:
         return self.symbols.index(symbol)
 
 
+def _sqlite_rows(database: str, sql: str, params: Sequence) -> list[tuple]:
+    con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)
+    try:
+        return con.execute(sql, tuple(params)).fetchall()
+    finally:
+        con.close()
+
+
+async def _price_rows(
+    conn: AsyncConnection, symbols: list[str], start: dt.date, end: dt.date
+) -> tuple[list[tuple], list[tuple]]:
+    """(symbol, date, close, adj_close) rows and (symbol, date, split ratio) rows.
+
+    On SQLite the bulk read goes through the stdlib driver on a read-only connection
+    (about 3x faster than through aiosqlite for hundreds of thousands of rows); dates
+    then come back as ISO strings.
+    """
+    database = conn.engine.url.database
+    if conn.dialect.name == "sqlite" and database and database != ":memory:":
+        marks = ",".join("?" * len(symbols))
+        bounds = (start.isoformat(), end.isoformat())
+        prices = await asyncio.to_thread(
+            _sqlite_rows, database,
+            f"SELECT symbol, date, close, adj_close FROM prices WHERE symbol IN ({marks}) "
+            "AND date >= ? AND date <= ?", (*symbols, *bounds),
+        )
+        splits = await asyncio.to_thread(
+            _sqlite_rows, database,
+            f"SELECT symbol, date, value FROM corporate_actions WHERE symbol IN ({marks}) "
+            "AND kind = 'split' AND date >= ? AND date <= ?", (*symbols, *bounds),
+        )
+        return prices, splits
+    stmt = sa.select(
+        P.c.symbol, P.c.date,
+        sa.type_coerce(P.c.close, sa.Float), sa.type_coerce(P.c.adj_close, sa.Float),
+    ).where(P.c.symbol.in_(symbols), P.c.date >= start, P.c.date <= end)
+    astmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
+        A.c.symbol.in_(symbols), A.c.kind == "split", A.c.date >= start, A.c.date <= end
+    )
+    prices_rows = [tuple(r) for r in (await conn.execute(stmt)).all()]
+    split_rows = [tuple(r) for r in (await conn.execute(astmt)).all()]
+    return prices_rows, split_rows
+
+
 async def load_price_matrix(
     conn: AsyncConnection, symbols: Sequence[str], start: dt.date, end: dt.date
 ) -> PriceMatrix:
@@ -92,29 +138,26 @@ async def load_price_matrix(
     split = np.ones((t, n))
     if t == 0 or n == 0:
         return PriceMatrix(sessions, syms, close, adj, split)
-    col = {s: j for j, s in enumerate(syms)}
-    first = calendar.session_positions([sessions[0]])[0]
+    symbol_index = pd.Index(syms)
+    by_date = pd.Index(sessions)
+    by_iso = pd.Index([d.isoformat() for d in sessions])
     for i in range(0, n, _IN_CHUNK):
-        part = syms[i : i + _IN_CHUNK]
-        stmt = sa.select(
-            P.c.symbol, P.c.date,
-            sa.type_coerce(P.c.close, sa.Float), sa.type_coerce(P.c.adj_close, sa.Float),
-        ).where(P.c.symbol.in_(part), P.c.date >= start, P.c.date <= end)
-        rows = (await conn.execute(stmt)).all()
-        if rows:
-            s_col, d_col, c_col, a_col = zip(*rows, strict=True)
-            rows_idx = calendar.session_positions(d_col) - first
-            cols_idx = np.fromiter((col[s] for s in s_col), dtype=np.int64, count=len(s_col))
-            ok = (rows_idx >= 0) & (rows_idx < t)
-            close[rows_idx[ok], cols_idx[ok]] = np.asarray(c_col, dtype=float)[ok]
-            adj[rows_idx[ok], cols_idx[ok]] = np.asarray(a_col, dtype=float)[ok]
-        astmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
-            A.c.symbol.in_(part), A.c.kind == "split", A.c.date >= start, A.c.date <= end
-        )
-        for s, d, v in (await conn.execute(astmt)).all():
-            pos = calendar.session_positions([d])[0] - first
-            if 0 <= pos < t and v > 0:
-                split[pos, col[s]] = float(v)
+        price_rows, split_rows = await _price_rows(conn, syms[i : i + _IN_CHUNK], start, end)
+        for rows, kind in ((price_rows, "price"), (split_rows, "split")):
+            if not rows:
+                continue
+            cols = list(zip(*rows, strict=True))
+            dates = by_iso if isinstance(cols[1][0], str) else by_date
+            r = dates.get_indexer(cols[1])
+            c = symbol_index.get_indexer(cols[0])
+            ok = (r >= 0) & (c >= 0)
+            if kind == "price":
+                close[r[ok], c[ok]] = np.asarray(cols[2], dtype=float)[ok]
+                adj[r[ok], c[ok]] = np.asarray(cols[3], dtype=float)[ok]
+            else:
+                ratio = np.asarray(cols[2], dtype=float)
+                ok &= ratio > 0
+                split[r[ok], c[ok]] = ratio[ok]
     return PriceMatrix(sessions, syms, close, adj, split)
 
 
