@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,10 @@ from core.quality import Finding, blocking_reasons, check_series, validate_bars
 from core.repositories import factors as factor_repo
 from core.repositories import findings as finding_repo
 from core.repositories import prices as price_repo
+from core.repositories import profiles as profile_repo
 from core.repositories import symbols as symbol_repo
 from core.settings import Settings
-from core.symbols import is_market_symbol
+from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
 HISTORY_SESSIONS = 260
 """Price rows loaded per date: 252 for the 1-year metrics plus a margin for YTD."""
@@ -146,6 +148,8 @@ class FetchReport:
     refetched: list[str] = field(default_factory=list)
     delisted: dict[str, str] = field(default_factory=dict)
     provider: str = ""
+    profiles: int = 0
+    profile_error: str | None = None
     seconds: float = 0.0
 
 
@@ -245,8 +249,19 @@ async def fetch_and_store(
                 detail=f"{f.check}: {f.detail}")
         for f in findings
     ]
+    profiles = None
+    if got is not None:
+        async with reading(engine) as conn:
+            need = await profile_repo.symbols_without_profile(conn, list(got.index))
+        if need:
+            try:
+                profiles = await asyncio.to_thread(provider.fetch_profiles, need)
+            except Exception as exc:  # profiles are descriptive: never fail prices for them
+                report.profile_error = f"{type(exc).__name__}: {exc}"
     async with transaction(engine) as conn:
         report.rows = await price_repo.upsert_bars(conn, bars)
+        if profiles is not None:
+            report.profiles = await profile_repo.upsert_profiles(conn, profiles)
         await price_repo.upsert_actions(conn, actions)
         await symbol_repo.update_states(conn, updates)
         await finding_repo.replace_findings(
@@ -385,16 +400,24 @@ async def reference_gaps(
 
 async def register_universe(
     symbols: Iterable[str], engine: AsyncEngine | None = None
-) -> dict[str, int]:
-    """Add symbols (pending) and the reference ETFs (active) to the universe if absent.
+) -> dict[str, Any]:
+    """Add symbols (pending) and the reference ETFs to the universe if absent.
 
-    Private identifiers are stored with kind ``private`` and never fetched.
+    Symbols are validated and normalised (``core.symbols``); invalid ones are not stored
+    and come back under ``rejected`` with the reason. Private identifiers are stored with
+    kind ``private`` and never fetched.
     """
     engine = engine or flow_engine()
     market: list[str] = []
     private: list[str] = []
-    for s in symbols:
-        (market if is_market_symbol(s) else private).append(s)
+    rejected: dict[str, str] = {}
+    for raw in symbols:
+        try:
+            sym = validate_symbol(raw)
+        except InvalidSymbolError as exc:
+            rejected[str(raw)] = str(exc)
+            continue
+        (market if is_market_symbol(sym) else private).append(sym)
     etfs = [(e, SymbolKind.etf) for e in REFERENCE_ETFS]
     async with transaction(engine) as conn:
         added = await symbol_repo.add_symbols(conn, etfs, status=SymbolStatus.pending)
@@ -404,4 +427,26 @@ async def register_universe(
         added += await symbol_repo.add_symbols(
             conn, [(s, SymbolKind.private) for s in private], status=SymbolStatus.active
         )
-    return {"market": len(market), "private": len(private), "sent": added}
+    return {"market": len(market), "private": len(private), "sent": added, "rejected": rejected}
+
+
+async def reject_invalid_symbols(
+    states: Sequence[symbol_repo.SymbolState], engine: AsyncEngine | None = None
+) -> dict[str, str]:
+    """Universe rows (not private) whose identifier is not a valid ticker: marked ``error``
+    with the reason (they are never sent to a provider); returns symbol → reason."""
+    invalid: dict[str, str] = {}
+    for st in states:
+        if st.kind == SymbolKind.private:
+            continue
+        try:
+            validate_symbol(st.symbol)
+        except InvalidSymbolError as exc:
+            invalid[st.symbol] = f"invalid_symbol: {exc}"
+    if invalid:
+        async with transaction(engine or flow_engine()) as conn:
+            await symbol_repo.update_states(conn, [
+                {"symbol": k, "status": SymbolStatus.error.value, "error_reason": v}
+                for k, v in invalid.items()
+            ])
+    return invalid

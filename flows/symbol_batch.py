@@ -36,6 +36,7 @@ from core.symbol_batch import (
     record_fetch_failures,
     reference_gaps,
     register_universe,
+    reject_invalid_symbols,
     resolve_target_dates,
 )
 from core.symbols import is_market_symbol
@@ -133,6 +134,7 @@ def _summarise(
         "symbols_fetched": sum(r.symbols_with_rows for r in fetches),
         "price_rows": sum(r.rows for r in fetches),
         "rejected_rows": sum(r.rejected_rows for r in fetches),
+        "profiles_stored": sum(r.profiles for r in fetches),
         "refetched_for_actions": sum(len(r.refetched) for r in fetches),
         "delisted": sum(len(r.delisted) for r in fetches),
         "symbols_failed": len({**{s: 1 for r in fetches for s in r.errors}, **fetch_failures}),
@@ -204,6 +206,9 @@ def symbol_batch(
     t = time.perf_counter()
     try:
         universe = load_universe()
+        invalid = asyncio.run(reject_invalid_symbols(universe))
+        universe = [u for u in universe if u.symbol not in invalid]
+        fetch_failures.update(invalid)
         history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if start else None
         plan = plan_fetch(
             universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start

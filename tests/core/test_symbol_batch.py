@@ -137,3 +137,13 @@ def test_new_split_refetches_history_on_one_adjustment_basis(database_url: str) 
     expected = provider.fetch(["SPLT"], first.start, split_day).bars
     assert np.allclose(stored.adj_close.to_numpy(), expected.adj_close.round(6).to_numpy(),
                        atol=1e-6)
+
+
+def test_register_universe_validates_and_normalises(database_url: str) -> None:
+    result = asyncio.run(register_universe(["brk.b", "  aapl ", "!!!", "", "PRIVATE_X"]))
+    assert set(result["rejected"]) == {"!!!", ""}
+    assert "invalid symbol" in result["rejected"]["!!!"]
+    rows = query(database_url, "SELECT symbol, kind, status FROM symbols").set_index("symbol")
+    assert {"BRK-B", "AAPL", "PRIVATE_X", "SPY"} <= set(rows.index)
+    assert rows.loc["PRIVATE_X", "kind"] == "private"
+    assert rows.loc["AAPL", "status"] == "pending"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.symbol_batch import ReferenceDataError, register_universe
-from tests.flows.helpers import adj_close_matrix, query, snapshot
+from tests.flows.helpers import adj_close_matrix, db_path, query, snapshot
 
 AS_OF = dt.date(2026, 11, 19)
 NEXT = dt.date(2026, 11, 20)
@@ -96,7 +97,12 @@ UNIVERSE = ["MKTA", "MKTB", "GAPY", "SPRS", "NEWL", "SPLT", "DLST", "BADT", "DIV
 
 def test_nightly_run_stores_checked_factors_and_emits_event(database_url: str) -> None:
     register(UNIVERSE)
+    # garbage that bypassed validation (e.g. inserted by hand) gets a named error, no fetch
+    with sqlite3.connect(db_path(database_url)) as con:
+        con.execute("INSERT INTO symbols (symbol, kind, status, created_at) "
+                    "VALUES ('B@D!', 'equity', 'active', '2026-01-01 00:00:00')")
     summary = run_flow(as_of=AS_OF)
+    assert summary["errors"]["symbols"]["B@D!"].startswith("invalid_symbol")
 
     assert summary["as_of"] == AS_OF.isoformat()
     # 7203.T is a real ticker the synthetic provider does not know: a named per-symbol error
@@ -109,8 +115,12 @@ def test_nightly_run_stores_checked_factors_and_emits_event(database_url: str) -
         assert st.loc[private, "kind"] == "private"
     assert all(st.loc[e, "status"] == "active" for e in REFERENCE_ETFS)
 
+    assert st.loc["B@D!", "status"] == "error"
     priced = set(query(database_url, "SELECT DISTINCT symbol FROM prices").symbol)
-    assert not priced & {"PRIVATE_FUND_A", "EQ5D6A2D8F", "7203.T"}
+    assert not priced & {"PRIVATE_FUND_A", "EQ5D6A2D8F", "7203.T", "B@D!"}
+    profiles = query(database_url, "SELECT symbol, sector FROM symbol_profiles").set_index("symbol")
+    assert profiles.loc["SPY", "sector"] == "ETF" and profiles.loc["MKTA", "sector"]
+    assert set(profiles.index) == priced
 
     # every factor of these symbols equals statsmodels / scikit-learn on the same windows
     for symbol in ("MKTA", "GAPY", "SPLT", "DIVY", "ABCD", "SPY", "TLT"):
