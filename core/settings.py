@@ -5,6 +5,7 @@ Every field is documented in README.md ("Configuration").
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,11 +39,25 @@ class Settings(BaseSettings):
     lookback_days: int = Field(
         default=380, ge=200, description="Calendar days of history fetched for a new symbol."
     )
+    reference_history_start: dt.date = Field(
+        default=dt.date(2007, 1, 3),
+        description="First date fetched for a new reference ETF (history for stress replays).",
+    )
     fetch_chunk_size: int = Field(
         default=500, ge=1, description="Symbols per provider call (one mapped task each)."
     )
     factor_chunk_size: int = Field(
         default=1000, ge=1, description="Symbols per factor task (one mapped task each)."
+    )
+    portfolio_chunk_size: int = Field(
+        default=500, ge=1, description="Portfolios per refresh task (one mapped task each)."
+    )
+    max_backfill_sessions: int = Field(
+        default=30, ge=1, description="Most missed sessions a portfolio refresh backfills."
+    )
+    degraded_failure_share: float = Field(
+        default=0.10, ge=0, le=1,
+        description="Share of failed portfolios above which the refresh alerts (event + error).",
     )
     max_workers: int = Field(default=4, ge=1, description="Threads of the task runner.")
     jump_threshold: float = Field(

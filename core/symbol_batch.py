@@ -108,12 +108,14 @@ def plan_fetch(
     lookback_days: int,
     chunk_size: int,
     history_start: dt.date | None = None,
+    reference_start: dt.date | None = None,
 ) -> list[FetchRequest]:
     """Fetch requests so each market symbol gets only what it lacks up to ``end``.
 
     A symbol with no prices gets ``lookback_days`` calendar days; one with prices
     gets the sessions after its last date. ``history_start`` (backfill mode) also
-    fetches from there for symbols whose stored history starts later.
+    fetches from there for symbols whose stored history starts later. A new reference
+    ETF starts at ``reference_start`` (long history for the stress replays).
     """
     by_start: dict[dt.date, list[str]] = {}
     default_start = min(end - dt.timedelta(days=lookback_days), history_start or end)
@@ -122,6 +124,8 @@ def plan_fetch(
             continue
         if s.last_price_date is None:
             start = default_start
+            if s.kind == SymbolKind.etf and reference_start is not None:
+                start = min(start, reference_start)
         elif history_start and s.first_price_date and s.first_price_date > history_start:
             start = history_start
         elif s.last_price_date >= end:

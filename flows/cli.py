@@ -116,6 +116,39 @@ def _run_symbol_batch(**params: Any) -> dict[str, Any]:
     return symbol_batch(**params)
 
 
+def _run_portfolio_refresh(**params: Any) -> dict[str, Any]:
+    from flows.portfolio_refresh import portfolio_refresh
+
+    return portfolio_refresh(**params)
+
+
+def _format_refresh(summary: dict[str, Any]) -> str:
+    c, s, e = summary["counts"], summary["seconds"], summary["errors"]
+    lines = [
+        f"portfolio-refresh {summary['status']} for {summary['as_of']}"
+        + (" (DEGRADED: more than 10% failed)" if summary.get("degraded") else ""),
+        f"  portfolios {c['portfolios']}: {c['refreshed']} refreshed, {c['up_to_date']} "
+        f"already up to date, {c['failed']} failed; {c['snapshots']} snapshots written "
+        f"({c['partial_snapshots']} partial: missing prices)",
+        f"  stress scenarios available: {c['scenarios_available']} of {c['scenarios']}",
+    ]
+    for name, reason in sorted(e["scenarios"].items()):
+        lines.append(f"    {name}: {reason}")
+    for pid, reason in sorted(e["portfolios"].items())[:10]:
+        lines.append(f"  failed {pid}: {reason}")
+    lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    return "\n".join(lines)
+
+
+def _portfolio_refresh(args: argparse.Namespace) -> int:
+    from core.db import migrate
+
+    migrate.upgrade()
+    summary = _run_portfolio_refresh(as_of=args.as_of, wait_seconds=args.wait)
+    _emit(summary, args.json, _format_refresh(summary))
+    return 0
+
+
 def _symbol_batch(args: argparse.Namespace) -> int:
     from core.db import migrate
     from core.symbol_batch import resolve_target_dates
@@ -143,34 +176,45 @@ def _demo_symbols(n: int) -> list[str]:
 def _demo(args: argparse.Namespace) -> int:
     from core import calendar
     from core.db import migrate
+    from core.demo import demo_symbols, seed_portfolios
     from core.settings import get_settings
     from core.symbol_batch import register_universe
 
     settings = get_settings()
     t0 = time.perf_counter()
     migrate.upgrade()
-    symbols = _demo_symbols(args.symbols)
+    symbols = demo_symbols(_demo_symbols(args.symbols))
     asyncio.run(register_universe(symbols))
     end = calendar.latest_completed_session()
+    first = calendar.sessions_back(end, args.days - 1)
     params: dict[str, Any] = {"as_of": end}
     if args.days > 1:
-        params = {"start": calendar.sessions_back(end, args.days - 1), "end": end}
+        params = {"start": first, "end": end}
     t1 = time.perf_counter()
     summary = _run_symbol_batch(**params)
+    seeded = asyncio.run(seed_portfolios(args.portfolios, first, positions=args.positions))
+    refreshes = []
+    if args.days > 1:  # the first refresh snapshots `first`; the second backfills the rest
+        refreshes.append(_run_portfolio_refresh(as_of=first))
+    refreshes.append(_run_portfolio_refresh(as_of=end))
+    summary["portfolio_refresh"] = refreshes[-1]
+    summary["seeded"] = seeded
     total = time.perf_counter() - t0
     summary["demo"] = {
         "symbols_requested": args.symbols,
         "database": settings.resolved_database_url,
         "prefect": os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_HOME"),
         "provider": settings.price_provider,
-        "flow_wall_s": round(time.perf_counter() - t1, 3),
+        "flows_wall_s": round(time.perf_counter() - t1, 3),
         "total_s": round(total, 3),
     }
     human = "\n".join([
-        f"factorflow demo: {len(symbols)} synthetic symbols + 8 reference ETFs, "
-        f"provider {settings.price_provider}",
+        f"factorflow demo: {len(symbols)} symbols + 8 reference ETFs, "
+        f"provider {settings.price_provider}; {args.portfolios} portfolios of ~"
+        f"{args.positions} positions ({seeded['portfolios_created']} created now)",
         _format_batch(summary),
-        f"  flow wall time {summary['demo']['flow_wall_s']:.1f} s (incl. Prefect start-up), "
+        *[_format_refresh(r) for r in refreshes],
+        f"  flows wall time {summary['demo']['flows_wall_s']:.1f} s (incl. Prefect start-up), "
         f"total {total:.1f} s",
         f"  data: {settings.resolved_database_url}",
         f"  Prefect state: {summary['demo']['prefect']}",
@@ -197,9 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     sb.set_defaults(func=_symbol_batch)
 
-    demo = sub.add_parser("demo", help="seed a synthetic universe and run the nightly flow")
+    pr = sub.add_parser("portfolio-refresh", help="run the portfolio flow (snapshots, analytics)")
+    pr.add_argument("--as-of", type=_date, help="session to refresh (default: latest completed)")
+    pr.add_argument("--wait", type=float, default=0,
+                    help="seconds to wait for that session's symbol batch (default 0)")
+    pr.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    pr.set_defaults(func=_portfolio_refresh)
+
+    demo = sub.add_parser("demo", help="seed a synthetic universe and portfolios, run both flows")
     demo.add_argument("--symbols", type=int, default=200, help="synthetic symbols (default 200)")
-    demo.add_argument("--days", type=int, default=1, help="sessions to process (default 1)")
+    demo.add_argument("--days", type=int, default=3,
+                      help="sessions to process (default 3: the portfolio refresh backfills)")
+    demo.add_argument("--portfolios", type=int, default=50, help="synthetic portfolios")
+    demo.add_argument("--positions", type=int, default=25, help="positions per portfolio")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     demo.set_defaults(func=_demo)
     return p
@@ -210,17 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
-    if getattr(args, "symbols", 1) < 1 or getattr(args, "days", 1) < 1:
-        print("factorflow: --symbols and --days must be at least 1", file=sys.stderr)
+    if any(getattr(args, k, 1) < 1 for k in ("symbols", "days", "portfolios", "positions")):
+        print("factorflow: --symbols, --days, --portfolios and --positions must be at least 1",
+              file=sys.stderr)
         return 2
     _prefect_environment()
     _quiet_shutdown()
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # a named error with its message, not a traceback
+        from core.portfolio_refresh import PortfolioRefreshError
         from core.symbol_batch import SymbolBatchError
 
-        if isinstance(exc, SymbolBatchError | ValueError):
+        if isinstance(exc, SymbolBatchError | PortfolioRefreshError | ValueError):
             print(f"factorflow: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         raise

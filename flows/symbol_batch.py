@@ -211,7 +211,8 @@ def symbol_batch(
         fetch_failures.update(invalid)
         history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if start else None
         plan = plan_fetch(
-            universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start
+            universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start,
+            reference_start=settings.reference_history_start,
         )
         logger.info("as_of %s: %d symbols, %d fetch chunks", target, len(universe), len(plan))
         futures = fetch_prices.map(plan, unmapped(target))

@@ -16,6 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Column, Field, SQLModel
 
+from core.db.types import Money
+
 PRICE = sa.Numeric(18, 6)
 MONEY = sa.Numeric(20, 4)
 
@@ -191,4 +193,197 @@ class BatchRun(SQLModel, table=True):
     )
     error_summary: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(sa.JSON, nullable=False)
+    )
+
+
+# --- the portfolio layer (reads the symbol layer, never the other way round) -------------
+
+
+
+class InvestmentClass(enum.StrEnum):
+    PUBLIC = "PUBLIC"
+    OPTIONS = "OPTIONS"
+    PRIVATE = "PRIVATE"
+
+
+class User(SQLModel, table=True):
+    """An API user; the bearer token is stored only as its SHA-256 hash."""
+
+    __tablename__ = "users"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=100, sa_column_kwargs={"unique": True})
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    is_admin: bool = False
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+
+
+class Portfolio(SQLModel, table=True):
+    """A user's portfolio; ``deleted_at`` set = soft-deleted (kept for history)."""
+
+    __tablename__ = "portfolios"
+    __table_args__ = (
+        sa.Index(
+            "uq_portfolios_owner_name_live", "owner_id", "name", unique=True,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    owner_id: str = Field(foreign_key="users.id", max_length=36, index=True)
+    name: str = Field(max_length=200)
+    base_currency: str = Field(default="USD", max_length=3)
+    cash_balance: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Money(20, 4), nullable=False)
+    )
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    updated_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    deleted_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )
+
+
+class Position(SQLModel, table=True):
+    """A holding: signed quantity (negative = short) and entry price as of the entry date."""
+
+    __tablename__ = "positions"
+
+    id: str = Field(primary_key=True, max_length=36)
+    portfolio_id: str = Field(foreign_key="portfolios.id", max_length=36, index=True)
+    symbol: str = Field(max_length=32, index=True)
+    quantity: Decimal = Field(sa_column=Column(Money(24, 8), nullable=False))
+    entry_date: dt.date
+    entry_price: Decimal = Field(sa_column=Column(Money(20, 6), nullable=False))
+    exit_date: dt.date | None = None
+    exit_price: Decimal | None = Field(default=None, sa_column=Column(Money(20, 6)))
+    investment_class: InvestmentClass = Field(
+        default=InvestmentClass.PUBLIC, sa_column=Column(sa.String(16), nullable=False)
+    )
+    manual_value: Decimal | None = Field(default=None, sa_column=Column(Money(20, 4)))
+    market_value: Decimal | None = Field(default=None, sa_column=Column(Money(20, 4)))
+    market_value_date: dt.date | None = None
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+
+
+class PortfolioSnapshot(SQLModel, table=True):
+    """End-of-day valuation of a portfolio (money exact; return float)."""
+
+    __tablename__ = "portfolio_snapshots"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    date: dt.date = Field(primary_key=True)
+    equity: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    market_value: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    cash: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    cost_basis: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    unrealized_pnl: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    daily_pnl: Decimal | None = Field(default=None, sa_column=Column(Money(20, 4)))
+    daily_return: float | None = None
+    long_exposure: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    short_exposure: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    gross_exposure: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    net_exposure: Decimal = Field(sa_column=Column(Money(20, 4), nullable=False))
+    position_count: int = 0
+    partial: bool = False
+    missing_symbols: list[str] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False)
+    )
+
+
+class PortfolioFactorExposure(SQLModel, table=True):
+    """A portfolio's market-value-weighted factor beta at a date."""
+
+    __tablename__ = "portfolio_factor_exposures"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    date: dt.date = Field(primary_key=True)
+    factor: str = Field(primary_key=True, max_length=32)
+    beta: float | None = None
+    dollar_exposure: float | None = None
+    covered_share: float = 0.0
+    covered_weight: float = 0.0
+
+
+class PortfolioSectorExposure(SQLModel, table=True):
+    """A portfolio's signed market value per sector at a date."""
+
+    __tablename__ = "portfolio_sector_exposures"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    date: dt.date = Field(primary_key=True)
+    sector: str = Field(primary_key=True, max_length=64)
+    value: float
+    weight: float | None = None
+
+
+class PortfolioCorrelation(SQLModel, table=True):
+    """The 90-day pairwise correlation matrix of a portfolio's positions at a date.
+
+    The matrix (symbols × symbols) is one JSON document per portfolio and date: the
+    pairs are read together, and 10,000 portfolios × 300 pairs as rows would cost a
+    nightly 3 million-row write for nothing.
+    """
+
+    __tablename__ = "portfolio_correlations"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    date: dt.date = Field(primary_key=True)
+    symbols: list[str] = Field(default_factory=list, sa_column=Column(sa.JSON, nullable=False))
+    matrix: list[list[float]] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False)
+    )
+    n_overlap: list[list[int]] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False)
+    )
+    average_correlation: float | None = None
+    effective_positions: float | None = None
+    repaired: bool = False
+    clusters: list[list[str]] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False)
+    )
+    insufficient_pairs: list[list[str]] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False)
+    )
+
+
+class StressTestResult(SQLModel, table=True):
+    """One scenario's P&L for a portfolio at a date, with per-factor contributions."""
+
+    __tablename__ = "stress_test_results"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    date: dt.date = Field(primary_key=True)
+    scenario: str = Field(primary_key=True, max_length=48)
+    available: bool = True
+    pnl: float | None = None
+    pnl_pct: float | None = None
+    contributions: dict[str, float] = Field(
+        default_factory=dict, sa_column=Column(sa.JSON, nullable=False)
+    )
+    reason: str | None = Field(default=None, sa_column=Column(sa.Text))
+
+
+class PortfolioAnalyticsCache(SQLModel, table=True):
+    """Cached analytics of one kind for a portfolio, valid for one positions hash and data date."""
+
+    __tablename__ = "portfolio_analytics_cache"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    kind: str = Field(primary_key=True, max_length=48)
+    positions_hash: str = Field(max_length=64)
+    data_date: dt.date
+    payload: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(sa.JSON, nullable=False)
+    )
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
     )

@@ -101,3 +101,20 @@ async def count_exposures(conn: AsyncConnection, as_of: dt.date) -> dict[str, in
     stmt = sa.select(sa.func.count(), sa.func.count(FE.c.beta)).where(FE.c.date == as_of)
     total, valued = (await conn.execute(stmt)).one()
     return {"rows": int(total), "with_value": int(valued)}
+
+
+async def load_beta_matrix(
+    conn: AsyncConnection, symbols: Sequence[str], as_of: dt.date, factors: Sequence[str]
+) -> np.ndarray:
+    """Betas of ``symbols`` × ``factors`` stored at ``as_of``; NaN where there is none."""
+    out = np.full((len(symbols), len(factors)), np.nan)
+    row = {s: i for i, s in enumerate(symbols)}
+    col = {f: j for j, f in enumerate(factors)}
+    for i in range(0, len(symbols), 900):
+        part = list(symbols[i : i + 900])
+        stmt = sa.select(FE.c.symbol, FE.c.factor, FE.c.beta).where(
+            FE.c.symbol.in_(part), FE.c.date == as_of, FE.c.beta.is_not(None))
+        for s, f, b in (await conn.execute(stmt)).all():
+            if f in col:
+                out[row[s], col[f]] = b
+    return out

@@ -178,3 +178,26 @@ async def last_price_dates(conn: AsyncConnection, symbols: Sequence[str]) -> dic
 async def count_rows(conn: AsyncConnection) -> int:
     """Number of stored price rows."""
     return int((await conn.execute(sa.select(sa.func.count()).select_from(P))).scalar_one())
+
+
+async def load_splits(
+    conn: AsyncConnection, symbols: Sequence[str]
+) -> dict[str, list[tuple[dt.date, float]]]:
+    """Every stored split of ``symbols``: symbol → [(date, new shares per old)], by date."""
+    out: dict[str, list[tuple[dt.date, float]]] = {}
+    for i in range(0, len(symbols), _IN_CHUNK):
+        part = list(symbols[i : i + _IN_CHUNK])
+        stmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
+            A.c.symbol.in_(part), A.c.kind == "split").order_by(A.c.symbol, A.c.date)
+        for s, d, v in (await conn.execute(stmt)).all():
+            out.setdefault(s, []).append((d, float(v)))
+    return out
+
+
+async def sessions_with_price(
+    conn: AsyncConnection, symbol: str, start: dt.date, end: dt.date
+) -> list[dt.date]:
+    """Dates in [start, end] on which ``symbol`` has a stored price, ascending."""
+    stmt = sa.select(P.c.date).where(
+        P.c.symbol == symbol, P.c.date >= start, P.c.date <= end).order_by(P.c.date)
+    return [r[0] for r in (await conn.execute(stmt)).all()]

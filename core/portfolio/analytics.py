@@ -1,0 +1,211 @@
+"""All analytics of one portfolio from pre-computed symbol data (pure; no I/O).
+
+Used by the nightly portfolio flow and by instant onboarding alike: snapshots for
+the requested days, position market values, factor and sector aggregation, the
+90-day correlation matrix and the stress scenarios.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+
+from core.factors.returns import log_returns
+from core.portfolio.aggregation import FactorAggregate, aggregate_factors, sector_exposure
+from core.portfolio.valuation import Holding, InvestmentClass, Snapshot, value_portfolio
+from core.risk.correlation import CorrelationSummary, correlation_summary
+from core.risk.stress import stress_exposures
+
+CORRELATION_WINDOW = 90
+MIN_PAIR_OVERLAP = 20
+
+
+@dataclass(frozen=True)
+class SymbolData:
+    """Symbol-layer data for a set of symbols, aligned on consecutive NYSE sessions.
+
+    ``close``/``adj_close`` are (T, S) with NaN where no price is stored; ``betas`` is
+    (S, F) at the analytics date (NaN = no value); ``splits`` maps a symbol to its
+    (date, ratio) splits; ``sectors`` maps a symbol to its sector.
+    """
+
+    sessions: list[dt.date]
+    symbols: list[str]
+    close: np.ndarray
+    adj_close: np.ndarray
+    factors: tuple[str, ...]
+    betas: np.ndarray
+    splits: Mapping[str, Sequence[tuple[dt.date, float]]] = field(default_factory=dict)
+    sectors: Mapping[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_col", {s: j for j, s in enumerate(self.symbols)})
+        object.__setattr__(self, "_row", {d: i for i, d in enumerate(self.sessions)})
+
+    def closes_on(self, day: dt.date) -> dict[str, float]:
+        """Raw closes stored for ``day`` (symbols without a price are absent)."""
+        i = self._row.get(day)  # type: ignore[attr-defined]
+        if i is None:
+            return {}
+        row = self.close[i]
+        return {s: float(row[j]) for j, s in enumerate(self.symbols) if row[j] == row[j]}
+
+    def column(self, symbol: str) -> int | None:
+        col: dict[str, int] = self._col  # type: ignore[attr-defined]
+        return col.get(symbol)
+
+
+@dataclass(frozen=True)
+class ScenarioSet:
+    """Factor-ETF moves of every stress scenario, computed once per run (not per portfolio).
+
+    ``moves`` is (S, K) in ``etfs`` order; rows of unavailable scenarios are NaN;
+    ``cov`` is the (K, K) factor covariance the shocks were propagated with.
+    """
+
+    names: tuple[str, ...]
+    etfs: tuple[str, ...]
+    moves: np.ndarray
+    cov: np.ndarray
+    available: tuple[bool, ...]
+    reasons: tuple[str | None, ...]
+    filled: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class ScenarioImpact:
+    """One scenario's P&L for a portfolio (dollars, fraction of equity, per-factor)."""
+
+    name: str
+    available: bool
+    pnl: float | None
+    pnl_pct: float | None
+    contributions: dict[str, float]
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class PortfolioAnalytics:
+    """Everything computed for one portfolio."""
+
+    snapshots: list[Snapshot]
+    position_values: dict[str, Decimal | None]
+    factors: FactorAggregate | None
+    sectors: dict[str, tuple[float, float]]
+    correlation: CorrelationSummary | None
+    correlation_symbols: list[str]
+    stress: list[ScenarioImpact]
+
+
+def apply_scenarios(exposures_by_etf: np.ndarray, equity: float, scenarios: ScenarioSet
+                    ) -> list[ScenarioImpact]:
+    """Portfolio impact = Σ_f dollar exposure_f × move_f for each scenario, per factor too."""
+    out = []
+    for s, name in enumerate(scenarios.names):
+        if not scenarios.available[s]:
+            out.append(ScenarioImpact(name, False, None, None, {}, scenarios.reasons[s]))
+            continue
+        contrib = exposures_by_etf * scenarios.moves[s]  # shape: (K,)
+        pnl = float(contrib.sum())
+        pct = pnl / equity if equity > 0 else None
+        out.append(ScenarioImpact(
+            name, True, pnl, pct,
+            {e: float(c) for e, c in zip(scenarios.etfs, contrib, strict=True)}, None))
+    return out
+
+
+def _split_map(data: SymbolData, holdings: Sequence[Holding]) -> dict[str, list]:
+    return {h.symbol: list(data.splits.get(h.symbol, ())) for h in holdings}
+
+
+def analyse_portfolio(
+    holdings: Sequence[Holding],
+    cash: Decimal,
+    days: Sequence[dt.date],
+    data: SymbolData,
+    scenarios: ScenarioSet | None,
+    previous_day: dt.date | None = None,
+    previous_equity: Decimal | None = None,
+) -> PortfolioAnalytics:
+    """Snapshots for each of ``days`` (ascending), then analytics at the last day.
+
+    ``previous_day``/``previous_equity`` describe the snapshot before the first day
+    (None for a portfolio's first snapshot: its daily P&L is then None).
+    """
+    if not days:
+        raise ValueError("analyse_portfolio needs at least one day")
+    splits = _split_map(data, holdings)
+    snapshots: list[Snapshot] = []
+    prev_day, prev_equity = previous_day, previous_equity
+    prev_closes = data.closes_on(prev_day) if prev_day else None
+    for day in days:
+        closes = data.closes_on(day)
+        snap = value_portfolio(
+            holdings, day, cash, closes, prev_day=prev_day, prev_closes=prev_closes,
+            previous_equity=prev_equity, splits=splits,
+        )
+        snapshots.append(snap)
+        prev_day, prev_equity, prev_closes = day, snap.equity, closes
+    last = snapshots[-1]
+    equity = float(last.equity)
+
+    open_ids = [pid for pid in last.position_values]
+    by_id = {h.position_id: h for h in holdings}
+    mv = np.array([
+        float(v) if v is not None else np.nan for v in last.position_values.values()
+    ])
+    betas = np.full((len(open_ids), len(data.factors)), np.nan)
+    sectors: list[str | None] = []
+    for i, pid in enumerate(open_ids):
+        h = by_id[pid]
+        j = data.column(h.symbol)
+        if h.investment_class == InvestmentClass.PUBLIC and j is not None:
+            betas[i] = data.betas[j]
+        sectors.append(
+            data.sectors.get(h.symbol) if h.investment_class != InvestmentClass.PRIVATE
+            else "Private")
+    factor_agg = aggregate_factors(mv, betas, equity, data.factors) if open_ids else None
+    sector = sector_exposure(mv, sectors, equity) if open_ids else {}
+
+    corr, corr_symbols = _correlations(holdings, last, data, mv, open_ids, equity)
+    stress: list[ScenarioImpact] = []
+    if scenarios is not None and factor_agg is not None:
+        dollars = {f: float(x) for f, x in zip(factor_agg.factors, factor_agg.dollar_exposure,
+                                               strict=True) if np.isfinite(x)}
+        stress = apply_scenarios(stress_exposures(dollars, scenarios.cov), equity, scenarios)
+    return PortfolioAnalytics(
+        snapshots=snapshots, position_values=dict(last.position_values), factors=factor_agg,
+        sectors=sector, correlation=corr, correlation_symbols=corr_symbols, stress=stress,
+    )
+
+
+def _correlations(
+    holdings: Sequence[Holding], last: Snapshot, data: SymbolData, mv: np.ndarray,
+    open_ids: list[str], equity: float,
+) -> tuple[CorrelationSummary | None, list[str]]:
+    """Correlation of the priced positions over the last 90 sessions of log returns.
+
+    Positions in the same symbol are merged (their values add up).
+    """
+    by_id = {h.position_id: h for h in holdings}
+    value_by_symbol: dict[str, float] = {}
+    for i, pid in enumerate(open_ids):
+        h = by_id[pid]
+        if h.investment_class != InvestmentClass.PUBLIC or data.column(h.symbol) is None:
+            continue
+        if np.isfinite(mv[i]):
+            value_by_symbol[h.symbol] = value_by_symbol.get(h.symbol, 0.0) + mv[i]
+    symbols = sorted(value_by_symbol)
+    if len(symbols) < 2 or last.day not in data.sessions:
+        return None, symbols
+    e = data.sessions.index(last.day)
+    lo = max(0, e - CORRELATION_WINDOW)
+    cols = [c for c in (data.column(s) for s in symbols) if c is not None]
+    prices = data.adj_close[lo : e + 1][:, cols]  # shape: (≤91, P)
+    rets = log_returns(prices)
+    weights = np.array([value_by_symbol[s] for s in symbols]) / (equity if equity else 1.0)
+    return correlation_summary(rets, weights, min_overlap=MIN_PAIR_OVERLAP), symbols

@@ -1,0 +1,323 @@
+"""The portfolio refresh as plain async steps (no Prefect): readiness, planning, market
+context, and the refresh of one chunk of portfolios.
+
+The portfolio layer only *reads* the symbol layer (prices, factor exposures, profiles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core import calendar
+from core.db.engine import flow_engine, reading, transaction
+from core.factors.definitions import FACTOR_NAMES
+from core.factors.returns import simple_returns
+from core.portfolio.analytics import (
+    CORRELATION_WINDOW,
+    PortfolioAnalytics,
+    ScenarioSet,
+    SymbolData,
+    analyse_portfolio,
+)
+from core.portfolio.valuation import InvestmentClass
+from core.repositories import batch_runs
+from core.repositories import factors as factor_repo
+from core.repositories import portfolios as portfolio_repo
+from core.repositories import prices as price_repo
+from core.repositories import profiles as profile_repo
+from core.risk.stress import (
+    FACTOR_ETFS,
+    SCENARIOS,
+    conditional_moves,
+    ewma_covariance,
+    replay_moves,
+)
+
+COVARIANCE_SESSIONS = 252
+CALENDAR_SYMBOL = "SPY"
+"""A session 'has prices' when the market reference has a stored price for it."""
+
+
+class PortfolioRefreshError(Exception):
+    """Base of the portfolio refresh's named errors."""
+
+
+class SymbolBatchNotReady(PortfolioRefreshError):
+    """The symbol batch for the requested date has not completed."""
+
+
+async def symbol_batch_completed(as_of: dt.date, engine: AsyncEngine | None = None) -> bool:
+    """True when a symbol batch covering ``as_of`` completed (with or without failures)."""
+    async with reading(engine or flow_engine()) as conn:
+        return await batch_runs.latest_successful(conn, "symbol-batch", as_of) is not None
+
+
+async def wait_for_symbol_batch(
+    as_of: dt.date, wait_seconds: float = 0, poll_seconds: float = 10,
+    engine: AsyncEngine | None = None,
+) -> None:
+    """Return once the symbol batch for ``as_of`` completed; raise after ``wait_seconds``."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        if await symbol_batch_completed(as_of, engine):
+            return
+        if time.monotonic() >= deadline:
+            raise SymbolBatchNotReady(
+                f"the symbol batch for {as_of} has not completed"
+                + (f" (waited {wait_seconds:.0f} s)" if wait_seconds else "")
+                + f"; run `factorflow symbol-batch --as-of {as_of}` first"
+            )
+        await asyncio.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass(frozen=True)
+class PortfolioWork:
+    """One portfolio to refresh: the sessions to snapshot and the snapshot before them."""
+
+    id: str
+    cash: Decimal
+    days: tuple[dt.date, ...]
+    previous_day: dt.date | None
+    previous_equity: Decimal | None
+
+
+@dataclass
+class RefreshPlan:
+    work: list[PortfolioWork]
+    up_to_date: int
+    truncated: dict[str, str] = field(default_factory=dict)
+
+
+async def plan_refresh(
+    as_of: dt.date, max_backfill_sessions: int, engine: AsyncEngine | None = None,
+    portfolio_ids: Sequence[str] | None = None,
+) -> RefreshPlan:
+    """Each active portfolio's missing sessions since its last snapshot, through ``as_of``.
+
+    Only sessions with prices count. A portfolio without snapshots starts at ``as_of``;
+    a gap longer than ``max_backfill_sessions`` is backfilled from its most recent part
+    (the skipped days are reported).
+    """
+    engine = engine or flow_engine()
+    start = calendar.sessions_back(as_of, max_backfill_sessions + 1)
+    async with reading(engine) as conn:
+        states = await portfolio_repo.active_portfolios(conn, portfolio_ids)
+        priced = await price_repo.sessions_with_price(conn, CALENDAR_SYMBOL, start, as_of)
+    plan = RefreshPlan(work=[], up_to_date=0)
+    if as_of not in priced:
+        raise PortfolioRefreshError(f"no {CALENDAR_SYMBOL} price stored for {as_of}")
+    for st in states:
+        last = st.last_snapshot_date
+        if last is not None and last >= as_of:
+            plan.up_to_date += 1
+            continue
+        if last is None:
+            days = [as_of]
+        else:
+            days = [d for d in priced if d > last]
+            if len(days) > max_backfill_sessions:
+                plan.truncated[st.id] = (
+                    f"{len(days) - max_backfill_sessions} session(s) after {last} not backfilled")
+                days = days[-max_backfill_sessions:]
+        plan.work.append(PortfolioWork(
+            st.id, st.cash, tuple(days), last, st.last_equity))
+    return plan
+
+
+async def build_scenarios(as_of: dt.date, engine: AsyncEngine | None = None) -> ScenarioSet:
+    """Factor-ETF moves of every catalogue scenario, from stored ETF prices up to ``as_of``.
+
+    Shock scenarios propagate to unshocked ETFs through the EWMA covariance (λ 0.94,
+    252 sessions); replays use the ETFs' actual returns over their windows.
+    """
+    engine = engine or flow_engine()
+    etfs = list(FACTOR_ETFS)
+    async with reading(engine) as conn:
+        recent = await price_repo.load_price_matrix(
+            conn, etfs, calendar.sessions_back(as_of, COVARIANCE_SESSIONS), as_of)
+        cov = ewma_covariance(simple_returns(recent.adj_close))
+        names, moves, available, reasons, filled = [], [], [], [], []
+        for sc in SCENARIOS:
+            names.append(sc.name)
+            move = np.full(len(etfs), np.nan)
+            reason: str | None = None
+            fill: tuple[str, ...] = ()
+            if sc.kind == "shock":
+                move = conditional_moves(cov, {etfs.index(k): v for k, v in sc.shocks.items()})
+            elif sc.start is None or sc.end is None or sc.end > as_of:
+                reason = f"window ends after {as_of}"
+            else:
+                window = await price_repo.load_price_matrix(
+                    conn, etfs, sc.start - dt.timedelta(days=10), sc.end)
+                try:
+                    move, idx = replay_moves(
+                        window.adj_close, window.sessions, sc.start, sc.end, cov)
+                    fill = tuple(etfs[i] for i in idx)
+                except ValueError as exc:
+                    reason = f"no reference ETF prices for {sc.start} → {sc.end}: {exc}"
+            ok = reason is None and bool(np.isfinite(move).all())
+            if not ok and reason is None:
+                reason = "some factor moves could not be estimated"
+            moves.append(move)
+            available.append(ok)
+            reasons.append(reason)
+            filled.append(fill)
+    return ScenarioSet(tuple(names), tuple(etfs), np.vstack(moves), cov, tuple(available),
+                       tuple(reasons), tuple(filled))
+
+
+async def load_symbol_data(
+    symbols: Sequence[str], first_day: dt.date, as_of: dt.date,
+    engine: AsyncEngine | None = None,
+) -> SymbolData:
+    """Prices from the session before ``first_day`` (and the 90-session correlation window)
+    through ``as_of``, factor betas at ``as_of``, splits and sectors of ``symbols``."""
+    engine = engine or flow_engine()
+    start = min(calendar.previous_session(first_day),
+                calendar.sessions_back(as_of, CORRELATION_WINDOW))
+    syms = sorted(set(symbols))
+    async with reading(engine) as conn:
+        pm = await price_repo.load_price_matrix(conn, syms, start, as_of)
+        betas = await factor_repo.load_beta_matrix(conn, syms, as_of, FACTOR_NAMES)
+        splits = await price_repo.load_splits(conn, syms)
+        sectors = await profile_repo.load_sectors(conn, syms)
+    return SymbolData(pm.sessions, syms, pm.close, pm.adj_close, tuple(FACTOR_NAMES), betas,
+                      splits, sectors)
+
+
+def analytics_rows(pid: str, result: PortfolioAnalytics) -> dict[str, list[dict[str, Any]]]:
+    """Table rows for one portfolio's analytics (keyed by table)."""
+    out: dict[str, list[dict[str, Any]]] = {
+        "snapshots": [], "factors": [], "sectors": [], "correlations": [], "stress": [],
+        "positions": [],
+    }
+    for s in result.snapshots:
+        out["snapshots"].append({
+            "portfolio_id": pid, "date": s.day, "equity": s.equity,
+            "market_value": s.market_value, "cash": s.cash, "cost_basis": s.cost_basis,
+            "unrealized_pnl": s.unrealized_pnl, "daily_pnl": s.daily_pnl,
+            "daily_return": s.daily_return, "long_exposure": s.long_exposure,
+            "short_exposure": s.short_exposure, "gross_exposure": s.gross_exposure,
+            "net_exposure": s.net_exposure, "position_count": s.position_count,
+            "partial": s.partial, "missing_symbols": list(s.missing_symbols),
+        })
+    day = result.snapshots[-1].day
+    fa = result.factors
+    if fa is not None:
+        for j, f in enumerate(fa.factors):
+            covered = float(np.nan_to_num(fa.covered_share[j])) > 0
+            b = float(fa.beta[j]) if covered else np.nan
+            d = float(fa.dollar_exposure[j]) if covered else np.nan
+            out["factors"].append({
+                "portfolio_id": pid, "date": day, "factor": f,
+                "beta": b if np.isfinite(b) else None,
+                "dollar_exposure": d if np.isfinite(d) else None,
+                "covered_share": float(np.nan_to_num(fa.covered_share[j])),
+                "covered_weight": float(np.nan_to_num(fa.covered_weight[j])),
+            })
+    for sector, (value, weight) in result.sectors.items():
+        out["sectors"].append({
+            "portfolio_id": pid, "date": day, "sector": sector[:64], "value": float(value),
+            "weight": float(weight) if np.isfinite(weight) else None})
+    c = result.correlation
+    if c is not None:
+        syms = result.correlation_symbols
+        avg = float(c.average_correlation)
+        out["correlations"].append({
+            "portfolio_id": pid, "date": day, "symbols": syms,
+            "matrix": np.round(c.matrix, 10).tolist(),
+            "n_overlap": np.asarray(c.n_overlap).astype(int).tolist(),
+            "average_correlation": avg if np.isfinite(avg) else None,
+            "effective_positions": float(c.effective_positions),
+            "repaired": bool(c.repaired),
+            "clusters": [[syms[i] for i in cl] for cl in c.clusters],
+            "insufficient_pairs": [[syms[i], syms[j]] for i, j in c.insufficient_pairs],
+        })
+    for st in result.stress:
+        out["stress"].append({
+            "portfolio_id": pid, "date": day, "scenario": st.name, "available": st.available,
+            "pnl": st.pnl, "pnl_pct": st.pnl_pct, "contributions": st.contributions,
+            "reason": st.reason})
+    for pos_id, mv in result.position_values.items():
+        out["positions"].append({"id": pos_id, "market_value": mv, "market_value_date": day})
+    return out
+
+
+@dataclass
+class RefreshReport:
+    """What one chunk did."""
+
+    portfolios: int
+    refreshed: int = 0
+    snapshots: int = 0
+    partial: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    load_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+
+async def refresh_chunk(
+    work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
+    engine: AsyncEngine | None = None,
+) -> RefreshReport:
+    """Snapshots, position values, factor/sector aggregation, correlations and stress tests for
+    a chunk of portfolios, written in one transaction. A failing portfolio is reported and
+    skipped; the others are stored."""
+    engine = engine or flow_engine()
+    report = RefreshReport(portfolios=len(work))
+    t0 = time.perf_counter()
+    ids = [w.id for w in work]
+    async with reading(engine) as conn:
+        holdings = await portfolio_repo.load_holdings(conn, ids)
+    symbols = {h.symbol for hs in holdings.values() for h in hs
+               if h.investment_class != InvestmentClass.PRIVATE}
+    first_day = min(d for w in work for d in w.days)
+    data = await load_symbol_data(sorted(symbols), first_day, as_of, engine)
+    report.load_seconds = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    tables: dict[str, list[dict[str, Any]]] = {
+        "snapshots": [], "factors": [], "sectors": [], "correlations": [], "stress": [],
+        "positions": []}
+    done: list[tuple[str, dt.date]] = []
+    for w in work:
+        try:
+            result = analyse_portfolio(holdings[w.id], w.cash, w.days, data, scenarios,
+                                       w.previous_day, w.previous_equity)
+            rows = analytics_rows(w.id, result)
+        except Exception as exc:  # one portfolio never stops the others
+            report.failed[w.id] = f"{type(exc).__name__}: {exc}"
+            continue
+        for k, v in rows.items():
+            tables[k].extend(v)
+        done.append((w.id, w.days[-1]))
+        report.refreshed += 1
+        report.snapshots += len(result.snapshots)
+        report.partial += sum(1 for s in result.snapshots if s.partial)
+    report.compute_seconds = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    async with transaction(engine) as conn:
+        await portfolio_repo.upsert_snapshots(conn, tables["snapshots"])
+        await portfolio_repo.upsert_factor_exposures(conn, tables["factors"])
+        await portfolio_repo.replace_for_dates(
+            conn, "portfolio_sector_exposures", done, tables["sectors"],
+            key=["portfolio_id", "date", "sector"])
+        await portfolio_repo.upsert_correlations(conn, tables["correlations"])
+        await portfolio_repo.replace_for_dates(
+            conn, "stress_test_results", done, tables["stress"],
+            key=["portfolio_id", "date", "scenario"])
+        await portfolio_repo.update_position_values(conn, tables["positions"])
+        await portfolio_repo.invalidate_cache(conn, [pid for pid, _ in done])
+    report.write_seconds = time.perf_counter() - t2
+    return report

@@ -1,0 +1,205 @@
+"""Users, portfolios, positions and the portfolio analytics tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.db.models import (
+    Portfolio,
+    PortfolioAnalyticsCache,
+    PortfolioCorrelation,
+    PortfolioFactorExposure,
+    PortfolioSectorExposure,
+    PortfolioSnapshot,
+    Position,
+    StressTestResult,
+    User,
+)
+from core.db.upsert import upsert_rows
+from core.portfolio.valuation import Holding, InvestmentClass
+
+U = User.__table__  # type: ignore[attr-defined]
+PF = Portfolio.__table__  # type: ignore[attr-defined]
+POS = Position.__table__  # type: ignore[attr-defined]
+SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
+PFE = PortfolioFactorExposure.__table__  # type: ignore[attr-defined]
+PSE = PortfolioSectorExposure.__table__  # type: ignore[attr-defined]
+PCOR = PortfolioCorrelation.__table__  # type: ignore[attr-defined]
+STRESS = StressTestResult.__table__  # type: ignore[attr-defined]
+CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
+_IN = 900
+
+
+def new_id() -> str:
+    """A new random identifier (UUID4 text)."""
+    return str(uuid.uuid4())
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), _IN):
+        yield list(items[i : i + _IN])
+
+
+async def create_user(
+    conn: AsyncConnection, name: str, token_hash: str, is_admin: bool = False
+) -> str:
+    """Insert a user; returns its id."""
+    uid = new_id()
+    await conn.execute(sa.insert(U).values(
+        id=uid, name=name, token_hash=token_hash, is_admin=is_admin,
+        created_at=dt.datetime.now(dt.UTC)))
+    return uid
+
+
+async def create_portfolio(
+    conn: AsyncConnection,
+    owner_id: str,
+    name: str,
+    cash: Decimal,
+    positions: Sequence[dict[str, Any]] = (),
+    portfolio_id: str | None = None,
+) -> str:
+    """Insert a portfolio with its positions (dicts of ``Position`` columns); returns its id."""
+    pid = portfolio_id or new_id()
+    now = dt.datetime.now(dt.UTC)
+    await conn.execute(sa.insert(PF).values(
+        id=pid, owner_id=owner_id, name=name, base_currency="USD", cash_balance=cash,
+        created_at=now, updated_at=now))
+    await add_positions(conn, pid, positions)
+    return pid
+
+
+async def add_positions(
+    conn: AsyncConnection, portfolio_id: str, positions: Sequence[dict[str, Any]]
+) -> list[str]:
+    """Insert positions into a portfolio; returns their ids."""
+    now = dt.datetime.now(dt.UTC)
+    rows = [{
+        "id": p.get("id") or new_id(), "portfolio_id": portfolio_id, "symbol": p["symbol"],
+        "quantity": p["quantity"], "entry_date": p["entry_date"],
+        "entry_price": p["entry_price"], "exit_date": p.get("exit_date"),
+        "exit_price": p.get("exit_price"),
+        "investment_class": str(p.get("investment_class", InvestmentClass.PUBLIC)),
+        "manual_value": p.get("manual_value"), "market_value": None,
+        "market_value_date": None, "created_at": now,
+    } for p in positions]
+    if rows:
+        await conn.execute(sa.insert(POS), rows)
+    return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class PortfolioState:
+    """What the refresh needs to know of a portfolio before valuing it."""
+
+    id: str
+    cash: Decimal
+    last_snapshot_date: dt.date | None
+    last_equity: Decimal | None
+
+
+async def active_portfolios(
+    conn: AsyncConnection, ids: Sequence[str] | None = None
+) -> list[PortfolioState]:
+    """Portfolios not soft-deleted, with their latest snapshot date and equity."""
+    last = (
+        sa.select(SNAP.c.portfolio_id, sa.func.max(SNAP.c.date).label("d"))
+        .group_by(SNAP.c.portfolio_id).subquery()
+    )
+    stmt = (
+        sa.select(PF.c.id, PF.c.cash_balance, last.c.d, SNAP.c.equity)
+        .select_from(PF.outerjoin(last, last.c.portfolio_id == PF.c.id).outerjoin(
+            SNAP, sa.and_(SNAP.c.portfolio_id == PF.c.id, SNAP.c.date == last.c.d)))
+        .where(PF.c.deleted_at.is_(None))
+        .order_by(PF.c.id)
+    )
+    if ids is not None:
+        out: list[PortfolioState] = []
+        for part in _chunks(ids):
+            rows = (await conn.execute(stmt.where(PF.c.id.in_(part)))).all()
+            out.extend(PortfolioState(r[0], r[1], r[2], r[3]) for r in rows)
+        return sorted(out, key=lambda p: p.id)
+    return [PortfolioState(r[0], r[1], r[2], r[3]) for r in (await conn.execute(stmt)).all()]
+
+
+def _holding(r: sa.Row) -> Holding:
+    return Holding(
+        position_id=r.id, symbol=r.symbol, quantity=r.quantity, entry_date=r.entry_date,
+        entry_price=r.entry_price, exit_date=r.exit_date, exit_price=r.exit_price,
+        investment_class=InvestmentClass(r.investment_class), manual_value=r.manual_value,
+    )
+
+
+async def load_holdings(
+    conn: AsyncConnection, portfolio_ids: Sequence[str]
+) -> dict[str, list[Holding]]:
+    """Positions of each portfolio as valuation ``Holding``s (every portfolio gets a list)."""
+    out: dict[str, list[Holding]] = {pid: [] for pid in portfolio_ids}
+    for part in _chunks(portfolio_ids):
+        stmt = sa.select(POS).where(POS.c.portfolio_id.in_(part)).order_by(
+            POS.c.portfolio_id, POS.c.symbol, POS.c.id)
+        for r in (await conn.execute(stmt)).all():
+            out[r.portfolio_id].append(_holding(r))
+    return out
+
+
+async def upsert_snapshots(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Store snapshots (PK portfolio_id + date)."""
+    return await upsert_rows(conn, SNAP, rows, key=["portfolio_id", "date"])
+
+
+async def upsert_factor_exposures(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Store portfolio factor exposures (PK portfolio_id + date + factor)."""
+    return await upsert_rows(conn, PFE, rows, key=["portfolio_id", "date", "factor"])
+
+
+async def replace_for_dates(
+    conn: AsyncConnection, table_name: str, keys: Sequence[tuple[str, dt.date]],
+    rows: Sequence[dict[str, Any]], key: Sequence[str],
+) -> int:
+    """Make the rows of ``table_name`` for each (portfolio, date) in ``keys`` exactly ``rows``
+    (rows that no longer apply, e.g. a sector no longer held, disappear)."""
+    table = {"portfolio_sector_exposures": PSE, "stress_test_results": STRESS}[table_name]
+    by_date: dict[dt.date, list[str]] = {}
+    for pid, day in keys:
+        by_date.setdefault(day, []).append(pid)
+    for day, pids in by_date.items():
+        for part in _chunks(pids):
+            await conn.execute(sa.delete(table).where(
+                table.c.date == day, table.c.portfolio_id.in_(part)))
+    return await upsert_rows(conn, table, rows, key=key)
+
+
+async def upsert_correlations(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Store correlation matrices (PK portfolio_id + date)."""
+    return await upsert_rows(conn, PCOR, rows, key=["portfolio_id", "date"])
+
+
+async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Set ``market_value`` and ``market_value_date`` of positions (dicts with ``id``)."""
+    if not rows:
+        return
+    stmt = (sa.update(POS).where(POS.c.id == sa.bindparam("_id"))
+            .values(market_value=sa.bindparam("mv"), market_value_date=sa.bindparam("mvd")))
+    await conn.execute(stmt, [
+        {"_id": r["id"], "mv": r["market_value"], "mvd": r["market_value_date"]} for r in rows])
+
+
+async def invalidate_cache(conn: AsyncConnection, portfolio_ids: Sequence[str]) -> None:
+    """Drop every cached analytics entry of these portfolios."""
+    for part in _chunks(portfolio_ids):
+        await conn.execute(sa.delete(CACHE).where(CACHE.c.portfolio_id.in_(part)))
+
+
+async def count_portfolios(conn: AsyncConnection) -> int:
+    """Portfolios not soft-deleted."""
+    stmt = sa.select(sa.func.count()).select_from(PF).where(PF.c.deleted_at.is_(None))
+    return int((await conn.execute(stmt)).scalar_one())

@@ -1,0 +1,341 @@
+"""Position correlations: pairwise-complete Pearson matrix, nearest-correlation repair, summary.
+
+Inputs are daily **log** returns of a portfolio's P positions over the correlation
+window (the last 90 NYSE sessions; the caller slices it), one column per position,
+NaN (or any non-finite value) = missing. Gaps are handled pair by pair: a recently
+listed position shortens only its own pairs, never the whole matrix.
+
+Pairwise deletion can produce a matrix that is not positive semi-definite (each
+entry is estimated on different rows). :func:`correlation_summary` then repairs it
+with :func:`nearest_correlation` (Higham 2002), the closest valid correlation matrix
+in Frobenius norm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse.csgraph import connected_components
+
+from core.factors.ols import is_constant
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+MIN_OVERLAP = 20
+"""Minimum number of rows where both positions have a return for a pair to get a value."""
+
+CLUSTER_THRESHOLD = 0.7
+"""Two positions are linked in a cluster when ``|rho| >= CLUSTER_THRESHOLD``."""
+
+REPAIR_EIGENVALUE_TOL = -1e-10
+"""A matrix whose smallest eigenvalue is below this is repaired."""
+
+
+@dataclass(frozen=True, eq=False)
+class CorrelationSummary:
+    """Result of :func:`correlation_summary` for P positions (columns of ``returns``).
+
+    Attributes
+    ----------
+    matrix : ndarray of float64, shape (P, P)
+        The correlation matrix to report: symmetric, unit diagonal, positive
+        semi-definite, every entry finite. Equal to ``raw`` on pairs with enough overlap
+        unless ``repaired``; pairs without a value enter the repair as 0.
+    raw : ndarray of float64, shape (P, P)
+        The pairwise-complete matrix of :func:`pairwise_correlation`, NaN where a pair
+        has no value.
+    n_overlap : ndarray of int64, shape (P, P)
+        Rows where both positions have a return (diagonal: the column's valid rows).
+    average_correlation : float
+        Value-weighted average off-diagonal correlation of ``matrix``,
+        ``sum_{i != j} |w_i| |w_j| rho_ij / sum_{i != j} |w_i| |w_j|`` over the pairs
+        with a value in ``raw``; NaN if no such pair carries weight.
+    clusters : list of list of int
+        Connected components with at least two members of the graph whose edges are
+        the pairs with ``|matrix[i, j]| >= cluster_threshold`` and a value in ``raw``;
+        each list ascending, lists ordered by their first index.
+    effective_positions : float
+        ``1 / sum_i a_i**2`` with ``a_i = |w_i| / sum_j |w_j|``: P for equal weights,
+        about 1 when one position dominates; NaN if every weight is 0.
+    insufficient_pairs : list of tuple of int
+        Pairs ``(i, j)``, ``i < j``, without a value in ``raw`` (overlap below
+        ``min_overlap``, or one of the two constant over the overlap), ascending.
+    repaired : bool
+        Whether the matrix was replaced by its nearest correlation matrix (smallest
+        eigenvalue below ``REPAIR_EIGENVALUE_TOL`` after filling missing pairs with 0).
+    """
+
+    matrix: FloatArray
+    raw: FloatArray
+    n_overlap: IntArray
+    average_correlation: float
+    clusters: list[list[int]]
+    effective_positions: float
+    insufficient_pairs: list[tuple[int, int]]
+    repaired: bool
+
+
+def pairwise_correlation(
+    returns: npt.ArrayLike, min_overlap: int = MIN_OVERLAP
+) -> tuple[FloatArray, IntArray]:
+    """Pearson correlation of every pair of columns over the rows where both are finite.
+
+    Parameters
+    ----------
+    returns : array_like, shape (T, P)
+        Daily log returns of P positions (columns) on T sessions; NaN (or any
+        non-finite value) = missing.
+    min_overlap : int, optional
+        Minimum number of rows where both columns are finite for a pair to get a
+        value (default 20).
+
+    Returns
+    -------
+    corr : ndarray of float64, shape (P, P)
+        Symmetric; ``corr[i, j]`` is the Pearson correlation of columns i and j over
+        their common valid rows, in [-1, 1]. NaN where the overlap is below
+        ``min_overlap`` or either column is constant over the overlap. The diagonal is
+        1, or NaN when the column itself has fewer than ``min_overlap`` valid rows or
+        is constant. Equal to pandas ``DataFrame(returns).corr(min_periods=min_overlap)``.
+    n_overlap : ndarray of int64, shape (P, P)
+        Number of common valid rows of each pair (diagonal: valid rows per column).
+
+    Raises
+    ------
+    ValueError
+        If ``returns`` is not 2-D or ``min_overlap < 1``.
+
+    Notes
+    -----
+    Vectorized with masked matrix products (no loop over pairs). Each column is first
+    centered on the mean of its own valid rows (correlation is translation
+    invariant), so the per-pair sums below lose few digits::
+
+        n   = M'M          S = X'M          Q = (X*X)'M          C = X'X
+        cov = C - S S'/n   var_i = Q - S^2/n,   var_j = var_i'
+
+    with ``X`` the centered returns (0 where missing) and ``M`` the 0/1 validity mask;
+    ``S[i, j]`` is the sum of column i over the rows where j is valid too. A variance
+    within the rounding bound of zero (``core.factors.ols.is_constant``) counts as
+    constant.
+    """
+    x = np.asarray(returns, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"returns must be 2-D (T, P), got shape {x.shape}")
+    if int(min_overlap) < 1:
+        raise ValueError(f"min_overlap must be at least 1, got {min_overlap}")
+    p = x.shape[1]
+    valid = np.isfinite(x)  # shape: (T, P)
+    m = valid.astype(np.float64)
+    count = m.sum(axis=0)  # shape: (P,)
+    col_mean = np.divide(
+        np.where(valid, x, 0.0).sum(axis=0), count, out=np.zeros(p), where=count > 0
+    )
+    xc = np.where(valid, x - col_mean, 0.0)  # shape: (T, P), centered, 0 where missing
+
+    n = m.T @ m  # shape: (P, P)
+    s = xc.T @ m  # s[i, j] = sum of column i over the rows where i and j are valid
+    q = (xc * xc).T @ m
+    c = xc.T @ xc
+    c = 0.5 * (c + c.T)
+    n_overlap = np.rint(n).astype(np.int64)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov = c - s * s.T / n
+        var = q - s * s / n  # var[i, j]: centered sum of squares of i over the overlap
+        mean = col_mean[:, None] + s / n  # pairwise mean of column i
+        const = is_constant(var / n, mean, n)
+        const = const | const.T
+        corr = cov / np.sqrt(var * var.T)
+    ok = (n_overlap >= int(min_overlap)) & ~const & np.isfinite(corr)
+    corr = np.where(ok, np.clip(corr, -1.0, 1.0), np.nan)
+    diag = np.diagonal(ok).copy()
+    np.fill_diagonal(corr, np.where(diag, 1.0, np.nan))
+    return corr, n_overlap
+
+
+def nearest_correlation(corr: npt.ArrayLike, tol: float = 1e-10, max_iter: int = 200) -> FloatArray:
+    """The correlation matrix nearest to ``corr`` in Frobenius norm (Higham 2002).
+
+    Parameters
+    ----------
+    corr : array_like, shape (P, P)
+        A finite, (approximately) symmetric matrix, typically a pairwise correlation
+        matrix that is not positive semi-definite. Only its symmetric part
+        ``(corr + corr.T) / 2`` is used; its diagonal is ignored (set to 1).
+    tol : float, optional
+        Convergence tolerance on the relative changes of the iterates and on the
+        relative distance between the two projections (Higham's stopping rule).
+    max_iter : int, optional
+        Maximum number of alternating projections.
+
+    Returns
+    -------
+    ndarray of float64, shape (P, P)
+        Symmetric, positive semi-definite (eigenvalues >= 0 up to rounding), unit
+        diagonal. A valid correlation matrix is returned unchanged (up to rounding).
+
+    Raises
+    ------
+    ValueError
+        If ``corr`` is not square, has a non-finite entry, ``tol <= 0`` or
+        ``max_iter < 1``.
+
+    Notes
+    -----
+    Alternating projections with Dykstra's correction (Higham, "Computing the nearest
+    correlation matrix — a problem from finance", IMA J. Numer. Anal. 22, 2002,
+    algorithm 3.3, unweighted): project onto the positive semi-definite cone
+    (eigenvalues clipped at 0, with Dykstra's correction) and onto the set of unit
+    diagonal matrices, until the iterates settle. Convergence is linear; if
+    ``max_iter`` is reached first, the last unit-diagonal iterate is projected onto
+    the cone and rescaled to unit diagonal (``D^-1/2 X D^-1/2``), which keeps the
+    result a valid correlation matrix, though not necessarily the nearest one.
+    """
+    a = np.asarray(corr, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"corr must be a square matrix, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("corr must be finite (fill or drop missing pairs first)")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+    y = 0.5 * (a + a.T)
+    np.fill_diagonal(y, 1.0)
+    if y.shape[0] == 0:
+        return y
+    x = y.copy()
+    ds = np.zeros_like(y)  # Dykstra's correction of the (non-affine) cone projection
+    for _ in range(int(max_iter)):
+        r = y - ds
+        x_new = _project_psd(r)
+        ds = x_new - r
+        y_new = x_new.copy()
+        np.fill_diagonal(y_new, 1.0)
+        ny = np.linalg.norm(y_new)
+        change = max(
+            np.linalg.norm(x_new - x) / np.linalg.norm(x_new),
+            np.linalg.norm(y_new - y) / ny,
+            np.linalg.norm(y_new - x_new) / ny,
+        )
+        x, y = x_new, y_new
+        if change <= tol:
+            break
+    if np.linalg.eigvalsh(y)[0] < -tol:  # not converged: make the last iterate valid
+        y = _project_psd(y)
+        dg = np.diagonal(y)
+        d = np.divide(1.0, np.sqrt(dg), out=np.zeros_like(dg), where=dg > 0)
+        y = y * d[:, None] * d[None, :]
+        y = 0.5 * (y + y.T)
+        np.fill_diagonal(y, 1.0)
+    return y
+
+
+def _project_psd(a: FloatArray) -> FloatArray:
+    """Nearest positive semi-definite matrix in Frobenius norm (eigenvalues clipped at 0)."""
+    w, v = np.linalg.eigh(a)
+    out = (v * np.maximum(w, 0.0)) @ v.T
+    return 0.5 * (out + out.T)
+
+
+def correlation_summary(
+    returns: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    min_overlap: int = MIN_OVERLAP,
+    cluster_threshold: float = CLUSTER_THRESHOLD,
+) -> CorrelationSummary:
+    """Correlation matrix of a portfolio's positions and its summary statistics.
+
+    Parameters
+    ----------
+    returns : array_like, shape (T, P)
+        Daily log returns of the P positions over the last 90 NYSE sessions (the
+        caller slices the window); NaN = missing.
+    weights : array_like, shape (P,)
+        Signed market-value weights (market value / equity; shorts negative). Only
+        their absolute values matter here.
+    min_overlap : int, optional
+        Minimum common valid rows of a pair (default 20).
+    cluster_threshold : float, optional
+        ``|rho|`` at or above which two positions are linked (default 0.7).
+
+    Returns
+    -------
+    CorrelationSummary
+        ``matrix`` (valid, repaired if needed), ``raw`` (pairwise, NaN where
+        insufficient), ``n_overlap``, ``average_correlation``, ``clusters``,
+        ``effective_positions``, ``insufficient_pairs`` and ``repaired``.
+
+    Raises
+    ------
+    ValueError
+        If ``returns`` is not 2-D with at least one column, ``weights`` does not have
+        shape (P,) or is not finite, ``min_overlap < 1`` or ``cluster_threshold`` is
+        not in (0, 1].
+
+    Notes
+    -----
+    Steps: :func:`pairwise_correlation`; pairs without a value are listed in
+    ``insufficient_pairs`` and set to 0 (no information: uncorrelated), a diagonal
+    without a value to 1; if the smallest eigenvalue is below -1e-10 the matrix is
+    replaced by :func:`nearest_correlation` (``repaired=True``). The average
+    correlation and the clusters use the reported ``matrix`` (so they agree with what
+    is shown), restricted to pairs that had a value.
+    """
+    x = np.asarray(returns, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise ValueError(f"returns must be 2-D (T, P) with P >= 1, got shape {x.shape}")
+    p = x.shape[1]
+    if w.shape != (p,):
+        raise ValueError(f"weights must have shape ({p},), got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError("weights must be finite")
+    if not 0.0 < cluster_threshold <= 1.0:
+        raise ValueError(f"cluster_threshold must be in (0, 1], got {cluster_threshold}")
+
+    raw, n_overlap = pairwise_correlation(x, min_overlap)
+    has_value = np.isfinite(raw)
+    off = ~np.eye(p, dtype=bool)
+    iu, ju = np.nonzero(np.triu(~has_value, k=1))
+    insufficient = [(int(i), int(j)) for i, j in zip(iu, ju, strict=True)]
+
+    filled = np.where(has_value, raw, 0.0)
+    np.fill_diagonal(filled, 1.0)
+    repaired = bool(np.linalg.eigvalsh(filled)[0] < REPAIR_EIGENVALUE_TOL)
+    matrix = nearest_correlation(filled) if repaired else filled
+
+    pairs = has_value & off  # shape: (P, P)
+    aw = np.abs(w)
+    ww = np.outer(aw, aw) * pairs
+    denom = float(ww.sum())
+    average = float((ww * matrix).sum() / denom) if denom > 0 else float("nan")
+
+    edges = pairs & (np.abs(matrix) >= cluster_threshold)
+    n_comp, labels = connected_components(edges.astype(np.int8), directed=False)
+    members = [np.flatnonzero(labels == k) for k in range(n_comp)]
+    clusters = sorted(
+        ([int(i) for i in idx] for idx in members if idx.size >= 2), key=lambda c: c[0]
+    )
+
+    total = float(aw.sum())
+    if total > 0:
+        a = aw / total
+        effective = float(1.0 / np.sum(a * a))
+    else:
+        effective = float("nan")
+
+    return CorrelationSummary(
+        matrix=matrix,
+        raw=raw,
+        n_overlap=n_overlap,
+        average_correlation=average,
+        clusters=clusters,
+        effective_positions=effective,
+        insufficient_pairs=insufficient,
+        repaired=repaired,
+    )
