@@ -13,32 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import resource
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def _env(workdir: Path, max_workers: int | None) -> None:
-    os.environ["FACTORFLOW_HOME"] = str(workdir / "home")
-    os.environ.pop("FACTORFLOW_DATABASE_URL", None)
-    os.environ["FACTORFLOW_PRICE_PROVIDER"] = "synthetic"
-    if max_workers:
-        os.environ["FACTORFLOW_MAX_WORKERS"] = str(max_workers)
-    if "PREFECT_API_URL" not in os.environ:
-        os.environ["PREFECT_HOME"] = str(workdir / "prefect")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from common import isolated_environment, peak_rss_mb, report
 
 
 def main() -> int:
@@ -49,12 +27,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="factorflow-bench-"))
-    _env(workdir, args.workers)
-
-    from flows.cli import _quiet_shutdown
-
-    _quiet_shutdown()
+    workdir = isolated_environment("factorflow-bench-", args.workers)
     import numpy as np
     from prefect import flow
 
@@ -131,14 +104,9 @@ def main() -> int:
     both = np.isfinite(a) & np.isfinite(b)
     out["nan_pattern_equal"] = bool((np.isfinite(a) == np.isfinite(b)).all())
     out["max_abs_diff"] = float(np.max(np.abs(a[both] - b[both]))) if both.any() else 0.0
-    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     out["workdir"] = str(workdir)
-
-    width = max(len(k_) for k_ in out)
-    for key, val in out.items():
-        print(f"{key:<{width}}  {val}")
-    if args.json:
-        print(json.dumps(out))
+    report(out, args.json)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -213,16 +214,16 @@ def analytics_rows(pid: str, result: PortfolioAnalytics) -> dict[str, list[dict[
     day = result.snapshots[-1].day
     fa = result.factors
     if fa is not None:
+        share, weight = fa.covered_share.tolist(), fa.covered_weight.tolist()
+        betas, dollars = fa.beta.tolist(), fa.dollar_exposure.tolist()
         for j, f in enumerate(fa.factors):
-            covered = float(np.nan_to_num(fa.covered_share[j])) > 0
-            b = float(fa.beta[j]) if covered else np.nan
-            d = float(fa.dollar_exposure[j]) if covered else np.nan
+            covered = math.isfinite(share[j]) and share[j] > 0
             out["factors"].append({
                 "portfolio_id": pid, "date": day, "factor": f,
-                "beta": b if np.isfinite(b) else None,
-                "dollar_exposure": d if np.isfinite(d) else None,
-                "covered_share": float(np.nan_to_num(fa.covered_share[j])),
-                "covered_weight": float(np.nan_to_num(fa.covered_weight[j])),
+                "beta": betas[j] if covered and math.isfinite(betas[j]) else None,
+                "dollar_exposure": dollars[j] if covered and math.isfinite(dollars[j]) else None,
+                "covered_share": share[j] if math.isfinite(share[j]) else 0.0,
+                "covered_weight": weight[j] if math.isfinite(weight[j]) else 0.0,
             })
     for sector, (value, weight) in result.sectors.items():
         out["sectors"].append({
@@ -266,23 +267,32 @@ class RefreshReport:
     write_seconds: float = 0.0
 
 
+async def portfolio_symbols(engine: AsyncEngine | None = None) -> list[str]:
+    """Symbols held (PUBLIC/OPTIONS) by portfolios that are not deleted."""
+    async with reading(engine or flow_engine()) as conn:
+        return await portfolio_repo.held_symbols(conn)
+
+
 async def refresh_chunk(
     work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
-    engine: AsyncEngine | None = None,
+    data: SymbolData | None = None, engine: AsyncEngine | None = None,
 ) -> RefreshReport:
     """Snapshots, position values, factor/sector aggregation, correlations and stress tests for
     a chunk of portfolios, written in one transaction. A failing portfolio is reported and
-    skipped; the others are stored."""
+    skipped; the others are stored. ``data`` (symbol data shared by every chunk of a run)
+    is loaded for the chunk's symbols when not given."""
     engine = engine or flow_engine()
     report = RefreshReport(portfolios=len(work))
     t0 = time.perf_counter()
     ids = [w.id for w in work]
     async with reading(engine) as conn:
-        holdings = await portfolio_repo.load_holdings(conn, ids)
+        holdings, invalid = await portfolio_repo.load_holdings(conn, ids)
+    report.failed.update(invalid)
     symbols = {h.symbol for hs in holdings.values() for h in hs
                if h.investment_class != InvestmentClass.PRIVATE}
     first_day = min(d for w in work for d in w.days)
-    data = await load_symbol_data(sorted(symbols), first_day, as_of, engine)
+    if data is None or not symbols <= set(data.symbols) or first_day not in data.sessions:
+        data = await load_symbol_data(sorted(symbols), first_day, as_of, engine)
     report.load_seconds = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -291,6 +301,8 @@ async def refresh_chunk(
         "positions": []}
     done: list[tuple[str, dt.date]] = []
     for w in work:
+        if w.id in invalid:
+            continue
         try:
             result = analyse_portfolio(holdings[w.id], w.cash, w.days, data, scenarios,
                                        w.previous_day, w.previous_equity)

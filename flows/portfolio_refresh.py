@@ -20,13 +20,15 @@ from prefect.runtime import flow_run
 
 from core import calendar
 from core.db.models import RunStatus
-from core.portfolio.analytics import ScenarioSet
+from core.portfolio.analytics import ScenarioSet, SymbolData
 from core.portfolio_refresh import (
     PortfolioWork,
     RefreshPlan,
     RefreshReport,
     build_scenarios,
+    load_symbol_data,
     plan_refresh,
+    portfolio_symbols,
     refresh_chunk,
     wait_for_symbol_batch,
 )
@@ -58,11 +60,23 @@ def scenarios_for(as_of: dt.date) -> ScenarioSet:
     return asyncio.run(build_scenarios(as_of))
 
 
+@task(name="symbol-data", cache_policy=NO_CACHE)
+def symbol_data(work: list[PortfolioWork], as_of: dt.date) -> SymbolData | None:
+    """Prices, betas, splits and sectors of every held symbol, read once for all chunks."""
+    if not work:
+        return None
+    first_day = min(d for w in work for d in w.days)
+    symbols = asyncio.run(portfolio_symbols())
+    return asyncio.run(load_symbol_data(symbols, first_day, as_of))
+
+
 @task(name="refresh-portfolios", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
       task_run_name="refresh-{work[0].id}")
-def refresh(work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet) -> RefreshReport:
+def refresh(
+    work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet, data: SymbolData | None
+) -> RefreshReport:
     """Refresh one chunk of portfolios."""
-    return asyncio.run(refresh_chunk(work, as_of, scenarios))
+    return asyncio.run(refresh_chunk(work, as_of, scenarios, data))
 
 
 def _event_resource() -> dict[str, str]:
@@ -87,10 +101,11 @@ def portfolio_refresh(as_of: dt.date | None = None, wait_seconds: float = 0) -> 
         check_symbol_batch(as_of, wait_seconds)
         refresh_plan = plan(as_of)
         scenarios = scenarios_for(as_of)
+        data = symbol_data(refresh_plan.work, as_of)
         phases["plan"] = time.perf_counter() - t
         t = time.perf_counter()
         chunks = chunked(refresh_plan.work, settings.portfolio_chunk_size)
-        futures = refresh.map(chunks, unmapped(as_of), unmapped(scenarios))
+        futures = refresh.map(chunks, unmapped(as_of), unmapped(scenarios), unmapped(data))
         reports: list[RefreshReport] = []
         failed: dict[str, str] = {}
         for chunk, fut in zip(chunks, futures, strict=True):

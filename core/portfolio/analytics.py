@@ -45,14 +45,20 @@ class SymbolData:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_col", {s: j for j, s in enumerate(self.symbols)})
         object.__setattr__(self, "_row", {d: i for i, d in enumerate(self.sessions)})
+        object.__setattr__(self, "_closes", {})
 
     def closes_on(self, day: dt.date) -> dict[str, float]:
-        """Raw closes stored for ``day`` (symbols without a price are absent)."""
-        i = self._row.get(day)  # type: ignore[attr-defined]
-        if i is None:
-            return {}
-        row = self.close[i]
-        return {s: float(row[j]) for j, s in enumerate(self.symbols) if row[j] == row[j]}
+        """Raw closes stored for ``day`` (symbols without a price are absent); built once
+        per day and shared by every portfolio (treat the result as read-only)."""
+        cache: dict[dt.date, dict[str, float]] = self._closes  # type: ignore[attr-defined]
+        if day not in cache:
+            i = self._row.get(day)  # type: ignore[attr-defined]
+            if i is None:
+                cache[day] = {}
+            else:
+                row = self.close[i].tolist()
+                cache[day] = {s: v for s, v in zip(self.symbols, row, strict=True) if v == v}
+        return cache[day]
 
     def column(self, symbol: str) -> int | None:
         col: dict[str, int] = self._col  # type: ignore[attr-defined]

@@ -140,15 +140,20 @@ def _holding(r: sa.Row) -> Holding:
 
 async def load_holdings(
     conn: AsyncConnection, portfolio_ids: Sequence[str]
-) -> dict[str, list[Holding]]:
-    """Positions of each portfolio as valuation ``Holding``s (every portfolio gets a list)."""
+) -> tuple[dict[str, list[Holding]], dict[str, str]]:
+    """Positions of each portfolio as valuation ``Holding``s (every portfolio gets a list),
+    and the portfolios with a position that is not valid (portfolio → reason)."""
     out: dict[str, list[Holding]] = {pid: [] for pid in portfolio_ids}
+    invalid: dict[str, str] = {}
     for part in _chunks(portfolio_ids):
         stmt = sa.select(POS).where(POS.c.portfolio_id.in_(part)).order_by(
             POS.c.portfolio_id, POS.c.symbol, POS.c.id)
         for r in (await conn.execute(stmt)).all():
-            out[r.portfolio_id].append(_holding(r))
-    return out
+            try:
+                out[r.portfolio_id].append(_holding(r))
+            except ValueError as exc:
+                invalid.setdefault(r.portfolio_id, f"invalid position: {exc}")
+    return out, invalid
 
 
 async def upsert_snapshots(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
@@ -203,3 +208,15 @@ async def count_portfolios(conn: AsyncConnection) -> int:
     """Portfolios not soft-deleted."""
     stmt = sa.select(sa.func.count()).select_from(PF).where(PF.c.deleted_at.is_(None))
     return int((await conn.execute(stmt)).scalar_one())
+
+
+async def held_symbols(conn: AsyncConnection) -> list[str]:
+    """Distinct symbols of PUBLIC/OPTIONS positions in portfolios that are not deleted."""
+    stmt = (
+        sa.select(POS.c.symbol).distinct()
+        .select_from(POS.join(PF, PF.c.id == POS.c.portfolio_id))
+        .where(PF.c.deleted_at.is_(None),
+               POS.c.investment_class != InvestmentClass.PRIVATE.value)
+        .order_by(POS.c.symbol)
+    )
+    return [r[0] for r in (await conn.execute(stmt)).all()]

@@ -316,11 +316,13 @@ def correlation_summary(
     average = float((ww * matrix).sum() / denom) if denom > 0 else float("nan")
 
     edges = pairs & (np.abs(matrix) >= cluster_threshold)
-    n_comp, labels = connected_components(edges.astype(np.int8), directed=False)
-    members = [np.flatnonzero(labels == k) for k in range(n_comp)]
-    clusters = sorted(
-        ([int(i) for i in idx] for idx in members if idx.size >= 2), key=lambda c: c[0]
-    )
+    clusters: list[list[int]] = []
+    if edges.any():  # most portfolios have no highly correlated pair: skip the graph work
+        n_comp, labels = connected_components(edges.astype(np.int8), directed=False)
+        members = [np.flatnonzero(labels == k) for k in range(n_comp)]
+        clusters = sorted(
+            ([int(i) for i in idx] for idx in members if idx.size >= 2), key=lambda c: c[0]
+        )
 
     total = float(aw.sum())
     if total > 0:

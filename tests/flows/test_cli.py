@@ -22,12 +22,19 @@ def run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_prints_a_summary_and_json_last_line(tmp_path: Path) -> None:
-    proc = run_cli(["demo", "--symbols", "15", "--json"], tmp_path / "home")
+    proc = run_cli(["demo", "--symbols", "15", "--portfolios", "6", "--days", "2", "--json"],
+                   tmp_path / "home")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["status"] in ("completed", "completed_with_failures")
-    assert summary["counts"]["universe"] == 15 + 8
+    assert summary["counts"]["universe"] == 15 + 1 + 8  # + the demo's unpriced ticker
+    refresh = summary["portfolio_refresh"]
+    assert refresh["status"] == "completed" and refresh["counts"]["refreshed"] == 6
+    assert refresh["counts"]["snapshots"] == 6  # the second day, after a first refresh
+    # demo-00000 and demo-00005 hold the unpriced ticker (others may hold a sparse name)
+    assert refresh["counts"]["partial_snapshots"] >= 2
+    assert "portfolio-refresh completed" in proc.stdout
     assert summary["counts"]["factor_values"] > 0
     assert "factorflow.db" in summary["demo"]["database"]
     assert "symbol-batch" in proc.stdout and "seconds:" in proc.stdout

@@ -1,0 +1,48 @@
+"""Shared set-up of the benchmarks: an isolated FACTORFLOW_HOME / PREFECT_HOME, peak RSS, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def isolated_environment(prefix: str, max_workers: int | None = None) -> Path:
+    """A fresh temporary FACTORFLOW_HOME (and PREFECT_HOME unless a Prefect API is set)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["FACTORFLOW_HOME"] = str(workdir / "home")
+    os.environ.pop("FACTORFLOW_DATABASE_URL", None)
+    os.environ["FACTORFLOW_PRICE_PROVIDER"] = "synthetic"
+    if max_workers:
+        os.environ["FACTORFLOW_MAX_WORKERS"] = str(max_workers)
+    if "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.cli import _quiet_shutdown
+
+    _quiet_shutdown()
+    return workdir
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def report(out: dict[str, Any], as_json: bool) -> None:
+    """Print the figures aligned, then (``--json``) one JSON object as the last line."""
+    width = max(len(k) for k in out)
+    for key, val in out.items():
+        print(f"{key:<{width}}  {val}")
+    if as_json:
+        print(json.dumps(out))
