@@ -14,7 +14,7 @@ from core.repositories import batch_runs
 from core.settings import get_settings
 
 
-def task_runner() -> ThreadPoolTaskRunner:
+def task_runner() -> Any:
     """The chunk tasks' runner: a thread pool of ``FACTORFLOW_MAX_WORKERS`` threads."""
     return ThreadPoolTaskRunner(max_workers=get_settings().max_workers)
 

@@ -234,12 +234,12 @@ def symbol_batch(
         ffutures = compute_factors.map(chunks, unmapped(dates))
         factors: list[FactorReport] = []
         factor_failures: dict[str, str] = {}
-        for chunk, fut in zip(chunks, ffutures, strict=True):
-            res = fut.result(raise_on_failure=False)
-            if isinstance(res, BaseException):
-                factor_failures[f"{chunk[0]}..{chunk[-1]}"] = f"{type(res).__name__}: {res}"
+        for chunk, ffut in zip(chunks, ffutures, strict=True):
+            fres = ffut.result(raise_on_failure=False)
+            if isinstance(fres, BaseException):
+                factor_failures[f"{chunk[0]}..{chunk[-1]}"] = f"{type(fres).__name__}: {fres}"
             else:
-                factors.append(res)
+                factors.append(fres)
         phases["factors"] = time.perf_counter() - t
         phases["factors_load"] = sum(r.load_seconds for r in factors)
         phases["factors_compute"] = sum(r.compute_seconds for r in factors)

@@ -387,3 +387,30 @@ class PortfolioAnalyticsCache(SQLModel, table=True):
     created_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
     )
+
+
+class OnboardingJob(SQLModel, table=True):
+    """One symbol waiting to be onboarded; requests for the same symbol share the row.
+
+    ``status``: pending → processing → done | error. Rows left ``processing`` by a crash
+    go back to ``pending`` at start-up, so no request is lost.
+    """
+
+    __tablename__ = "onboarding_jobs"
+
+    symbol: str = Field(primary_key=True, max_length=32)
+    status: str = Field(default="pending", max_length=16, index=True)
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_column=Column(sa.Text))
+    portfolio_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(sa.JSON, nullable=False)
+    )
+    requested_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    started_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )
+    finished_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )

@@ -105,6 +105,7 @@ class PortfolioAnalytics:
     correlation: CorrelationSummary | None
     correlation_symbols: list[str]
     stress: list[ScenarioImpact]
+    position_betas: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def apply_scenarios(exposures_by_etf: np.ndarray, equity: float, scenarios: ScenarioSet
@@ -183,9 +184,15 @@ def analyse_portfolio(
         dollars = {f: float(x) for f, x in zip(factor_agg.factors, factor_agg.dollar_exposure,
                                                strict=True) if np.isfinite(x)}
         stress = apply_scenarios(stress_exposures(dollars, scenarios.cov), equity, scenarios)
+    position_betas = {
+        pid: {f: (float(b) if np.isfinite(b) else None)
+              for f, b in zip(data.factors, betas[i], strict=True)}
+        for i, pid in enumerate(open_ids)
+    }
     return PortfolioAnalytics(
         snapshots=snapshots, position_values=dict(last.position_values), factors=factor_agg,
         sectors=sector, correlation=corr, correlation_symbols=corr_symbols, stress=stress,
+        position_betas=position_betas,
     )
 
 

@@ -1,0 +1,269 @@
+"""Instant snapshots and cached analytics of one portfolio, from pre-computed symbol data.
+
+The answer never waits for a price provider: it uses the latest stored prices (snapshot
+date = that price date, never the wall-clock date) and the symbol factors stored for it.
+Analytics are cached per (portfolio, kind) together with the hash of the positions (and
+cash) and the data date they were computed for; another hash or date is a miss, computed
+from the symbol layer and stored again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import math
+import time
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from core import calendar
+from core.db.engine import flow_engine, reading, transaction
+from core.db.models import Portfolio, PortfolioAnalyticsCache, PortfolioSnapshot
+from core.db.upsert import upsert_rows
+from core.errors import NotFound, NotReady
+from core.portfolio.analytics import PortfolioAnalytics, ScenarioSet, analyse_portfolio
+from core.portfolio.valuation import Holding, InvestmentClass
+from core.portfolio_refresh import (
+    CALENDAR_SYMBOL,
+    analytics_rows,
+    build_scenarios,
+    load_symbol_data,
+)
+from core.repositories import portfolios as portfolio_repo
+from core.risk.stress import SCENARIOS
+
+ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
+                   "stress-tests")
+PF = Portfolio.__table__  # type: ignore[attr-defined]
+SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
+CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
+_DATA_DATE_TTL = 5.0
+_data_dates: dict[str, tuple[float, dt.date | None]] = {}
+_scenario_sets: dict[tuple[str, dt.date], ScenarioSet] = {}
+_scenario_lock = asyncio.Lock()
+
+
+def _key(engine: AsyncEngine) -> str:
+    return str(engine.url)
+
+
+async def latest_data_date(engine: AsyncEngine | None = None) -> dt.date | None:
+    """The latest session with a stored market-reference (SPY) price; None before any data.
+
+    Cached for a few seconds per database (it changes once a night).
+    """
+    engine = engine or flow_engine()
+    hit = _data_dates.get(_key(engine))
+    if hit and time.monotonic() - hit[0] < _DATA_DATE_TTL:
+        return hit[1]
+    from core.db.models import Price
+
+    p = Price.__table__  # type: ignore[attr-defined]
+    async with reading(engine) as conn:
+        day = (await conn.execute(sa.select(sa.func.max(p.c.date)).where(
+            p.c.symbol == CALENDAR_SYMBOL))).scalar_one_or_none()
+    _data_dates[_key(engine)] = (time.monotonic(), day)
+    return day
+
+
+def is_stale(data_date: dt.date, now: dt.datetime | None = None) -> bool:
+    """True when ``data_date`` is older than the last expected trading day."""
+    return data_date < calendar.latest_completed_session(now)
+
+
+def positions_hash(holdings: list[Holding], cash: Decimal) -> str:
+    """SHA-256 of everything the analytics depend on in the portfolio itself."""
+    parts = [f"cash={cash}"] + sorted(
+        f"{h.position_id}|{h.symbol}|{h.quantity}|{h.entry_date}|{h.entry_price}|{h.exit_date}|"
+        f"{h.exit_price}|{h.investment_class}|{h.manual_value}" for h in holdings)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+async def _scenarios(engine: AsyncEngine, day: dt.date) -> ScenarioSet:
+    key = (_key(engine), day)
+    if key not in _scenario_sets:
+        async with _scenario_lock:
+            if key not in _scenario_sets:
+                _scenario_sets[key] = await build_scenarios(day, engine)
+    return _scenario_sets[key]
+
+
+async def _portfolio(conn: AsyncConnection, portfolio_id: str) -> tuple[Decimal, list[Holding]]:
+    row = (await conn.execute(sa.select(PF.c.cash_balance).where(
+        PF.c.id == portfolio_id, PF.c.deleted_at.is_(None)))).first()
+    if row is None:
+        raise NotFound(f"portfolio {portfolio_id} not found", field="portfolio_id")
+    holdings, invalid = await portfolio_repo.load_holdings(conn, [portfolio_id])
+    if portfolio_id in invalid:
+        raise NotReady(invalid[portfolio_id])
+    return row[0], holdings[portfolio_id]
+
+
+async def _previous(conn: AsyncConnection, pid: str, day: dt.date
+                    ) -> tuple[dt.date | None, Decimal | None]:
+    """The snapshot of the session before ``day``, if there is one (for the daily P&L)."""
+    prev = calendar.previous_session(day)
+    row = (await conn.execute(sa.select(SNAP.c.equity).where(
+        SNAP.c.portfolio_id == pid, SNAP.c.date == prev))).first()
+    return (prev, row[0]) if row else (None, None)
+
+
+def _f(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _money(x: Decimal | None) -> str | None:
+    return None if x is None else str(x)
+
+
+def payloads(pid: str, result: PortfolioAnalytics, holdings: list[Holding],
+             day: dt.date) -> dict[str, dict[str, Any]]:
+    """JSON-ready payload of every analytics kind (without data_as_of/stale/cached)."""
+    rows = analytics_rows(pid, result)
+    snap = rows["snapshots"][-1]
+    snapshot = {k: (_money(v) if isinstance(v, Decimal) else v) for k, v in snap.items()
+                if k != "portfolio_id"}
+    snapshot["date"] = day.isoformat()
+    equity = float(result.snapshots[-1].equity)
+    by_id = {h.position_id: h for h in holdings}
+    pos_rows = []
+    for i, (pos_id, value) in enumerate(result.position_values.items()):
+        h = by_id[pos_id]
+        weight = float(value) / equity if value is not None and equity else None
+        pos_rows.append({"position_id": pos_id, "symbol": h.symbol, "quantity": str(h.quantity),
+                         "market_value": _money(value), "weight": _f(weight),
+                         "investment_class": str(h.investment_class), "_i": i})
+    factor_rows = [{k: v for k, v in r.items() if k not in ("portfolio_id", "date")}
+                   for r in rows["factors"]]
+    market = next((r for r in factor_rows if r["factor"] == "market_beta"), None)
+    overview = {
+        "snapshot": snapshot,
+        "exposures": {k: snapshot[k] for k in (
+            "long_exposure", "short_exposure", "gross_exposure", "net_exposure")},
+        "market_beta": market["beta"] if market else None,
+        "covered_share": market["covered_share"] if market else 0.0,
+        "positions": [{k: v for k, v in p.items() if k != "_i"} for p in pos_rows],
+    }
+    factor_payload = {"portfolio": factor_rows, "positions": _position_betas(pos_rows, result)}
+    sectors = {"sectors": [{k: v for k, v in r.items() if k not in ("portfolio_id", "date")}
+                           for r in rows["sectors"]]}
+    corr: dict[str, Any] = {"symbols": [], "matrix": [], "average_correlation": None,
+                            "effective_positions": None, "clusters": [], "repaired": False,
+                            "insufficient_pairs": []}
+    if rows["correlations"]:
+        corr = {k: v for k, v in rows["correlations"][0].items()
+                if k not in ("portfolio_id", "date", "n_overlap")}
+    titles = {s.name: s.title for s in SCENARIOS}
+    stress = {"scenarios": [{
+        "name": r["scenario"], "title": titles.get(r["scenario"], r["scenario"]),
+        "available": r["available"], "pnl": _f(r["pnl"]), "pnl_pct": _f(r["pnl_pct"]),
+        "contributions": r["contributions"], "reason": r["reason"]} for r in rows["stress"]]}
+    return {"overview": overview, "factor-exposures": factor_payload, "sector-exposure": sectors,
+            "correlations": corr, "stress-tests": stress, "_snapshot_row": snap,
+            "_position_rows": {"rows": rows["positions"]}}
+
+
+def _position_betas(pos_rows: list[dict[str, Any]], result: PortfolioAnalytics
+                    ) -> list[dict[str, Any]]:
+    """Each position's weight and its symbol's betas (None where there is no value)."""
+    return [{**{k: v for k, v in p.items() if k != "_i"},
+             "betas": result.position_betas.get(p["position_id"], {})} for p in pos_rows]
+
+
+async def compute(
+    portfolio_id: str, engine: AsyncEngine | None = None, store_snapshot: bool = False
+) -> tuple[dt.date, str, dict[str, dict[str, Any]]]:
+    """Compute every analytics kind at the latest data date and store them in the cache.
+
+    ``store_snapshot`` also writes the snapshot row and the position market values (the
+    instant snapshot of onboarding). Returns (data date, positions hash, payloads).
+    """
+    engine = engine or flow_engine()
+    day = await latest_data_date(engine)
+    if day is None:
+        raise NotReady("no market data stored yet: the symbol batch has not run")
+    async with reading(engine) as conn:
+        cash, holdings = await _portfolio(conn, portfolio_id)
+        prev_day, prev_equity = await _previous(conn, portfolio_id, day)
+    symbols = sorted({h.symbol for h in holdings if h.investment_class != InvestmentClass.PRIVATE})
+    data = await load_symbol_data(symbols, day, day, engine)
+    scenarios = await _scenarios(engine, day)
+    result = analyse_portfolio(holdings, cash, [day], data, scenarios, prev_day, prev_equity)
+    digest = positions_hash(holdings, cash)
+    kinds = payloads(portfolio_id, result, holdings, day)
+    snap_row = kinds.pop("_snapshot_row")
+    pos_rows = kinds.pop("_position_rows")["rows"]
+    now = dt.datetime.now(dt.UTC)
+    async with transaction(engine) as conn:
+        await upsert_rows(conn, CACHE, [
+            {"portfolio_id": portfolio_id, "kind": k, "positions_hash": digest, "data_date": day,
+             "payload": v, "created_at": now} for k, v in kinds.items()],
+            key=["portfolio_id", "kind"])
+        if store_snapshot:
+            await portfolio_repo.upsert_snapshots(conn, [snap_row])
+            await portfolio_repo.update_position_values(conn, pos_rows)
+    return day, digest, kinds
+
+
+def _answer(payload: dict[str, Any], day: dt.date, cached: bool) -> dict[str, Any]:
+    return {**payload, "data_as_of": day.isoformat(), "stale": is_stale(day), "cached": cached}
+
+
+def _one_scenario(payload: dict[str, Any], scenario: str) -> dict[str, Any]:
+    chosen = [s for s in payload["scenarios"] if s["name"] == scenario]
+    if not chosen:
+        names = ", ".join(s["name"] for s in payload["scenarios"])
+        raise NotFound(f"unknown scenario {scenario!r}; scenarios: {names}", field="scenario")
+    return {**payload, "scenarios": chosen}
+
+
+async def portfolio_analytics(
+    portfolio_id: str, kind: str, engine: AsyncEngine | None = None,
+    scenario: str | None = None,
+) -> dict[str, Any]:
+    """Analytics ``kind`` of a portfolio, from the cache or computed (and cached) on a miss.
+
+    Every answer carries ``data_as_of`` (ISO date), ``stale`` (data older than the last
+    expected trading day) and ``cached``. ``scenario`` narrows ``stress-tests`` to one.
+    """
+    if kind not in ANALYTICS_KINDS:
+        raise NotFound(f"unknown analytics {kind!r}; kinds: {', '.join(ANALYTICS_KINDS)}",
+                       field="kind")
+    engine = engine or flow_engine()
+    day = await latest_data_date(engine)
+    if day is None:
+        raise NotReady("no market data stored yet: the symbol batch has not run")
+    async with reading(engine) as conn:
+        cash, holdings = await _portfolio(conn, portfolio_id)
+        row = (await conn.execute(sa.select(CACHE.c.positions_hash, CACHE.c.data_date,
+                                            CACHE.c.payload).where(
+            CACHE.c.portfolio_id == portfolio_id, CACHE.c.kind == kind))).first()
+    digest = positions_hash(holdings, cash)
+    if row is not None and row[0] == digest and row[1] == day:
+        payload, cached = row[2], True
+    else:
+        day, _, kinds = await compute(portfolio_id, engine)
+        payload, cached = kinds[kind], False
+    if scenario is not None:
+        if kind != "stress-tests":
+            raise NotFound("scenario applies to stress-tests only", field="scenario")
+        payload = _one_scenario(payload, scenario)
+    return _answer(payload, day, cached)
+
+
+async def snapshot_now(portfolio_id: str, engine: AsyncEngine | None = None) -> dict[str, Any]:
+    """Value ``portfolio_id`` at the latest stored price date, store that snapshot (and the
+    analytics cache), and return the snapshot (money as exact decimal strings)."""
+    day, _, kinds = await compute(portfolio_id, engine, store_snapshot=True)
+    return {**kinds["overview"]["snapshot"], "data_as_of": day.isoformat(),
+            "stale": is_stale(day)}
+
+
+async def refresh_portfolio_analytics(portfolio_id: str, engine: AsyncEngine | None = None
+                                      ) -> dict[str, Any]:
+    """Recompute a portfolio's snapshot and every cached analytics kind (after onboarding)."""
+    return await snapshot_now(portfolio_id, engine)

@@ -1,0 +1,216 @@
+"""Symbol onboarding: a database-backed queue of symbols to fetch, check and compute.
+
+Unknown symbols become ``pending`` in the universe and get one queue row each (duplicate
+requests share it). The onboarding flow (``flows/onboarding.py``) processes the queue:
+~1 year of prices, data checks, factors, then ``active`` or ``error`` with the reason, then
+the affected portfolios' snapshot and analytics. Rows left ``processing`` by a crash go
+back to ``pending`` at start-up (:func:`resume`), so no request is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db.engine import flow_engine, reading, transaction
+from core.db.models import OnboardingJob, SymbolKind, SymbolStatus
+from core.repositories import symbols as symbol_repo
+from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
+
+J = OnboardingJob.__table__  # type: ignore[attr-defined]
+log = logging.getLogger(__name__)
+DEPLOYMENT = "onboarding/onboarding"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def request_onboarding(
+    symbols: Sequence[str], portfolio_id: str | None = None,
+    engine: AsyncEngine | None = None,
+) -> dict[str, str]:
+    """Make sure every market symbol of ``symbols`` is known or queued.
+
+    Returns symbol → ``"ready"`` (has prices), ``"pending"`` (queued now or already),
+    ``"private"`` (never priced) or ``"error: <reason>"`` (invalid, unknown to the
+    provider, delisted). Does not start processing: call :func:`dispatch` after the
+    caller's transaction committed.
+    """
+    engine = engine or flow_engine()
+    out: dict[str, str] = {}
+    wanted: list[str] = []
+    for raw in symbols:
+        try:
+            sym = validate_symbol(raw)
+        except InvalidSymbolError as exc:
+            out[str(raw)] = f"error: {exc}"
+            continue
+        if not is_market_symbol(sym):
+            out[sym] = "private"
+        else:
+            wanted.append(sym)
+    wanted = sorted(set(wanted))
+    async with transaction(engine) as conn:
+        states = {s.symbol: s for s in await symbol_repo.get_states(conn, wanted)}
+        to_queue: list[str] = []
+        for sym in wanted:
+            st = states.get(sym)
+            if st is not None and st.status == SymbolStatus.active and st.last_price_date:
+                out[sym] = "ready"
+            elif st is not None and st.status in (SymbolStatus.error, SymbolStatus.delisted):
+                out[sym] = f"error: {st.error_reason or st.status.value}"
+            else:
+                out[sym] = "pending"
+                to_queue.append(sym)
+        if to_queue:
+            await symbol_repo.add_symbols(conn, [(s, SymbolKind.equity) for s in to_queue])
+            await _enqueue(conn, to_queue, portfolio_id)
+    return out
+
+
+async def _enqueue(conn: Any, symbols: list[str], portfolio_id: str | None) -> None:
+    existing = {r.symbol: r for r in (await conn.execute(
+        sa.select(J).where(J.c.symbol.in_(symbols)))).all()}
+    now = _now()
+    for sym in symbols:
+        row = existing.get(sym)
+        if row is None:
+            await conn.execute(sa.insert(J).values(
+                symbol=sym, status="pending", attempts=0, error=None,
+                portfolio_ids=[portfolio_id] if portfolio_id else [], requested_at=now))
+            continue
+        ids = list(row.portfolio_ids or [])
+        if portfolio_id and portfolio_id not in ids:
+            ids.append(portfolio_id)
+        values: dict[str, Any] = {"portfolio_ids": ids}
+        if row.status in ("done", "error"):  # asked again after an earlier outcome: redo
+            values.update(status="pending", requested_at=now, error=None)
+        await conn.execute(sa.update(J).where(J.c.symbol == sym).values(**values))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Jobs taken by one onboarding run: their symbols and the portfolios waiting on them."""
+
+    symbols: list[str]
+    portfolio_ids: list[str]
+
+
+async def claim(limit: int = 500, engine: AsyncEngine | None = None) -> Claim:
+    """Move up to ``limit`` pending jobs to ``processing`` (oldest first) and return them."""
+    async with transaction(engine or flow_engine()) as conn:
+        rows = (await conn.execute(
+            sa.select(J.c.symbol, J.c.portfolio_ids).where(J.c.status == "pending")
+            .order_by(J.c.requested_at, J.c.symbol).limit(limit))).all()
+        symbols = [r[0] for r in rows]
+        if symbols:
+            await conn.execute(sa.update(J).where(
+                J.c.symbol.in_(symbols), J.c.status == "pending").values(
+                status="processing", started_at=_now(), attempts=J.c.attempts + 1))
+    pids = sorted({p for r in rows for p in (r[1] or [])})
+    return Claim(symbols, pids)
+
+
+async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = None) -> None:
+    """Close processed jobs: symbol → None (done) or the error reason."""
+    if not outcomes:
+        return
+    now = _now()
+    async with transaction(engine or flow_engine()) as conn:
+        for sym, error in outcomes.items():
+            await conn.execute(sa.update(J).where(J.c.symbol == sym).values(
+                status="error" if error else "done", error=error, finished_at=now))
+
+
+async def reset_stuck(engine: AsyncEngine | None = None) -> int:
+    """Put jobs left ``processing`` (a crash, a restart) back to ``pending``; returns how many."""
+    async with transaction(engine or flow_engine()) as conn:
+        res = await conn.execute(
+            sa.update(J).where(J.c.status == "processing").values(status="pending"))
+        pending = (await conn.execute(
+            sa.select(sa.func.count()).select_from(J).where(J.c.status == "pending"))).scalar_one()
+    log.info("onboarding: %d job(s) reset from processing; %d pending", res.rowcount, pending)
+    return int(pending)
+
+
+async def queue_view(engine: AsyncEngine | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """The newest queue rows (symbol, status, attempts, error, portfolios, timestamps)."""
+    async with reading(engine or flow_engine()) as conn:
+        rows = (await conn.execute(
+            sa.select(J).order_by(J.c.requested_at.desc(), J.c.symbol).limit(limit))).all()
+    return [{
+        "symbol": r.symbol, "status": r.status, "attempts": r.attempts, "error": r.error,
+        "portfolio_ids": list(r.portfolio_ids or []),
+        "requested_at": r.requested_at.isoformat() if r.requested_at else None,
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+    } for r in rows]
+
+
+# --- starting the onboarding flow ----------------------------------------------------------
+
+_runner_lock = threading.Lock()
+_runner: threading.Thread | None = None
+_again = threading.Event()
+
+
+def _run_in_process() -> None:
+    from flows.onboarding import onboarding
+
+    while True:
+        _again.clear()
+        try:
+            onboarding()
+        except Exception:  # the flow records its own failure; keep the API alive
+            log.exception("onboarding flow failed")
+        if not _again.is_set():
+            return
+
+
+def dispatch() -> str:
+    """Start processing the queue without waiting for it.
+
+    With ``PREFECT_API_URL`` set, a run of the ``onboarding`` deployment is created
+    (``run_deployment(..., timeout=0)``; a worker or ``factorflow serve`` executes it).
+    Otherwise the flow runs in this process in a background thread (one at a time; a
+    request arriving meanwhile makes it run once more). Returns what was done.
+    """
+    global _runner
+    if os.environ.get("PREFECT_API_URL"):
+        from prefect.deployments import run_deployment
+
+        run_deployment(DEPLOYMENT, timeout=0)
+        return "deployment"
+    with _runner_lock:
+        if _runner is not None and _runner.is_alive():
+            _again.set()
+            return "in-process (queued behind the running flow)"
+        _runner = threading.Thread(target=_run_in_process, name="onboarding", daemon=True)
+        _runner.start()
+    return "in-process"
+
+
+def wait_in_process(timeout: float | None = None) -> bool:
+    """Wait for the in-process runner (tests, shutdown); True when it is idle."""
+    thread = _runner
+    if thread is not None:
+        thread.join(timeout)
+        return not thread.is_alive()
+    return True
+
+
+async def resume(engine: AsyncEngine | None = None) -> int:
+    """At start-up: reset stuck jobs and, if any are pending, dispatch. Returns pending count."""
+    pending = await reset_stuck(engine)
+    if pending:
+        dispatch()
+    return pending

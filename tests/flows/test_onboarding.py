@@ -1,0 +1,118 @@
+"""Instant answers from cached prices, then the onboarding flow: unknown symbols queued once,
+fetched, checked and computed, portfolios refreshed; stuck jobs resumed. Real Prefect test
+server, real migrated SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from decimal import Decimal
+
+import pytest
+
+from core import analytics_service as analytics
+from core import onboarding as queue
+from core.db.engine import transaction
+from core.repositories import portfolios as repo
+from core.symbol_batch import register_universe
+from tests.flows.helpers import db_path, query
+
+AS_OF = dt.date(2026, 11, 19)
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+async def _portfolio(name: str, symbols: list[str]) -> str:
+    async with transaction() as conn:
+        uid = await repo.create_user(conn, name, f"hash-{name}")
+        return await repo.create_portfolio(conn, uid, "main", Decimal("1000"), [
+            {"symbol": s, "quantity": Decimal(10), "entry_date": dt.date(2026, 11, 2),
+             "entry_price": Decimal("10")} for s in symbols] + [
+            {"symbol": "PRIV_X", "quantity": Decimal(1), "entry_date": dt.date(2026, 11, 2),
+             "entry_price": Decimal("100"), "investment_class": "PRIVATE",
+             "manual_value": Decimal("150")}])
+
+
+def test_instant_answer_then_onboarding(database_url: str) -> None:
+    from flows.onboarding import onboarding
+    from flows.symbol_batch import symbol_batch
+
+    asyncio.run(register_universe(["MKTA", "ABCD"]))
+    symbol_batch(as_of=AS_OF)
+    pid = asyncio.run(_portfolio("ann", ["MKTA", "ZQZQ", "7203.T"]))
+    other = asyncio.run(_portfolio("ben", ["ZQZQ"]))
+
+    status = asyncio.run(queue.request_onboarding(["MKTA", "ZQZQ", "7203.T", "PRIV_X"], pid))
+    assert status == {"MKTA": "ready", "ZQZQ": "pending", "7203.T": "pending",
+                      "PRIV_X": "private"}
+    again = asyncio.run(queue.request_onboarding(["ZQZQ"], other))
+    assert again == {"ZQZQ": "pending"}
+    jobs = query(database_url, "SELECT symbol, status, portfolio_ids FROM onboarding_jobs")
+    assert sorted(jobs.symbol) == ["7203.T", "ZQZQ"]  # one job per symbol, shared
+    assert pid in jobs.set_index("symbol").loc["ZQZQ", "portfolio_ids"]
+    assert other in jobs.set_index("symbol").loc["ZQZQ", "portfolio_ids"]
+
+    # the instant answer: latest stored price date, pending symbols missing
+    snap = asyncio.run(analytics.snapshot_now(pid))
+    assert snap["date"] == AS_OF.isoformat() and snap["partial"]
+    assert set(snap["missing_symbols"]) == {"ZQZQ", "7203.T"}
+    fx = asyncio.run(analytics.portfolio_analytics(pid, "factor-exposures"))
+    assert fx["cached"] is True and fx["data_as_of"] == AS_OF.isoformat()
+    market = next(r for r in fx["portfolio"] if r["factor"] == "market_beta")
+    assert 0 < market["covered_share"] < 1  # the private holding is not covered
+
+    result = onboarding()
+    assert result["counts"]["ready"] == 1 and result["counts"]["errors"] == 1
+    states = query(database_url, "SELECT symbol, status, error_reason FROM symbols").set_index(
+        "symbol")
+    assert states.loc["ZQZQ", "status"] == "active"
+    assert states.loc["7203.T", "status"] == "error"
+    assert "no_data" in states.loc["7203.T", "error_reason"]
+    jobs = query(database_url, "SELECT symbol, status, error FROM onboarding_jobs").set_index(
+        "symbol")
+    assert jobs.loc["ZQZQ", "status"] == "done" and jobs.loc["7203.T", "status"] == "error"
+    n = query(database_url, "SELECT COUNT(*) AS n FROM symbol_factor_exposures WHERE "
+              "symbol='ZQZQ' AND date=?", (AS_OF.isoformat(),)).n[0]
+    assert n == 12
+
+    # the waiting portfolios were refreshed: ZQZQ is priced now, 7203.T still missing
+    snap_row = query(database_url, "SELECT partial, missing_symbols FROM portfolio_snapshots "
+                     "WHERE portfolio_id=? AND date=?", (pid, AS_OF.isoformat())).iloc[0]
+    assert "ZQZQ" not in snap_row.missing_symbols and "7203.T" in snap_row.missing_symbols
+    over = asyncio.run(analytics.portfolio_analytics(pid, "overview"))
+    assert over["cached"] is True
+    assert "ZQZQ" not in over["snapshot"]["missing_symbols"]
+
+    # a change of positions is a cache miss, computed again
+    async def add() -> None:
+        async with transaction() as conn:
+            await repo.add_positions(conn, pid, [{"symbol": "ABCD", "quantity": Decimal(1),
+                                                  "entry_date": dt.date(2026, 11, 2),
+                                                  "entry_price": Decimal(5)}])
+    asyncio.run(add())
+    assert asyncio.run(analytics.portfolio_analytics(pid, "overview"))["cached"] is False
+    assert asyncio.run(analytics.portfolio_analytics(pid, "overview"))["cached"] is True
+    with pytest.raises(Exception, match="unknown scenario"):
+        asyncio.run(analytics.portfolio_analytics(pid, "stress-tests", scenario="nope"))
+    one = asyncio.run(analytics.portfolio_analytics(pid, "stress-tests",
+                                                    scenario="market_down_10"))
+    assert [s["name"] for s in one["scenarios"]] == ["market_down_10"]
+
+
+def test_jobs_left_processing_are_resumed(database_url: str) -> None:
+    from flows.symbol_batch import symbol_batch
+
+    asyncio.run(register_universe(["MKTB"]))
+    symbol_batch(as_of=AS_OF)
+    asyncio.run(queue.request_onboarding(["QXQX"]))
+    claimed = asyncio.run(queue.claim())  # a run took it, then the process died
+    assert claimed.symbols == ["QXQX"]
+    with sqlite3.connect(db_path(database_url)) as con:
+        assert con.execute("SELECT status FROM onboarding_jobs").fetchone()[0] == "processing"
+    pending = asyncio.run(queue.resume())  # start-up: back to pending, dispatched
+    assert pending == 1
+    assert queue.wait_in_process(timeout=120)
+    row = query(database_url, "SELECT status, attempts FROM onboarding_jobs").iloc[0]
+    assert row.status == "done" and row.attempts == 2
+    assert query(database_url, "SELECT status FROM symbols WHERE symbol='QXQX'").status[0] == (
+        "active")
