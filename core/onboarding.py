@@ -208,9 +208,29 @@ def wait_in_process(timeout: float | None = None) -> bool:
     return True
 
 
-async def resume(engine: AsyncEngine | None = None) -> int:
-    """At start-up: reset stuck jobs and, if any are pending, dispatch. Returns pending count."""
+def warm_up() -> None:
+    """Without a Prefect API, start Prefect's local server in the background now, so the first
+    onboarding run does not pay its ~10 s start-up while a user waits for a symbol."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+
+    def _warm() -> None:
+        try:
+            from flows.onboarding import warm_up as prefect_warm_up
+
+            prefect_warm_up()
+        except Exception:  # only an optimisation
+            log.exception("Prefect warm-up failed")
+
+    threading.Thread(target=_warm, name="prefect-warm-up", daemon=True).start()
+
+
+async def resume(engine: AsyncEngine | None = None, warm: bool = True) -> int:
+    """At start-up: reset stuck jobs and, if any are pending, dispatch; warm Prefect up.
+    Returns the number of pending jobs."""
     pending = await reset_stuck(engine)
     if pending:
         dispatch()
+    elif warm:
+        warm_up()
     return pending

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="Share of failed portfolios above which the refresh alerts (event + error).",
     )
     max_workers: int = Field(default=4, ge=1, description="Threads of the task runner.")
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler address of an existing Dask cluster (tcp://host:8786): the "
+        "chunk tasks then run there through prefect-dask instead of in a thread pool.",
+    )
     jump_threshold: float = Field(
         default=0.5, gt=0, description="One-day raw-close move no split explains that is flagged."
     )

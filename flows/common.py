@@ -15,8 +15,18 @@ from core.settings import get_settings
 
 
 def task_runner() -> Any:
-    """The chunk tasks' runner: a thread pool of ``FACTORFLOW_MAX_WORKERS`` threads."""
-    return ThreadPoolTaskRunner(max_workers=get_settings().max_workers)
+    """The chunk tasks' runner: a thread pool of ``FACTORFLOW_MAX_WORKERS`` threads, or, with
+    ``FACTORFLOW_DASK_ADDRESS`` set, the Dask cluster at that address (``prefect-dask``).
+
+    With Dask, ``PREFECT_API_URL`` must point at a real Prefect server: in ephemeral mode
+    every Dask worker would start its own server and runs can hang.
+    """
+    settings = get_settings()
+    if settings.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=settings.dask_address)
+    return ThreadPoolTaskRunner(max_workers=settings.max_workers)
 
 
 def jsonable(value: Any) -> Any:

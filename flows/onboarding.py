@@ -81,6 +81,12 @@ def _outcomes(symbols: list[str], states: list[symbol_repo.SymbolState],
     return out
 
 
+@flow(name="factorflow-warm-up", log_prints=False)
+def warm_up() -> bool:
+    """A no-op flow: running it starts Prefect's local server (when no API URL is set)."""
+    return True
+
+
 @flow(name="onboarding", task_runner=task_runner(), log_prints=False)
 def onboarding(max_symbols: int = 500) -> dict[str, Any]:
     """Onboard queued symbols (prices, checks, factors) and refresh the portfolios waiting."""
