@@ -1,0 +1,195 @@
+"""The deployments as operators run them: a real local Prefect server (SQLite) on loopback,
+the three deployments of prefect.yaml served by a separate process, runs started through
+the Prefect client.
+
+1. symbol-batch started through the client → its completion event triggers portfolio-refresh
+   for the same as_of (created by the automation, not by us) → completed, snapshots stored.
+2. A provider fault makes a symbol-batch run fail; the same run is retried through the client
+   (what the UI's Retry does) once the fault is gone, and completes without duplicated rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.db import migrate
+from core.db.engine import transaction
+from core.providers.synthetic import SyntheticProvider
+from core.repositories import portfolios as repo
+from core.symbol_batch import register_universe
+from flows.serve import start_local_server
+from tests.flows.helpers import query
+
+REPO = Path(__file__).resolve().parents[2]
+AS_OF = dt.date(2026, 11, 19)
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("prefect-server")
+    proc, url = start_local_server(home, _free_port())
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _serve(url: str, db_url: str, home: Path, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
+    env.update({"PREFECT_API_URL": url, "FACTORFLOW_DATABASE_URL": db_url,
+                "FACTORFLOW_HOME": str(home), "FACTORFLOW_RETRY_DELAYS": "0",
+                "PREFECT_LOGGING_LEVEL": "WARNING", **extra})
+    log = open(home / "serve.log", "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-c", "from flows.serve import serve; serve()"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def _client_call(url: str, fn):  # noqa: ANN001
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        async with get_client() as client:
+            return await fn(client)
+
+
+def _wait(url: str, fn, timeout: float = 180.0, what: str = "condition"):  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = asyncio.run(_client_call(url, fn))
+        if found:
+            return found
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def _deployment(client, name: str):  # noqa: ANN001
+    try:
+        return await client.read_deployment_by_name(name)
+    except Exception:
+        return None
+
+
+def _final(url: str, run_id, timeout: float = 180.0):  # noqa: ANN001
+    async def read(client):  # noqa: ANN001
+        run = await client.read_flow_run(run_id)
+        return run if run.state and run.state.is_final() else None
+
+    return _wait(url, read, timeout, f"flow run {run_id} to finish")
+
+
+def _start(url: str, deployment: str, parameters: dict):  # noqa: ANN001
+    async def create(client):  # noqa: ANN001
+        dep = await client.read_deployment_by_name(deployment)
+        return await client.create_flow_run_from_deployment(dep.id, parameters=parameters)
+
+    return asyncio.run(_client_call(url, create))
+
+
+def test_symbol_batch_event_triggers_portfolio_refresh(
+    prefect_server: str, tmp_path: Path, settings_env: pytest.MonkeyPatch
+) -> None:
+    url, db_url = prefect_server, f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}"
+    settings_env.setenv("FACTORFLOW_DATABASE_URL", db_url)
+    migrate.upgrade(db_url)
+    asyncio.run(register_universe(["MKTA", "MKTB"]))
+
+    async def seed() -> str:
+        async with transaction() as conn:
+            uid = await repo.create_user(conn, "op", "h")
+            return await repo.create_portfolio(conn, uid, "p", Decimal(100), [
+                {"symbol": "MKTA", "quantity": Decimal(3), "entry_date": dt.date(2026, 11, 3),
+                 "entry_price": Decimal(20)}])
+
+    pid = asyncio.run(seed())
+    server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "synthetic"})
+    try:
+        for name in ("symbol-batch/symbol-batch", "portfolio-refresh/portfolio-refresh",
+                     "onboarding/onboarding"):
+            _wait(url, lambda c, n=name: _deployment(c, n), 120, f"deployment {name}")
+        time.sleep(3)  # let the served trigger's automation register
+        run = _start(url, "symbol-batch/symbol-batch", {"as_of": AS_OF.isoformat()})
+        assert _final(url, run.id).state.is_completed()
+
+        async def triggered(client):  # noqa: ANN001
+            from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+            runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["portfolio-refresh"])))
+            return [r for r in runs if r.parameters.get("as_of") == AS_OF.isoformat()]
+
+        refresh = _wait(url, triggered, 120, "the event-triggered portfolio-refresh run")[0]
+        assert refresh.created_by is not None and refresh.created_by.type == "AUTOMATION"
+        assert _final(url, refresh.id).state.is_completed()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    snaps = query(db_url, "SELECT date FROM portfolio_snapshots WHERE portfolio_id=?", (pid,))
+    assert list(snaps.date) == [AS_OF.isoformat()]
+
+
+def test_failed_run_retried_through_the_client(
+    prefect_server: str, tmp_path: Path, settings_env: pytest.MonkeyPatch
+) -> None:
+    url, db_url = prefect_server, f"sqlite+aiosqlite:///{tmp_path / 'retry.db'}"
+    settings_env.setenv("FACTORFLOW_DATABASE_URL", db_url)
+    migrate.upgrade(db_url)
+    symbols = ["MKTA", "ABCD"]
+    asyncio.run(register_universe(symbols))
+    csv = tmp_path / "prices.csv"  # the fault: the provider's file is not there yet
+    server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "csv",
+                                            "FACTORFLOW_CSV_PATH": str(csv)})
+    try:
+        _wait(url, lambda c: _deployment(c, "symbol-batch/symbol-batch"), 120, "deployment")
+        run = _start(url, "symbol-batch/symbol-batch", {"as_of": AS_OF.isoformat()})
+        failed = _final(url, run.id)
+        assert failed.state.is_failed()
+        assert query(db_url, "SELECT COUNT(*) AS n FROM prices").n[0] == 0
+
+        # the fault goes away: the provider's file appears
+        bars = SyntheticProvider().fetch(
+            [*symbols, "SPY", "TLT", "VTV", "VUG", "MTUM", "QUAL", "IWM", "USMV"],
+            dt.date(2024, 6, 3), AS_OF).bars
+        bars.assign(date=pd.to_datetime(bars.date).dt.date).to_csv(csv, index=False)
+
+        async def retry(client):  # noqa: ANN001
+            from prefect.states import Scheduled
+
+            return await client.set_flow_run_state(
+                run.id, Scheduled(name="AwaitingRetry", scheduled_time=None), force=True)
+
+        asyncio.run(_client_call(url, retry))
+        assert _final(url, run.id).state.is_completed()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    n = query(db_url, "SELECT COUNT(*) AS n FROM prices").n[0]
+    distinct = query(db_url, "SELECT COUNT(*) AS n FROM (SELECT DISTINCT symbol, date FROM "
+                     "prices) AS d").n[0]
+    assert n == distinct > 0
+    runs = query(db_url, "SELECT status FROM batch_runs WHERE job_type='symbol-batch' "
+                 "ORDER BY started_at")
+    assert list(runs.status) == ["failed", "completed"]
+    fx = query(db_url, "SELECT COUNT(*) AS n FROM symbol_factor_exposures WHERE date=?",
+               (AS_OF.isoformat(),)).n[0]
+    assert fx == 12 * 10
