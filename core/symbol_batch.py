@@ -52,6 +52,10 @@ class TargetDateError(SymbolBatchError, ValueError):
     """The requested as_of or date range cannot be processed."""
 
 
+class BatchAlreadyRunning(SymbolBatchError):
+    """Another run holds the symbol batch for this date."""
+
+
 class ReferenceDataError(SymbolBatchError):
     """A reference ETF lacks prices for a target date: no factor can be trusted."""
 
@@ -454,3 +458,31 @@ async def reject_invalid_symbols(
                 for k, v in invalid.items()
             ])
     return invalid
+
+
+BATCH_LOCK_TTL = dt.timedelta(hours=2)
+
+
+def batch_lock_name(target: dt.date) -> str:
+    """The lock that lets one symbol batch at a time work on ``target``."""
+    return f"symbol-batch:{target.isoformat()}"
+
+
+async def lock_batch(target: dt.date, holder: str, engine: AsyncEngine | None = None) -> None:
+    """Take the batch lock for ``target`` or raise ``BatchAlreadyRunning`` naming the holder."""
+    from core.repositories import locks
+
+    async with transaction(engine or flow_engine()) as conn:
+        state = await locks.acquire(conn, batch_lock_name(target), holder, BATCH_LOCK_TTL)
+    if state.holder != holder:
+        raise BatchAlreadyRunning(
+            f"a symbol batch for {target} is already running (run {state.holder}, lock until "
+            f"{state.expires_at:%Y-%m-%d %H:%M} UTC); this run exits without writing")
+
+
+async def unlock_batch(target: dt.date, holder: str, engine: AsyncEngine | None = None) -> None:
+    """Release the batch lock for ``target`` if ``holder`` holds it."""
+    from core.repositories import locks
+
+    async with transaction(engine or flow_engine()) as conn:
+        await locks.release(conn, batch_lock_name(target), holder)

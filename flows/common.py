@@ -64,3 +64,25 @@ async def record_finish(
         await batch_runs.finish_run(
             conn, run_id, status, jsonable(counts), jsonable(phases), jsonable(errors)
         )
+
+
+class Progress:
+    """A Prefect progress artifact, advanced one step per finished chunk (visible in the UI
+    while a long run goes on)."""
+
+    def __init__(self, steps: int, description: str) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.steps, self.done = max(steps, 1), 0
+        self.id: Any = create_progress_artifact(progress=0.0, description=description)
+
+    def step(self, description: str | None = None) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        self.done += 1
+        update_progress_artifact(self.id, progress=min(100.0, 100.0 * self.done / self.steps),
+                                 description=description)
+
+    def restart(self, steps: int, description: str) -> None:
+        """Start a new artifact for the next phase."""
+        self.__init__(steps, description)  # type: ignore[misc]

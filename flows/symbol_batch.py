@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -24,6 +25,7 @@ from core.providers.base import ProviderError
 from core.repositories import symbols as symbol_repo
 from core.settings import get_settings
 from core.symbol_batch import (
+    BatchAlreadyRunning,
     FactorReport,
     FetchReport,
     FetchRequest,
@@ -31,6 +33,7 @@ from core.symbol_batch import (
     chunked,
     compute_and_store_factors,
     fetch_and_store,
+    lock_batch,
     plan_fetch,
     provider_for,
     record_fetch_failures,
@@ -38,9 +41,10 @@ from core.symbol_batch import (
     register_universe,
     reject_invalid_symbols,
     resolve_target_dates,
+    unlock_batch,
 )
 from core.symbols import is_market_symbol
-from flows.common import jsonable, record_finish, record_start, task_runner
+from flows.common import Progress, jsonable, record_finish, record_start, task_runner
 
 JOB = "symbol-batch"
 COMPLETED_EVENT = "factorflow.symbol-batch.completed"
@@ -195,11 +199,26 @@ def symbol_batch(
     every session in the range. Returns the run summary (also stored in ``batch_runs``).
     """
     logger = get_run_logger()
-    settings = get_settings()
     dates = resolve_target_dates(as_of, start, end)
     target = dates[-1]
+    holder = flow_run.get_id() or str(uuid.uuid4())
+    try:
+        asyncio.run(lock_batch(target, holder))
+    except BatchAlreadyRunning as exc:
+        logger.warning(str(exc))
+        return {"status": "skipped", "as_of": target.isoformat(), "reason": str(exc)}
+    try:
+        return _run(dates, holder, backfill=start is not None)
+    finally:
+        asyncio.run(unlock_batch(target, holder))
+
+
+def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
+    logger = get_run_logger()
+    settings = get_settings()
+    target = dates[-1]
     run_id = asyncio.run(
-        record_start(JOB, target, dates[0] if len(dates) > 1 else None, flow_run.get_id())
+        record_start(JOB, target, dates[0] if len(dates) > 1 else None, holder)
     )
     phases: dict[str, float] = {}
     fetch_failures: dict[str, str] = {}
@@ -209,7 +228,7 @@ def symbol_batch(
         invalid = asyncio.run(reject_invalid_symbols(universe))
         universe = [u for u in universe if u.symbol not in invalid]
         fetch_failures.update(invalid)
-        history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if start else None
+        history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if backfill else None
         plan = plan_fetch(
             universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start,
             reference_start=settings.reference_history_start,
@@ -217,8 +236,10 @@ def symbol_batch(
         logger.info("as_of %s: %d symbols, %d fetch chunks", target, len(universe), len(plan))
         futures = fetch_prices.map(plan, unmapped(target))
         fetches: list[FetchReport] = []
+        progress = Progress(len(plan) + 1, f"symbol-batch {target}")
         for req, fut in zip(plan, futures, strict=True):
             res = fut.result(raise_on_failure=False)
+            progress.step(f"prices: chunk from {req.symbols[0]} done")
             if isinstance(res, BaseException):
                 for sym in req.symbols:
                     fetch_failures[sym] = f"provider_error: {type(res).__name__}: {res}"
@@ -234,8 +255,10 @@ def symbol_batch(
         ffutures = compute_factors.map(chunks, unmapped(dates))
         factors: list[FactorReport] = []
         factor_failures: dict[str, str] = {}
+        progress.restart(len(chunks), f"symbol-batch {target}: factors")
         for chunk, ffut in zip(chunks, ffutures, strict=True):
             fres = ffut.result(raise_on_failure=False)
+            progress.step(f"factors: chunk from {chunk[0]} done")
             if isinstance(fres, BaseException):
                 factor_failures[f"{chunk[0]}..{chunk[-1]}"] = f"{type(fres).__name__}: {fres}"
             else:

@@ -414,3 +414,16 @@ class OnboardingJob(SQLModel, table=True):
     finished_at: dt.datetime | None = Field(
         default=None, sa_column=Column(sa.DateTime(timezone=True))
     )
+
+
+class RunLock(SQLModel, table=True):
+    """A named lock held by one run (e.g. ``symbol-batch:2026-11-20``) until it expires."""
+
+    __tablename__ = "run_locks"
+
+    name: str = Field(primary_key=True, max_length=100)
+    holder: str = Field(max_length=64)
+    acquired_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    expires_at: dt.datetime = Field(sa_column=Column(sa.DateTime(timezone=True), nullable=False))
