@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,29 +27,11 @@ from core.db.engine import transaction
 from core.providers.synthetic import SyntheticProvider
 from core.repositories import portfolios as repo
 from core.symbol_batch import register_universe
-from flows.serve import start_local_server
 from tests.flows.helpers import query
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = dt.date(2026, 11, 19)
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prefect-server")
-    proc, url = start_local_server(home, _free_port())
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _serve(url: str, db_url: str, home: Path, extra: dict[str, str]) -> subprocess.Popen[bytes]:
