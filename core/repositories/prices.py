@@ -7,10 +7,12 @@ import datetime as dt
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import calendar
@@ -20,6 +22,7 @@ from core.db.upsert import upsert_rows
 P = Price.__table__  # type: ignore[attr-defined]
 A = CorporateAction.__table__  # type: ignore[attr-defined]
 _IN_CHUNK = 900  # symbols per IN (...) list: below SQLite's bound-parameter limit
+_PG_SYMBOLS_PER_READ = 5000  # PostgreSQL: one array parameter, any length; bounds memory
 
 
 def _none_if_nan(values: np.ndarray) -> list:
@@ -126,6 +129,38 @@ async def _price_rows(
     return prices_rows, split_rows
 
 
+async def _pg_price_columns(
+    conn: AsyncConnection, symbols: list[str], start: dt.date, end: dt.date
+) -> tuple[list[Sequence], list[tuple]]:
+    """PostgreSQL: (symbols, dates, closes, adjusted closes) as columns, and split rows.
+
+    One row per symbol with its dates and float8 closes aggregated into arrays: asyncpg
+    decodes arrays in C, so this is ~4x faster than a row per price through the ORM layer
+    (and no ``Decimal`` is made per value).
+    """
+    stmt = sa.text(
+        "SELECT symbol, array_agg(date), array_agg(close::float8), "
+        "array_agg(adj_close::float8) FROM prices "
+        "WHERE symbol = ANY(:symbols) AND date >= :start AND date <= :end GROUP BY symbol"
+    ).bindparams(
+        sa.bindparam("symbols", type_=postgresql.ARRAY(sa.String)),
+        sa.bindparam("start", type_=sa.Date), sa.bindparam("end", type_=sa.Date),
+    )
+    rows = (await conn.execute(stmt, {"symbols": symbols, "start": start, "end": end})).all()
+    columns: list[Sequence] = []
+    if rows:
+        columns = [
+            [r[0] for r in rows for _ in range(len(r[1]))],
+            list(chain.from_iterable(r[1] for r in rows)),
+            list(chain.from_iterable(r[2] for r in rows)),
+            list(chain.from_iterable(r[3] for r in rows)),
+        ]
+    astmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
+        A.c.symbol.in_(symbols), A.c.kind == "split", A.c.date >= start, A.c.date <= end
+    )
+    return columns, [tuple(r) for r in (await conn.execute(astmt)).all()]
+
+
 async def load_price_matrix(
     conn: AsyncConnection, symbols: Sequence[str], start: dt.date, end: dt.date
 ) -> PriceMatrix:
@@ -141,12 +176,19 @@ async def load_price_matrix(
     symbol_index = pd.Index(syms)
     by_date = pd.Index(sessions)
     by_iso = pd.Index([d.isoformat() for d in sessions])
-    for i in range(0, n, _IN_CHUNK):
-        price_rows, split_rows = await _price_rows(conn, syms[i : i + _IN_CHUNK], start, end)
-        for rows, kind in ((price_rows, "price"), (split_rows, "split")):
-            if not rows:
+    postgres = conn.dialect.name == "postgresql"
+    chunk = _PG_SYMBOLS_PER_READ if postgres else _IN_CHUNK
+    for i in range(0, n, chunk):
+        part = syms[i : i + chunk]
+        if postgres:
+            price_cols, split_rows = await _pg_price_columns(conn, part, start, end)
+        else:
+            price_rows, split_rows = await _price_rows(conn, part, start, end)
+            price_cols = list(zip(*price_rows, strict=True)) if price_rows else []
+        split_cols = list(zip(*split_rows, strict=True)) if split_rows else []
+        for cols, kind in ((price_cols, "price"), (split_cols, "split")):
+            if not cols:
                 continue
-            cols = list(zip(*rows, strict=True))
             dates = by_iso if isinstance(cols[1][0], str) else by_date
             r = dates.get_indexer(cols[1])
             c = symbol_index.get_indexer(cols[0])

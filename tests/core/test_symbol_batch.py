@@ -1,6 +1,6 @@
 """The batch service without Prefect: date resolution, fetch planning, and stored data never
-overwritten with worse data. Uses a real migrated SQLite database; the only stand-in is the
-price provider (the outside world)."""
+overwritten with worse data. Uses a real migrated database (SQLite, and PostgreSQL when
+configured); the only stand-in is the price provider (the outside world)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,24 @@
-"""Independent readers for flow tests: plain sqlite3 + pandas, not factorflow's repositories."""
+"""Independent readers for flow tests: plain SQL + pandas, not factorflow's repositories.
+
+SQLite is read with the stdlib ``sqlite3``; PostgreSQL with a bare ``asyncpg`` connection
+(no SQLAlchemy). Queries are written once, in SQLite's dialect with ``?`` placeholders, and
+PostgreSQL results come back the way SQLite's do, so a test body holds on both: dates as ISO
+text, timestamps as SQLite's UTC text (``2026-01-02 03:04:05.000000``), exact-money columns
+(``core.db.types.Money``, text on SQLite) as their decimal text, other numerics as float,
+JSON columns as the stored JSON text and booleans as 0/1. Date parameters may be ISO strings
+on both. (SQLite returns a whole NUMERIC value such as 12.0 as the integer 12: equal.)
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import re
 import sqlite3
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import make_url
@@ -14,22 +29,143 @@ DATA_TABLES = (
 )
 
 
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
 def db_path(url: str) -> Path:
+    """The SQLite file of ``url`` (SQLite only)."""
+    assert is_sqlite(url), f"not a SQLite URL: {url}"
     return Path(make_url(url).database or "")
 
 
+# --- PostgreSQL through asyncpg, shaped like sqlite3 results ------------------------------------
+
+@cache
+def _money_columns() -> frozenset[str]:
+    """Names of exact-decimal columns (text on SQLite, NUMERIC on PostgreSQL)."""
+    from sqlmodel import SQLModel
+
+    import core.db.models  # noqa: F401
+    from core.db.types import Money
+
+    money, other = set(), set()
+    for table in SQLModel.metadata.tables.values():
+        for c in table.columns:
+            (money if isinstance(c.type, Money) else other).add(c.name)
+    assert not money & other, f"a column name is Money in one table only: {money & other}"
+    return frozenset(money)
+
+
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders as ``$1, $2, …`` (the tests never put ``?`` inside literals)."""
+    n = 0
+
+    def number(_: re.Match) -> str:
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    return re.sub(r"\?", number, sql)
+
+
+def _pg_value(value: Any, money: bool) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, _NumericText):
+        return str(value) if money else float(value)
+    return value
+
+
+class _NumericText(str):
+    """A NUMERIC value as PostgreSQL prints it (decided per column: text or float)."""
+
+
+def _sqlite_stamp(text: str) -> str:
+    """A timestamp as SQLAlchemy stores it on SQLite: UTC, no offset, microseconds."""
+    stamp = dt.datetime.fromisoformat(text)
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(dt.UTC).replace(tzinfo=None)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+async def _pg_connect(url: str) -> Any:
+    import asyncpg
+
+    u = make_url(url)
+    con = await asyncpg.connect(user=u.username, password=u.password, host=u.host, port=u.port,
+                                database=u.database, server_settings={"timezone": "UTC"})
+    await con.set_type_codec("date", schema="pg_catalog", encoder=str, decoder=str,
+                             format="text")
+    for name in ("timestamp", "timestamptz"):
+        await con.set_type_codec(name, schema="pg_catalog", encoder=str, decoder=_sqlite_stamp,
+                                 format="text")
+    await con.set_type_codec("numeric", schema="pg_catalog", encoder=str,
+                             decoder=_NumericText, format="text")
+    return con
+
+
+async def _pg_fetch(url: str, sql: str, params: Sequence) -> tuple[list[str], list[tuple]]:
+    con = await _pg_connect(url)
+    try:
+        stmt = await con.prepare(_pg_sql(sql))
+        names = [a.name for a in stmt.get_attributes()]
+        rows = await stmt.fetch(*params)
+    finally:
+        await con.close()
+    money = _money_columns()
+    flags = [n in money for n in names]
+    return names, [tuple(_pg_value(v, m) for v, m in zip(r, flags, strict=True)) for r in rows]
+
+
+def _fetch(url: str, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
+    if is_sqlite(url):
+        with sqlite3.connect(db_path(url)) as con:
+            cur = con.execute(sql, tuple(params))
+            names = [d[0] for d in cur.description or ()]
+            return names, cur.fetchall()
+    return asyncio.run(_pg_fetch(url, sql, params))
+
+
 def query(url: str, sql: str, params: tuple = ()) -> pd.DataFrame:
-    with sqlite3.connect(db_path(url)) as con:
-        return pd.read_sql_query(sql, con, params=params)
+    """Rows of ``sql`` (SQLite dialect, ``?`` placeholders) as a DataFrame."""
+    if is_sqlite(url):
+        with sqlite3.connect(db_path(url)) as con:
+            return pd.read_sql_query(sql, con, params=params)
+    names, rows = _fetch(url, sql, params)
+    return pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
+
+
+def execute(url: str, sql: str, params: tuple = ()) -> None:
+    """Run one statement and commit (e.g. a row inserted behind the application's back)."""
+    if is_sqlite(url):
+        with sqlite3.connect(db_path(url)) as con:
+            con.execute(sql, params)
+        return
+
+    async def run() -> None:
+        con = await _pg_connect(url)
+        try:
+            await con.execute(_pg_sql(sql), *params)
+        finally:
+            await con.close()
+
+    asyncio.run(run())
+
+
+def scalar(url: str, sql: str, params: tuple = ()) -> Any:
+    """The first column of the first row of ``sql``."""
+    return _fetch(url, sql, params)[1][0][0]
+
+
+def table_rows(url: str, tables: Sequence[str]) -> dict[str, list[tuple]]:
+    """Every row of each of ``tables``, sorted (an order-free picture of their content)."""
+    return {t: sorted(_fetch(url, f"SELECT * FROM {t}")[1], key=repr) for t in tables}
 
 
 def snapshot(url: str) -> dict[str, list[tuple]]:
     """Every row of every data table (batch_runs is a log and excluded), sorted."""
-    out = {}
-    with sqlite3.connect(db_path(url)) as con:
-        for t in DATA_TABLES:
-            out[t] = sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
-    return out
+    return table_rows(url, DATA_TABLES)
 
 
 def adj_close_matrix(url: str, symbols: list[str], sessions: list) -> pd.DataFrame:

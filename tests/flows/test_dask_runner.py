@@ -38,10 +38,9 @@ async def _portfolio() -> None:
 
 
 def _run_both_flows(db_url: str, runner: object | None) -> dict[str, list]:
+    from core.settings import get_settings
     from flows.portfolio_refresh import portfolio_refresh
     from flows.symbol_batch import symbol_batch
-
-    from core.settings import get_settings
 
     get_settings.cache_clear()  # FACTORFLOW_DATABASE_URL changed
     migrate.upgrade(db_url)

@@ -1,12 +1,11 @@
 """Instant answers from cached prices, then the onboarding flow: unknown symbols queued once,
 fetched, checked and computed, portfolios refreshed; stuck jobs resumed. Real Prefect test
-server, real migrated SQLite."""
+server, a real migrated database (SQLite, and PostgreSQL when configured)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from decimal import Decimal
 
 import pytest
@@ -16,7 +15,7 @@ from core import onboarding as queue
 from core.db.engine import transaction
 from core.repositories import portfolios as repo
 from core.symbol_batch import register_universe
-from tests.flows.helpers import db_path, query
+from tests.flows.helpers import query, scalar
 
 AS_OF = dt.date(2026, 11, 19)
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -107,8 +106,7 @@ def test_jobs_left_processing_are_resumed(database_url: str) -> None:
     asyncio.run(queue.request_onboarding(["QXQX"]))
     claimed = asyncio.run(queue.claim())  # a run took it, then the process died
     assert claimed.symbols == ["QXQX"]
-    with sqlite3.connect(db_path(database_url)) as con:
-        assert con.execute("SELECT status FROM onboarding_jobs").fetchone()[0] == "processing"
+    assert scalar(database_url, "SELECT status FROM onboarding_jobs") == "processing"
     pending = asyncio.run(queue.resume())  # start-up: back to pending, dispatched
     assert pending == 1
     assert queue.wait_in_process(timeout=120)

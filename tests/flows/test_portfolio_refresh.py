@@ -1,6 +1,7 @@
-"""The portfolio flow end to end on a real Prefect test server and a migrated SQLite database.
+"""The portfolio flow end to end on a real Prefect test server and a migrated database (SQLite,
+and PostgreSQL when configured).
 
-Every stored number is recomputed here from rows read back with plain sqlite3: snapshot P&L
+Every stored number is recomputed here from rows read back with plain SQL: snapshot P&L
 by hand with Decimal (a short, a position opened mid-range, an exit, a private position, a
 missing price), factor aggregation from the stored symbol betas, correlations with pandas,
 and stress P&L with the direct conditional-expectation formula on an EWMA covariance
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from decimal import Decimal
 
 import numpy as np
@@ -23,7 +23,7 @@ from core.db.engine import transaction
 from core.portfolio_refresh import SymbolBatchNotReady
 from core.repositories import portfolios as repo
 from core.symbol_batch import register_universe
-from tests.flows.helpers import adj_close_matrix, db_path, query
+from tests.flows.helpers import adj_close_matrix, query, table_rows
 from tests.flows.test_symbol_batch import _wait_for_event
 
 D0 = dt.date(2026, 11, 10)
@@ -149,10 +149,9 @@ def test_snapshots_backfill_and_hand_computed_pnl(database_url: str, seeded: dic
 
 
 def _portfolio_tables(url: str) -> dict[str, list]:
-    with sqlite3.connect(db_path(url)) as con:
-        return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in (
-            "portfolio_snapshots", "portfolio_factor_exposures", "portfolio_sector_exposures",
-            "portfolio_correlations", "stress_test_results", "positions")}
+    return table_rows(url, (
+        "portfolio_snapshots", "portfolio_factor_exposures", "portfolio_sector_exposures",
+        "portfolio_correlations", "stress_test_results", "positions"))
 
 
 def _valued_positions(url: str, pid: str) -> pd.DataFrame:

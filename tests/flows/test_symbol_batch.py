@@ -1,12 +1,11 @@
-"""The symbol flow end to end: real Prefect (test harness), real migrated SQLite, synthetic
-and CSV providers. Betas are checked against statsmodels / scikit-learn computed here from
-rows read back with plain sqlite3."""
+"""The symbol flow end to end: real Prefect (test harness), a real migrated database (SQLite,
+and PostgreSQL when configured), synthetic and CSV providers. Betas are checked against
+statsmodels / scikit-learn computed here from rows read back with plain SQL (helpers)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.symbol_batch import ReferenceDataError, register_universe
-from tests.flows.helpers import adj_close_matrix, db_path, query, snapshot
+from tests.flows.helpers import adj_close_matrix, execute, query, snapshot
 
 AS_OF = dt.date(2026, 11, 19)
 NEXT = dt.date(2026, 11, 20)
@@ -98,9 +97,8 @@ UNIVERSE = ["MKTA", "MKTB", "GAPY", "SPRS", "NEWL", "SPLT", "DLST", "BADT", "DIV
 def test_nightly_run_stores_checked_factors_and_emits_event(database_url: str) -> None:
     register(UNIVERSE)
     # garbage that bypassed validation (e.g. inserted by hand) gets a named error, no fetch
-    with sqlite3.connect(db_path(database_url)) as con:
-        con.execute("INSERT INTO symbols (symbol, kind, status, created_at) "
-                    "VALUES ('B@D!', 'equity', 'active', '2026-01-01 00:00:00')")
+    execute(database_url, "INSERT INTO symbols (symbol, kind, status, created_at) "
+            "VALUES ('B@D!', 'equity', 'active', '2026-01-01 00:00:00')")
     summary = run_flow(as_of=AS_OF)
     assert summary["errors"]["symbols"]["B@D!"].startswith("invalid_symbol")
 
@@ -260,3 +258,16 @@ def test_malformed_csv_is_a_named_error_per_symbol(database_url: str, tmp_path: 
               "SELECT symbol, detail FROM data_check_findings WHERE \"check\"='fetch_error'")
     assert set(f.symbol) == {"ABCD", *REFERENCE_ETFS}
     assert all("adj_close" in d for d in f.detail)  # the missing column is named
+
+
+def test_second_run_for_a_date_exits_while_one_holds_it(database_url: str) -> None:
+    from core.symbol_batch import lock_batch, unlock_batch
+
+    register(["MKTA"])
+    asyncio.run(lock_batch(AS_OF, "another-run"))
+    summary = run_flow(as_of=AS_OF)
+    assert summary["status"] == "skipped" and "already running" in summary["reason"]
+    assert query(database_url, "SELECT COUNT(*) AS n FROM prices").n[0] == 0
+    assert query(database_url, "SELECT COUNT(*) AS n FROM batch_runs").n[0] == 0
+    asyncio.run(unlock_batch(AS_OF, "another-run"))
+    assert run_flow(as_of=AS_OF)["status"] == "completed"

@@ -1,0 +1,112 @@
+"""``core.db.upsert.upsert_rows`` on SQLite and PostgreSQL: same rows stored either way.
+
+PostgreSQL takes another path (one ``INSERT … SELECT FROM unnest(arrays)`` per chunk), so
+the semantics an executemany gives for free are checked on both: a key repeated in a chunk
+ends with its last row (its first with ``update=()``, which inserts only what is absent),
+scalar column defaults apply, exact decimals stay exact and JSON/boolean columns round-trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from core.db.engine import create_engine
+from core.db.models import PortfolioSnapshot, Price, SymbolFactorExposure
+from core.db.upsert import upsert_rows
+from core.repositories import portfolios as repo
+
+P = Price.__table__  # type: ignore[attr-defined]
+SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
+FE = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
+D1, D2 = dt.date(2026, 11, 18), dt.date(2026, 11, 19)
+
+
+def _run(url: str, fn: Any) -> Any:
+    async def go() -> Any:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                return await fn(conn)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _bar(symbol: str, day: dt.date, close: float) -> dict[str, Any]:
+    return {"symbol": symbol, "date": day, "open": None, "high": close, "low": close,
+            "close": close, "adj_close": close, "volume": 1e6}
+
+
+def _prices(url: str) -> dict[tuple[str, dt.date], Decimal]:
+    async def read(conn: Any) -> Any:
+        rows = (await conn.execute(sa.select(P.c.symbol, P.c.date, P.c.close))).all()
+        return {(s, d): Decimal(str(c)).quantize(Decimal("0.000001")) for s, d, c in rows}
+
+    return _run(url, read)
+
+
+def test_repeated_key_in_a_chunk_ends_with_its_last_row(database_url: str) -> None:
+    rows = [_bar("AAA", D1, 1.5), _bar("BBB", D1, 2.25), _bar("AAA", D1, 3.125),
+            _bar("AAA", D2, 4.0)]
+    sent = _run(database_url, lambda c: upsert_rows(c, P, rows, key=["symbol", "date"],
+                                                     chunk_rows=3))
+    assert sent == 4
+    assert _prices(database_url) == {("AAA", D1): Decimal("3.125000"),
+                                     ("BBB", D1): Decimal("2.250000"),
+                                     ("AAA", D2): Decimal("4.000000")}
+    again = [_bar("AAA", D1, 9.0), _bar("BBB", D1, 8.0)]
+    _run(database_url, lambda c: upsert_rows(c, P, again, key=["symbol", "date"], update=()))
+    assert _prices(database_url)[("AAA", D1)] == Decimal("3.125000")  # insert-if-absent only
+    _run(database_url, lambda c: upsert_rows(c, P, again, key=["symbol", "date"]))
+    assert _prices(database_url)[("AAA", D1)] == Decimal("9.000000")
+    new = [_bar("CCC", D1, 5.0), _bar("CCC", D1, 6.0)]
+    _run(database_url, lambda c: upsert_rows(c, P, new, key=["symbol", "date"], update=()))
+    assert _prices(database_url)[("CCC", D1)] == Decimal("5.000000")  # the first one
+
+
+def test_prices_keep_six_decimals_at_any_magnitude(database_url: str) -> None:
+    closes = [0.000001, 12.345678, 999_999.999999, 123_456_789.123456, 987_654_321_012.5]
+    rows = [_bar(f"S{i}", D1, v) for i, v in enumerate(closes)]
+    # below 1e9 (15 digits with 6 decimals) PostgreSQL gets float8s, above exact decimals
+    _run(database_url, lambda c: upsert_rows(c, P, rows[:-1], key=["symbol", "date"]))
+    _run(database_url, lambda c: upsert_rows(c, P, rows[-1:], key=["symbol", "date"]))
+    stored = _prices(database_url)
+    for i, v in enumerate(closes):
+        assert stored[(f"S{i}", D1)] == Decimal(repr(v)).quantize(Decimal("0.000001")), v
+
+
+def test_money_json_booleans_and_defaults_round_trip(database_url: str) -> None:
+    async def seed(conn: Any) -> str:
+        uid = await repo.create_user(conn, "u", "h")
+        return await repo.create_portfolio(conn, uid, "p", Decimal("10"))
+
+    pid = _run(database_url, seed)
+    money = Decimal("12345678901234.5678")
+    snap = {"portfolio_id": pid, "date": D1, "equity": money, "market_value": Decimal("0.1"),
+            "cash": Decimal(0), "cost_basis": Decimal("-1.2345"), "unrealized_pnl": Decimal(1),
+            "daily_pnl": None, "daily_return": 0.1, "long_exposure": Decimal(1),
+            "short_exposure": Decimal(0), "gross_exposure": Decimal(1),
+            "net_exposure": Decimal(1), "position_count": 2, "partial": True,
+            "missing_symbols": ["X", "Y"]}
+    _run(database_url, lambda c: upsert_rows(c, SNAP, [snap], key=["portfolio_id", "date"]))
+    exposure = {"symbol": "AAA", "factor": "market_beta", "date": D1, "family": "ols",
+                "window": 90, "beta": None, "r_squared": None, "resid_vol": None,
+                "reason": "insufficient_data", "flag": None}  # n_obs left to its default
+    _run(database_url, lambda c: upsert_rows(c, FE, [exposure], key=["symbol", "factor", "date"]))
+
+    async def read(conn: Any) -> Any:
+        s = (await conn.execute(sa.select(SNAP))).one()
+        e = (await conn.execute(sa.select(FE))).one()
+        return s, e
+
+    s, e = _run(database_url, read)
+    assert s.equity == money and s.market_value == Decimal("0.1000")
+    assert s.cost_basis == Decimal("-1.2345") and s.daily_pnl is None
+    assert s.partial is True and s.missing_symbols == ["X", "Y"] and s.position_count == 2
+    assert e.n_obs == 0 and e.beta is None and e.reason == "insufficient_data"
