@@ -18,8 +18,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/factorflow demo $(ARGS)
 
-## Lint, type-check core/, and run the whole test suite.
+## Lint, type-check core/, start a throwaway PostgreSQL on loopback (scripts/postgres.sh,
+## installs Debian's postgresql if missing), and run the whole suite on SQLite and PostgreSQL.
 test: install lint
+	@set -e; \
+	if [ -z "$$FACTORFLOW_TEST_POSTGRES_URL" ]; then \
+	  if out=$$(bash scripts/postgres.sh); then eval "$$out"; \
+	  else echo "make test: PostgreSQL could not be started; its tests are skipped" \
+	    "(with CI=true they fail instead)" >&2; fi; \
+	fi; \
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
