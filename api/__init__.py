@@ -1,0 +1,1 @@
+"""factorflow's HTTP API (Litestar): :func:`api.app.create_app`, one folder per domain."""

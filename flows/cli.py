@@ -55,6 +55,16 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
+    return port
+
+
 def _emit(result: dict[str, Any], as_json: bool, human: str) -> None:
     print(human)
     if as_json:
@@ -223,6 +233,53 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from core.db import migrate
+    from core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate.upgrade(url)
+    print(f"factorflow API on http://{args.host}:{args.port} (OpenAPI: /schema, "
+          f"database {url})", flush=True)
+    uvicorn.run(create_app(url), host=args.host, port=args.port,
+                log_level="info" if args.verbose else "warning",
+                access_log=bool(args.verbose))
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    from core import portfolio_service
+    from core.db import migrate
+    from core.db.engine import create_engine
+    from core.errors import AppError
+    from core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate.upgrade(url)
+
+    async def _create() -> tuple[str, str]:
+        engine = create_engine(url)
+        try:
+            return await portfolio_service.create_user(engine, args.name, args.admin)
+        finally:
+            await engine.dispose()
+
+    try:
+        user_id, token = asyncio.run(_create())
+    except AppError as exc:
+        print(f"factorflow: {exc.message}", file=sys.stderr)
+        return 1
+    role = "admin" if args.admin else "user"
+    human = (f"created {role} {args.name!r} (id {user_id})\n"
+             f"token (shown only now; the database keeps its hash): {token}")
+    _emit({"id": user_id, "name": args.name.strip(), "admin": args.admin, "token": token},
+          args.json, human)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``factorflow``."""
     p = argparse.ArgumentParser(prog="factorflow", description=__doc__.splitlines()[0])
@@ -256,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--positions", type=int, default=25, help="positions per portfolio")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     demo.set_defaults(func=_demo)
+
+    serve = sub.add_parser("api", help="serve the HTTP API (migrates the database first)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=_api)
+
+    users = sub.add_parser("users", help="manage API users")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    create = users_sub.add_parser("create", help="create a user and print its token once")
+    create.add_argument("name", help="unique user name")
+    create.add_argument("--admin", action="store_true", help="give the admin role")
+    create.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    create.set_defaults(func=_users)
     return p
 
 

@@ -163,7 +163,7 @@ def test_property_scaling_book_and_equity(book: tuple, c: float) -> None:
     scale = np.abs(mv[np.isfinite(mv)]).sum() * 5.0 / equity + 1e-300
     assert_allclose(b.beta, a.beta, rtol=1e-9, atol=1e-12 * scale)
     assert_allclose(b.dollar_exposure, c * a.dollar_exposure, rtol=1e-9, atol=1e-9 * c * scale)
-    assert_allclose(b.covered_share, a.covered_share, rtol=1e-9)
+    assert_allclose(b.covered_share, a.covered_share, rtol=1e-9, atol=1e-12)  # shares in [0, 1]
     assert_allclose(b.covered_weight, a.covered_weight, rtol=1e-9, atol=1e-12 * scale)
 
 

@@ -1,0 +1,246 @@
+"""Portfolio, position, snapshot and analytics routes: one service call and a conversion each."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import JSONBody, PathParameter, QueryParameter, RawBody
+from msgspec import UNSET
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.errors import responses
+from api.portfolios.schemas import (
+    ANALYTICS_SCHEMAS,
+    Correlations,
+    FactorExposures,
+    Overview,
+    PortfolioCreate,
+    PortfolioCreated,
+    PortfolioList,
+    PortfolioRead,
+    PortfolioUpdate,
+    PositionChanged,
+    PositionCreate,
+    PositionUpdate,
+    SectorExposure,
+    SnapshotList,
+    StressTests,
+)
+from api.schemas import convert
+from core import portfolio_service as svc
+from core.errors import InvalidInput
+from core.portfolio_service import UserContext
+
+Engine = NamedDependency[AsyncEngine]
+User = NamedDependency[UserContext]
+PortfolioId = Annotated[str, PathParameter(description="The portfolio's id.")]
+PositionId = Annotated[str, PathParameter(description="The position's id.")]
+CSV_HELP = (
+    "A CSV file (UTF-8) as the raw request body, `Content-Type: text/csv`. First line: the "
+    "header `symbol,quantity,entry_date,entry_price` plus any of `exit_date,exit_price,"
+    "investment_class,manual_value` (any order, case-insensitive); one position per line; "
+    "dates YYYY-MM-DD; an empty optional cell means absent. Errors name the line (1-based, "
+    "the header is line 1) and the column: `line 3, quantity: not a number`."
+)
+
+
+@dataclass
+class _CsvImportOperation(Operation):
+    """The import route reads its body raw: document it as text/csv."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={"text/csv": OpenAPIMediaType(schema=Schema(
+                type=OpenAPIType.STRING,
+                examples=["symbol,quantity,entry_date,entry_price\nAAPL,10,2025-03-03,180.5\n"],
+            ))},
+            required=True, description=CSV_HELP)
+
+
+def _created(c: svc.PortfolioCreated) -> Response[PortfolioCreated]:
+    return Response(PortfolioCreated.of(c), status_code=201,
+                    headers={"Location": f"/v1/portfolios/{c.portfolio.id}"})
+
+
+class PortfolioController(Controller):
+    path = "/portfolios"
+    tags = ["portfolios"]
+
+    @post("/", operation_id="createPortfolio",
+          status_code=201, responses=responses(400, 401, 409, 413),
+          summary="Create a portfolio (positions inline)",
+          description="Creates the portfolio and its positions, then answers at once from "
+                      "stored prices: the snapshot at the latest price date, the factor "
+                      "exposures (with the covered share of equity) and the symbols still "
+                      "being onboarded (`pending_symbols`), which never delay the answer.")
+    async def create_portfolio(
+        self, data: JSONBody[PortfolioCreate], engine: Engine, user: User
+    ) -> Response[PortfolioCreated]:
+        return _created(await svc.create_portfolio(
+            engine, user.id, name=data.name, cash=data.cash,
+            positions=[p.to_input() for p in data.positions]))
+
+    @post("/import", operation_id="importPortfolio",
+          status_code=201, responses=responses(400, 401, 409, 413),
+          operation_class=_CsvImportOperation, summary="Create a portfolio from a CSV file",
+          description=CSV_HELP + " Answers like `POST /v1/portfolios`.")
+    async def import_portfolio(
+        self, body: RawBody, engine: Engine, user: User,
+        name: Annotated[str, QueryParameter(description="The new portfolio's name.")],
+        cash: Annotated[Decimal, QueryParameter(description="Cash balance (exact decimal).")]
+        = Decimal(0),
+    ) -> Response[PortfolioCreated]:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"body: not UTF-8 text (byte {exc.start})", "body") from None
+        return _created(await svc.import_portfolio_csv(
+            engine, user.id, name=name, cash=cash, csv_text=text))
+
+    @get("/", operation_id="listPortfolios",
+         responses=responses(400, 401), summary="Your portfolios")
+    async def list_portfolios(
+        self, engine: Engine, user: User,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+    ) -> PortfolioList:
+        return PortfolioList.of(await svc.list_portfolios(
+            engine, user.id, limit=limit, offset=offset))
+
+    @get("/{portfolio_id:str}", operation_id="getPortfolio", responses=responses(400, 401, 404),
+         summary="A portfolio with its positions and latest snapshot")
+    async def get_portfolio(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User
+    ) -> PortfolioRead:
+        return PortfolioRead.of(await svc.get_portfolio(engine, user.id, portfolio_id))
+
+    @patch("/{portfolio_id:str}", operation_id="updatePortfolio",
+           responses=responses(400, 401, 404, 409, 413),
+           summary="Rename a portfolio or set its cash",
+           description="Only the fields present change. A cash change re-values the "
+                       "portfolio and invalidates its cached analytics.")
+    async def update_portfolio(
+        self, portfolio_id: PortfolioId, data: JSONBody[PortfolioUpdate], engine: Engine,
+        user: User,
+    ) -> PortfolioRead:
+        return PortfolioRead.of(await svc.update_portfolio(
+            engine, user.id, portfolio_id,
+            name=None if data.name is UNSET else data.name,
+            cash=None if data.cash is UNSET else data.cash))
+
+    @delete("/{portfolio_id:str}", operation_id="deletePortfolio",
+            status_code=204, responses=responses(400, 401, 404),
+            summary="Delete a portfolio",
+            description="Soft delete: it disappears from the API (404 afterwards), its "
+                        "history stays stored, and its name can be used again.")
+    async def delete_portfolio(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User
+    ) -> None:
+        await svc.delete_portfolio(engine, user.id, portfolio_id)
+
+    @get("/{portfolio_id:str}/snapshots", operation_id="listSnapshots",
+         responses=responses(400, 401, 404),
+         summary="Stored daily snapshots",
+         description="Snapshots with start <= date <= end, oldest first; at most the newest "
+                     "`limit` of them.")
+    async def list_snapshots(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        start: Annotated[dt.date | None, QueryParameter(description="First date (inclusive).")]
+        = None,
+        end: Annotated[dt.date | None, QueryParameter(description="Last date (inclusive).")]
+        = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+    ) -> SnapshotList:
+        return SnapshotList.of(await svc.list_snapshots(
+            engine, user.id, portfolio_id, start=start, end=end, limit=limit))
+
+    @get("/{portfolio_id:str}/overview", operation_id="getOverview",
+         responses=responses(400, 401, 404, 503),
+         summary="Valuation, exposures, market beta and position weights")
+    async def overview(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                       ) -> Overview:
+        return await _analytics(engine, user, portfolio_id, "overview")
+
+    @get("/{portfolio_id:str}/factor-exposures", operation_id="getFactorExposures",
+         responses=responses(400, 401, 404, 503),
+         summary="Portfolio factor betas and dollar exposures, with covered share")
+    async def factor_exposures(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                               ) -> FactorExposures:
+        return await _analytics(engine, user, portfolio_id, "factor-exposures")
+
+    @get("/{portfolio_id:str}/sector-exposure", operation_id="getSectorExposure",
+         responses=responses(400, 401, 404, 503),
+         summary="Signed market value and weight per sector")
+    async def sector_exposure(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                              ) -> SectorExposure:
+        return await _analytics(engine, user, portfolio_id, "sector-exposure")
+
+    @get("/{portfolio_id:str}/correlations", operation_id="getCorrelations",
+         responses=responses(400, 401, 404, 503),
+         summary="90-day correlation matrix of the positions")
+    async def correlations(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                           ) -> Correlations:
+        return await _analytics(engine, user, portfolio_id, "correlations")
+
+    @get("/{portfolio_id:str}/stress-tests", operation_id="getStressTests",
+         responses=responses(400, 401, 404, 503),
+         summary="Stress scenarios' P&L with per-factor contributions")
+    async def stress_tests(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        scenario: Annotated[str | None, QueryParameter(
+            description="Only this scenario (404 for an unknown name).", max_length=64)] = None,
+    ) -> StressTests:
+        return await _analytics(engine, user, portfolio_id, "stress-tests", scenario)
+
+
+async def _analytics(engine: AsyncEngine, user: UserContext, portfolio_id: str, kind: str,
+                     scenario: str | None = None):  # type: ignore[no-untyped-def]
+    answer = await svc.analytics(engine, user.id, portfolio_id, kind, scenario)
+    return convert(answer, ANALYTICS_SCHEMAS[kind])
+
+
+class PositionController(Controller):
+    path = "/portfolios/{portfolio_id:str}/positions"
+    tags = ["positions"]
+
+    @post("/", operation_id="addPosition",
+          status_code=201, responses=responses(400, 401, 404, 409, 413),
+          summary="Add a position",
+          description="Adds the position, onboards its symbol if it is new (listed in "
+                      "`pending_symbols`, never waited for) and re-values the portfolio.")
+    async def add_position(
+        self, portfolio_id: PortfolioId, data: JSONBody[PositionCreate], engine: Engine,
+        user: User,
+    ) -> PositionChanged:
+        return PositionChanged.of(await svc.add_position(
+            engine, user.id, portfolio_id, data.to_input()))
+
+    @patch("/{position_id:str}", operation_id="updatePosition",
+           responses=responses(400, 401, 404, 413),
+           summary="Change a position",
+           description="Only the fields present change; `null` clears exit_date, exit_price "
+                       "or manual_value. The whole position is validated again. To close a "
+                       "position, set its exit_date (and exit_price).")
+    async def update_position(
+        self, portfolio_id: PortfolioId, position_id: PositionId,
+        data: JSONBody[PositionUpdate], engine: Engine, user: User,
+    ) -> PositionChanged:
+        return PositionChanged.of(await svc.update_position(
+            engine, user.id, portfolio_id, position_id, data.changes()))
+
+    @delete("/{position_id:str}", operation_id="deletePosition",
+            status_code=204, responses=responses(400, 401, 404),
+            summary="Remove a position entered by mistake",
+            description="To close a position that was really held, set its exit_date "
+                        "instead: a removed position disappears from the valuation history.")
+    async def delete_position(
+        self, portfolio_id: PortfolioId, position_id: PositionId, engine: Engine, user: User
+    ) -> None:
+        await svc.delete_position(engine, user.id, portfolio_id, position_id)

@@ -1,0 +1,343 @@
+"""Request and response schemas of portfolios, positions, snapshots and analytics.
+
+Create / Update / Read are separate: an Update's fields default to ``UNSET`` so PATCH
+changes only what the body names (``null`` clears an optional field).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from api.schemas import DecimalIn, DecimalOut, InvestmentClassName, convert, dec
+from core import portfolio_service as svc
+
+SymbolIn = Annotated[str, Meta(extra_json_schema={
+    "description": "Ticker as Yahoo spells it (AAPL, BRK-B, 7203.T); PRIVATE holdings may use "
+                   "private identifiers such as PRIVATE_FUND_A.",
+    "examples": ["AAPL"],
+    "extra": {"pattern": r"^\^?[A-Za-z0-9]{1,10}([.\-=_][A-Za-z0-9]{1,8}){0,2}$"},
+})]
+NameIn = Annotated[str, Meta(extra_json_schema={
+    "description": "Unique among your portfolios; 1-200 characters.",
+    "examples": ["Core holdings"], "extra": {"minLength": 1, "maxLength": 200},
+})]
+
+
+class _In(msgspec.Struct, forbid_unknown_fields=True):
+    """Request bodies reject fields they do not know."""
+
+
+class PositionCreate(_In):
+    """A position. ``quantity`` is signed (negative = short; PUBLIC / OPTIONS only)."""
+
+    symbol: SymbolIn
+    quantity: Annotated[DecimalIn, Meta(description="Shares (contracts for OPTIONS) as of "
+                                                    "entry_date, non-zero, at most 8 decimals; "
+                                                    "negative = short (PUBLIC / OPTIONS).")]
+    entry_date: Annotated[dt.date, Meta(description="Session the position was opened "
+                                                    "(not in the future).")]
+    entry_price: Annotated[DecimalIn, Meta(description="Price per share (per contract for "
+                                                       "OPTIONS); > 0 for PUBLIC.")]
+    exit_date: dt.date | None = None
+    exit_price: DecimalIn | None = None
+    investment_class: InvestmentClassName = "PUBLIC"
+    manual_value: Annotated[DecimalIn | None, Meta(description="PRIVATE only (required "
+                                                               "there): its total value.")] = None
+
+    def to_input(self) -> svc.PositionInput:
+        return svc.PositionInput(
+            symbol=self.symbol, quantity=self.quantity, entry_date=self.entry_date,
+            entry_price=self.entry_price, exit_date=self.exit_date, exit_price=self.exit_price,
+            investment_class=self.investment_class, manual_value=self.manual_value)
+
+
+class PortfolioCreate(_In):
+    name: NameIn
+    cash: Annotated[DecimalIn, Meta(description="Cash balance, at most 4 decimals (negative = "
+                                                "a margin loan).")] = Decimal(0)
+    positions: Annotated[list[PositionCreate], Meta(max_length=svc.MAX_POSITIONS)] = (
+        msgspec.field(default_factory=list))
+
+
+class PortfolioUpdate(_In):
+    """PATCH: only the fields present change."""
+
+    name: NameIn | UnsetType = UNSET
+    cash: DecimalIn | UnsetType = UNSET
+
+
+class PositionUpdate(_In):
+    """PATCH: only the fields present change; ``null`` clears an optional one. The symbol
+    cannot change (add a new position instead)."""
+
+    quantity: DecimalIn | UnsetType = UNSET
+    entry_date: dt.date | UnsetType = UNSET
+    entry_price: DecimalIn | UnsetType = UNSET
+    exit_date: dt.date | None | UnsetType = UNSET
+    exit_price: DecimalIn | None | UnsetType = UNSET
+    investment_class: InvestmentClassName | UnsetType = UNSET
+    manual_value: DecimalIn | None | UnsetType = UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return {f: v for f in self.__struct_fields__
+                if (v := getattr(self, f)) is not UNSET}
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+class PositionRead(msgspec.Struct):
+    id: str
+    symbol: str
+    quantity: DecimalOut
+    entry_date: dt.date
+    entry_price: DecimalOut
+    exit_date: dt.date | None
+    exit_price: DecimalOut | None
+    investment_class: str
+    manual_value: DecimalOut | None
+    market_value: Annotated[DecimalOut | None, Meta(
+        description="Value at market_value_date (the latest snapshot).")]
+    market_value_date: dt.date | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, p: svc.PositionView) -> PositionRead:
+        return cls(
+            id=p.id, symbol=p.symbol, quantity=_num(p.quantity), entry_date=p.entry_date,
+            entry_price=_num(p.entry_price), exit_date=p.exit_date,
+            exit_price=_opt_num(p.exit_price), investment_class=p.investment_class,
+            manual_value=dec(p.manual_value), market_value=dec(p.market_value),
+            market_value_date=p.market_value_date, created_at=p.created_at)
+
+
+def _num(d: Decimal) -> str:
+    """Quantities and prices without trailing zeros ("10", "150.25")."""
+    s = f"{d:f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def _opt_num(d: Decimal | None) -> str | None:
+    return None if d is None else _num(d)
+
+
+class SnapshotRead(msgspec.Struct):
+    """A valuation at the close of ``date`` (a session with stored prices)."""
+
+    date: dt.date
+    equity: DecimalOut
+    market_value: DecimalOut
+    cash: DecimalOut
+    cost_basis: DecimalOut
+    unrealized_pnl: DecimalOut
+    daily_pnl: DecimalOut | None
+    daily_return: float | None
+    long_exposure: DecimalOut
+    short_exposure: DecimalOut
+    gross_exposure: DecimalOut
+    net_exposure: DecimalOut
+    position_count: int
+    partial: Annotated[bool, Meta(description="Some holdings had no price: see "
+                                              "missing_symbols.")]
+    missing_symbols: list[str]
+
+
+class PortfolioRead(msgspec.Struct):
+    id: str
+    name: str
+    base_currency: str
+    cash: DecimalOut
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    positions: list[PositionRead]
+    latest_snapshot: SnapshotRead | None
+
+    @classmethod
+    def of(cls, p: svc.PortfolioView) -> PortfolioRead:
+        return cls(
+            id=p.id, name=p.name, base_currency=p.base_currency, cash=f"{p.cash:f}",
+            created_at=p.created_at, updated_at=p.updated_at,
+            positions=[PositionRead.of(x) for x in p.positions],
+            latest_snapshot=snapshot(p.latest_snapshot))
+
+
+def snapshot(value: dict[str, Any] | None) -> SnapshotRead | None:
+    return None if value is None else convert(value, SnapshotRead)
+
+
+class PortfolioSummaryRead(msgspec.Struct):
+    id: str
+    name: str
+    base_currency: str
+    cash: DecimalOut
+    position_count: int
+    latest_snapshot_date: dt.date | None
+    latest_equity: DecimalOut | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class PortfolioList(msgspec.Struct):
+    items: list[PortfolioSummaryRead]
+    total: int
+    limit: int
+    offset: int
+
+    @classmethod
+    def of(cls, page: svc.PortfolioPage) -> PortfolioList:
+        return cls(items=[PortfolioSummaryRead(
+            id=p.id, name=p.name, base_currency=p.base_currency, cash=f"{p.cash:f}",
+            position_count=p.position_count, latest_snapshot_date=p.latest_snapshot_date,
+            latest_equity=dec(p.latest_equity), created_at=p.created_at,
+            updated_at=p.updated_at) for p in page.items],
+            total=page.total, limit=page.limit, offset=page.offset)
+
+
+class SnapshotList(msgspec.Struct):
+    items: list[SnapshotRead]
+    start: dt.date | None
+    end: dt.date | None
+    truncated: Annotated[bool, Meta(description="Older snapshots in the range were left out "
+                                                "(raise limit or narrow the range).")]
+
+    @classmethod
+    def of(cls, s: svc.SnapshotList) -> SnapshotList:
+        return cls(items=[convert(x, SnapshotRead) for x in s.items], start=s.start,
+                   end=s.end, truncated=s.truncated)
+
+
+# --- analytics -----------------------------------------------------------------------------
+
+
+class _Analytics(msgspec.Struct, kw_only=True):
+    data_as_of: Annotated[dt.date, Meta(description="The price date the answer is computed "
+                                                    "for (the latest stored).")]
+    stale: Annotated[bool, Meta(description="data_as_of is older than the latest completed "
+                                            "NYSE session.")]
+    cached: bool
+
+
+class PortfolioFactor(msgspec.Struct):
+    factor: str
+    beta: float | None
+    dollar_exposure: float | None
+    covered_share: Annotated[float | None, Meta(
+        description="Share of equity held in positions that have this factor's beta.")]
+    covered_weight: float | None
+
+
+class PositionWeight(msgspec.Struct):
+    position_id: str
+    symbol: str
+    quantity: DecimalOut
+    market_value: DecimalOut | None
+    weight: float | None
+    investment_class: str
+
+
+class PositionBetas(PositionWeight):
+    betas: dict[str, float | None]
+
+
+class FactorExposures(_Analytics):
+    portfolio: list[PortfolioFactor]
+    positions: list[PositionBetas]
+
+
+class Exposures(msgspec.Struct):
+    long_exposure: DecimalOut
+    short_exposure: DecimalOut
+    gross_exposure: DecimalOut
+    net_exposure: DecimalOut
+
+
+class Overview(_Analytics):
+    snapshot: SnapshotRead
+    exposures: Exposures
+    market_beta: float | None
+    covered_share: float | None
+    positions: list[PositionWeight]
+
+
+class SectorRow(msgspec.Struct):
+    sector: str
+    value: float | None
+    weight: float | None
+
+
+class SectorExposure(_Analytics):
+    sectors: list[SectorRow]
+
+
+class Correlations(_Analytics):
+    symbols: list[str]
+    matrix: list[list[float | None]]
+    average_correlation: float | None
+    effective_positions: float | None
+    clusters: list[list[str]]
+    repaired: bool
+    insufficient_pairs: list[list[str]]
+
+
+class ScenarioResult(msgspec.Struct):
+    name: str
+    title: str
+    available: bool
+    pnl: float | None
+    pnl_pct: float | None
+    contributions: dict[str, float | None]
+    reason: str | None
+
+
+class StressTests(_Analytics):
+    scenarios: list[ScenarioResult]
+
+
+ANALYTICS_SCHEMAS: dict[str, type[_Analytics]] = {
+    "overview": Overview, "factor-exposures": FactorExposures,
+    "sector-exposure": SectorExposure, "correlations": Correlations,
+    "stress-tests": StressTests,
+}
+
+
+# --- composite answers ---------------------------------------------------------------------
+
+
+class _Onboarding(msgspec.Struct, kw_only=True):
+    symbols: Annotated[dict[str, str], Meta(description="Each market symbol's data status: "
+                                                        "ready, pending (being onboarded), "
+                                                        "private, or 'error: <reason>'.")]
+    pending_symbols: Annotated[list[str], Meta(description="Symbols still being onboarded: "
+                                                           "their positions have no price "
+                                                           "in the snapshot yet.")]
+    snapshot: Annotated[SnapshotRead | None, Meta(description="Valuation at the latest "
+                                                              "stored price date (null before "
+                                                              "any prices are stored).")]
+
+
+class PortfolioCreated(_Onboarding):
+    portfolio: PortfolioRead
+    factor_exposures: FactorExposures | None
+
+    @classmethod
+    def of(cls, c: svc.PortfolioCreated) -> PortfolioCreated:
+        return cls(
+            portfolio=PortfolioRead.of(c.portfolio), symbols=c.outcome.symbols,
+            pending_symbols=c.outcome.pending_symbols, snapshot=snapshot(c.outcome.snapshot),
+            factor_exposures=None if c.factor_exposures is None else convert(
+                c.factor_exposures, FactorExposures))
+
+
+class PositionChanged(_Onboarding):
+    position: PositionRead
+
+    @classmethod
+    def of(cls, c: svc.PositionChanged) -> PositionChanged:
+        return cls(position=PositionRead.of(c.position), symbols=c.outcome.symbols,
+                   pending_symbols=c.outcome.pending_symbols,
+                   snapshot=snapshot(c.outcome.snapshot))

@@ -1,0 +1,335 @@
+"""Benchmark of the HTTP API over a demo database (not a test; prints figures).
+
+    python bench/api.py [--symbols 300] [--onboarding 50] [--hits 2000] [--clients 32]
+                        [--misses 50] [--json]
+
+In a temporary directory: a synthetic universe of S symbols and one symbol batch (the
+real Prefect flow, as ``factorflow symbol-batch``), two users, then ``factorflow api``
+(uvicorn) on 127.0.0.1. Measured with httpx over loopback:
+
+* onboarding: ``POST /v1/portfolios`` with 30 known symbols, one client, p50 / p95;
+* analytics cache hits at C concurrent clients (the five kinds in turn), p50 / p99;
+* cache misses: the portfolio's cached analytics dropped (as the nightly refresh does)
+  before each ``GET .../overview``, p50 / p95; and a PATCH of the cash (re-valued at once);
+* a new symbol (1-5 letters, not in the universe): seconds from the ``POST`` that names it
+  until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s).
+
+With ``--json`` the last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import ROOT, isolated_environment, report
+
+TARGETS_MS = {"onboarding_p95_ms": 100, "hit_p99_ms": 10, "miss_p95_ms": 100}
+NEW_SYMBOL_TARGET_S = 10
+KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations", "stress-tests")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank, in milliseconds."""
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q * len(s) + 0.5) - 1))
+    return round(s[k] * 1000, 2)
+
+
+def stop_group(server: subprocess.Popen[bytes]) -> None:
+    """Stop the server's process group: SIGTERM (the API shuts down cleanly), then SIGKILL
+    for whatever of the group is left (Prefect's local server)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(20)
+    time.sleep(1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+def wait_until_up(base: str, server: subprocess.Popen[bytes], seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the API exited with {server.returncode}")
+        try:
+            if httpx.get(f"{base}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer within {seconds:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None where /proc is absent)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return None
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid: int, seconds: float = 60, busy_share: float = 0.05) -> float:
+    """Wait until process ``pid`` uses under ``busy_share`` of a CPU over 1 s (the API warms
+    Prefect up in the background after it starts); returns the seconds waited."""
+    if cpu_seconds(pid) is None:
+        time.sleep(10)
+        return 10.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        before = cpu_seconds(pid) or 0.0
+        time.sleep(1)
+        if (cpu_seconds(pid) or 0.0) - before < busy_share:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
+def new_ticker(universe: set[str]) -> str:
+    """A 1-5 letter ticker the universe does not hold (the synthetic provider prices it)."""
+    rng = random.Random(int(time.time()))
+    for _ in range(10_000):
+        t = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4))
+        if t not in universe and not t.startswith("MKT"):
+            return t
+    raise RuntimeError("no free ticker found")
+
+
+def portfolio_body(name: str, symbols: list[str], rng: random.Random, day: str) -> dict:
+    return {"name": name, "cash": "10000", "positions": [
+        {"symbol": s, "quantity": str(rng.randint(1, 300) * (-1 if rng.random() < 0.2 else 1)),
+         "entry_date": day, "entry_price": f"{rng.uniform(5, 400):.2f}"} for s in symbols]}
+
+
+async def hammer(base: str, headers: dict[str, str], urls: list[str], clients: int
+                 ) -> tuple[list[float], float, int]:
+    """GET every url from ``clients`` concurrent clients (each its own httpx client and
+    keep-alive connection, connected before the clock starts): latencies, wall seconds,
+    answers that were not cached 200s."""
+    latencies: list[float] = []
+    bad = 0
+    queue = list(reversed(urls))
+    connected = asyncio.Barrier(clients + 1)
+    go = asyncio.Event()
+
+    async def client_loop() -> None:
+        nonlocal bad
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30,
+                                     limits=httpx.Limits(max_connections=1)) as client:
+            await client.get("/health/live")  # open the connection, untimed
+            await connected.wait()
+            await go.wait()
+            while queue:
+                url = queue.pop()
+                t = time.perf_counter()
+                resp = await client.get(url)
+                latencies.append(time.perf_counter() - t)
+                if resp.status_code != 200 or b'"cached":true' not in resp.content:
+                    bad += 1
+
+    tasks = [asyncio.create_task(client_loop()) for _ in range(clients)]
+    await connected.wait()
+    t0 = time.perf_counter()
+    go.set()
+    await asyncio.gather(*tasks)
+    return latencies, time.perf_counter() - t0, bad
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=300)
+    ap.add_argument("--onboarding", type=int, default=50, help="portfolios created")
+    ap.add_argument("--positions", type=int, default=30, help="known symbols per portfolio")
+    ap.add_argument("--hits", type=int, default=2000, help="cache-hit requests")
+    ap.add_argument("--clients", type=int, default=32, help="concurrent clients for hits")
+    ap.add_argument("--misses", type=int, default=50, help="cache-miss requests")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    workdir = isolated_environment("factorflow-bench-api-")
+
+    from core import calendar
+    from core import portfolio_service as svc
+    from core.db import migrate
+    from core.db.engine import create_engine
+    from core.providers.synthetic import SyntheticProvider
+    from core.settings import get_settings
+    from core.symbol_batch import register_universe
+
+    out: dict[str, Any] = {"symbols": args.symbols}
+    url = get_settings().resolved_database_url
+    db_file = Path(url.split("///", 1)[1])
+    migrate.upgrade(url)
+    universe = SyntheticProvider().universe(args.symbols)
+    asyncio.run(register_universe(universe))
+    t = time.perf_counter()
+    batch = cli("symbol-batch", "--json")
+    if batch.returncode != 0:
+        print(batch.stderr[-3000:], file=sys.stderr)
+        return 1
+    out["symbol_batch_s"] = round(time.perf_counter() - t, 1)
+    out["symbol_batch_status"] = json.loads(batch.stdout.strip().splitlines()[-1])["status"]
+
+    async def users() -> tuple[str, str]:
+        engine = create_engine(url)
+        try:
+            _, user = await svc.create_user(engine, "bench")
+            _, admin = await svc.create_user(engine, "bench-admin", admin=True)
+            return user, admin
+        finally:
+            await engine.dispose()
+
+    token, admin_token = asyncio.run(users())
+    with sqlite3.connect(db_file) as con:
+        known = sorted(r[0] for r in con.execute(
+            "SELECT symbol FROM symbols WHERE status = 'active' AND kind = 'equity' "
+            "AND last_factor_date IS NOT NULL"))
+    out["known_symbols"] = len(known)
+    day = calendar.sessions_back(calendar.latest_completed_session(), 20).isoformat()
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "api.log", "wb"),  # noqa: SIM115
+        env={**os.environ}, start_new_session=True)  # its own group: Prefect's server too
+    try:
+        wait_until_up(base, server)
+        out["settle_s"] = wait_idle(server.pid)
+        h = {"Authorization": f"Bearer {token}"}
+        rng = random.Random(5)
+        with httpx.Client(base_url=base, headers=h, timeout=60) as client:
+            # onboarding: new portfolios of known symbols (3 warm-up requests not counted)
+            ids: list[str] = []
+            lat: list[float] = []
+            for i in range(args.onboarding + 3):
+                body = portfolio_body(f"bench-{i:04d}", rng.sample(known, args.positions),
+                                      rng, day)
+                t = time.perf_counter()
+                resp = client.post("/v1/portfolios", json=body)
+                elapsed = time.perf_counter() - t
+                if resp.status_code != 201:
+                    raise RuntimeError(f"create failed: {resp.status_code} {resp.text[:500]}")
+                if resp.json()["pending_symbols"]:
+                    raise RuntimeError(f"known symbols pending: {resp.json()['pending_symbols']}")
+                ids.append(resp.json()["portfolio"]["id"])
+                if i >= 3:
+                    lat.append(elapsed)
+            out["onboarding_p50_ms"] = pct(lat, 0.50)
+            out["onboarding_p95_ms"] = pct(lat, 0.95)
+
+            # cache misses: drop the cached analytics (as the nightly refresh does), then GET
+            miss: list[float] = []
+            for i in range(args.misses + 3):
+                pid = ids[i % len(ids)]
+                with sqlite3.connect(db_file, timeout=30) as con:
+                    con.execute("DELETE FROM portfolio_analytics_cache WHERE portfolio_id = ?",
+                                (pid,))
+                t = time.perf_counter()
+                resp = client.get(f"/v1/portfolios/{pid}/overview")
+                elapsed = time.perf_counter() - t
+                if resp.status_code != 200 or resp.json()["cached"]:
+                    raise RuntimeError(f"expected a miss: {resp.status_code} {resp.text[:300]}")
+                if i >= 3:
+                    miss.append(elapsed)
+            out["miss_p50_ms"] = pct(miss, 0.50)
+            out["miss_p95_ms"] = pct(miss, 0.95)
+
+            # a cash change: invalidates and re-values the portfolio in the request
+            patch: list[float] = []
+            for i in range(min(args.misses, len(ids))):
+                t = time.perf_counter()
+                resp = client.patch(f"/v1/portfolios/{ids[i]}", json={"cash": str(20000 + i)})
+                patch.append(time.perf_counter() - t)
+                if resp.status_code != 200:
+                    raise RuntimeError(f"patch failed: {resp.status_code} {resp.text[:300]}")
+            out["patch_cash_p95_ms"] = pct(patch, 0.95)
+
+        # cache hits at N concurrent clients, the five kinds in turn (warmed first)
+        hot = ids[: args.clients]
+        urls = [f"/v1/portfolios/{hot[i % len(hot)]}/{KINDS[i % len(KINDS)]}"
+                for i in range(args.hits)]
+        asyncio.run(hammer(base, h, urls[: len(hot) * len(KINDS)], args.clients))
+        cpu0 = cpu_seconds(server.pid)
+        lat, wall, bad = asyncio.run(hammer(base, h, urls, args.clients))
+        cpu1 = cpu_seconds(server.pid)
+        if bad:
+            raise RuntimeError(f"{bad} cache-hit requests failed or were not cached")
+        out["hit_clients"] = args.clients
+        out["hit_p50_ms"] = pct(lat, 0.50)
+        out["hit_p99_ms"] = pct(lat, 0.99)
+        out["hit_rps"] = round(len(lat) / wall, 1)
+        if cpu0 is not None and cpu1 is not None:  # the server's own cost of one hit
+            out["hit_server_cpu_ms"] = round((cpu1 - cpu0) / len(lat) * 1000, 3)
+        one, _, _ = asyncio.run(hammer(base, h, urls[:300], 1))
+        out["hit_p50_ms_1_client"] = pct(one, 0.50)
+        out["hit_p99_ms_1_client"] = pct(one, 0.99)
+
+        # a new symbol: pending → ready
+        ticker = new_ticker(set(universe))
+        with httpx.Client(base_url=base, headers=h, timeout=60) as client:
+            body = portfolio_body("bench-new-symbol", [ticker, *known[:5]], rng, day)
+            t0 = time.perf_counter()
+            resp = client.post("/v1/portfolios", json=body)
+            created = resp.json()
+            if resp.status_code != 201 or created["pending_symbols"] != [ticker]:
+                raise RuntimeError(f"new symbol not pending: {resp.status_code} {resp.text[:300]}")
+            status = "pending"
+            while time.perf_counter() - t0 < 120:
+                status = client.get(f"/v1/symbols/{ticker}").json()["status"]
+                if status != "pending":
+                    break
+                time.sleep(0.1)
+            out["new_symbol"] = ticker
+            out["new_symbol_status"] = status
+            out["new_symbol_ready_s"] = round(time.perf_counter() - t0, 2)
+            pid = created["portfolio"]["id"]
+            for _ in range(100):  # the flow re-values the portfolio after the symbol
+                snap = client.get(f"/v1/portfolios/{pid}").json()["latest_snapshot"]
+                if snap and not snap["partial"]:
+                    break
+                time.sleep(0.1)
+            out["new_symbol_portfolio_revalued"] = bool(snap and not snap["partial"])
+            admin = {"Authorization": f"Bearer {admin_token}"}
+            out["ready"] = client.get("/health/ready").json()["status"]
+            out["freshness_stale"] = client.get("/v1/admin/freshness", headers=admin).json()[
+                "jobs"]["symbol-batch"]["stale"]
+    finally:  # the API and what it started (Prefect's local server), by process group
+        stop_group(server)
+    out["targets_met"] = {
+        **{k: out[k] < v for k, v in TARGETS_MS.items()},
+        "new_symbol_ready_s": out.get("new_symbol_status") == "ready"
+        and out["new_symbol_ready_s"] < NEW_SYMBOL_TARGET_S,
+    }
+    out["workdir"] = str(workdir)
+    report(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

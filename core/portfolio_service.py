@@ -1,0 +1,1169 @@
+"""Portfolios, positions, users, symbol status and batch administration: the API's service.
+
+Plain async functions over an ``AsyncEngine`` (the API passes its pooled engine); no HTTP
+here. A caller's mistake raises a :mod:`core.errors` type whose message names the field
+and the problem (``"positions[2].quantity: must not be zero"``); another user's portfolio
+is :class:`~core.errors.NotFound`, exactly like one that does not exist.
+
+Writes run in one transaction; onboarding of new symbols, the instant snapshot and the
+analytics are requested only after it committed (:mod:`core.onboarding`,
+:mod:`core.analytics_service`), and nothing here waits for an onboarding flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import inspect
+import io
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from core import analytics_service, calendar
+from core import onboarding as onboarding_service
+from core.db.engine import reading, transaction
+from core.db.models import (
+    BatchRun,
+    Portfolio,
+    PortfolioAnalyticsCache,
+    PortfolioSnapshot,
+    Position,
+    Symbol,
+    SymbolDailyMetrics,
+    SymbolKind,
+    SymbolProfile,
+    SymbolStatus,
+    User,
+)
+from core.demo import token_hash
+from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
+from core.portfolio.valuation import InvestmentClass
+from core.repositories import batch_runs as batch_repo
+from core.repositories import factors as factor_repo
+from core.repositories import portfolios as portfolio_repo
+from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
+
+log = logging.getLogger(__name__)
+
+U = User.__table__  # type: ignore[attr-defined]
+PF = Portfolio.__table__  # type: ignore[attr-defined]
+POS = Position.__table__  # type: ignore[attr-defined]
+SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
+SYM = Symbol.__table__  # type: ignore[attr-defined]
+PROF = SymbolProfile.__table__  # type: ignore[attr-defined]
+METRICS = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
+RUNS = BatchRun.__table__  # type: ignore[attr-defined]
+CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
+
+# --- input bounds (the columns' precision, and sanity) ------------------------------------
+MAX_QUANTITY = Decimal("1e12")
+"""|quantity| must be below this."""
+QUANTITY_DECIMALS = 8
+MAX_PRICE = Decimal("1e12")
+"""Entry / exit prices must be below this."""
+PRICE_DECIMALS = 6
+MAX_MONEY = Decimal("1e14")
+"""|cash| and manual values must be below this."""
+MONEY_DECIMALS = 4
+MIN_DATE = dt.date(1900, 1, 1)
+MAX_NAME_LENGTH = 200
+MAX_USER_NAME_LENGTH = 100
+MAX_POSITIONS = 1000
+"""Most positions one portfolio may hold (correlations grow with its square)."""
+MARKET_TZ = ZoneInfo("America/New_York")
+FRESH_SESSIONS = 1
+"""A nightly job may lag the latest completed session by this many sessions and be fresh
+(the symbol batch runs at 21:00 New York time, five hours after the close)."""
+NIGHTLY_JOBS = ("symbol-batch", "portfolio-refresh")
+JOB_TYPES = (*NIGHTLY_JOBS, "onboarding")
+SYMBOL_BATCH_DEPLOYMENT = "symbol-batch/symbol-batch"
+RUNNING_RUN_HORIZON = dt.timedelta(hours=6)
+"""A ``running`` batch row older than this is considered abandoned (a crashed run)."""
+
+
+def today() -> dt.date:
+    """The current date in New York: the market's calendar date (later dates are future)."""
+    return dt.datetime.now(MARKET_TZ).date()
+
+
+def _bad(field_name: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"{field_name}: {problem}", field_name)
+
+
+def _prefixed(exc: AppError, prefix: str) -> InvalidInput:
+    """``exc`` with its field (and message) placed under ``prefix`` (``positions[2]``)."""
+    if exc.field:
+        return InvalidInput(f"{prefix}.{exc.message}", f"{prefix}.{exc.field}")
+    return InvalidInput(f"{prefix}: {exc.message}", prefix)
+
+
+def _decimal(
+    field_name: str, value: Decimal | None, *, limit: Decimal, places: int,
+    allow_none: bool = False,
+) -> Decimal | None:
+    """``value`` checked: finite, |value| < limit, at most ``places`` decimals."""
+    if value is None:
+        if allow_none:
+            return None
+        raise _bad(field_name, "is required")
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise _bad(field_name, f"must be a decimal number, got {type(value).__name__}")
+    d = Decimal(value)
+    if not d.is_finite():
+        raise _bad(field_name, f"must be a finite number, got {d}")
+    if abs(d) >= limit:
+        raise _bad(field_name, f"must be less than {limit:,.0f} in absolute value")
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -places and d != d.quantize(
+            Decimal(1).scaleb(-places)):
+        raise _bad(field_name, f"at most {places} decimal places")
+    return d
+
+
+def _date(field_name: str, value: dt.date | None, today_: dt.date) -> None:
+    if value is None:
+        return
+    if value > today_:
+        raise _bad(field_name, f"{value.isoformat()} is in the future (today is "
+                               f"{today_.isoformat()})")
+    if value < MIN_DATE:
+        raise _bad(field_name, f"{value.isoformat()} is before {MIN_DATE.isoformat()}")
+
+
+def validate_name(name: str, field_name: str = "name", limit: int = MAX_NAME_LENGTH) -> str:
+    """``name`` stripped; 1–``limit`` characters, no control characters."""
+    if not isinstance(name, str):
+        raise _bad(field_name, "must be a string")
+    s = name.strip()
+    if not s:
+        raise _bad(field_name, "must not be empty")
+    if len(s) > limit:
+        raise _bad(field_name, f"longer than {limit} characters ({len(s)})")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in s):
+        raise _bad(field_name, "must not contain control characters")
+    return s
+
+
+def validate_cash(cash: Decimal | None, field_name: str = "cash") -> Decimal:
+    """Cash balance: finite, |cash| < 1e14, at most 4 decimals (negative = margin loan)."""
+    d = _decimal(field_name, cash, limit=MAX_MONEY, places=MONEY_DECIMALS)
+    assert d is not None
+    return d
+
+
+@dataclass(frozen=True)
+class PositionInput:
+    """A position as a client states it (before it is stored).
+
+    ``quantity`` is signed (negative = short, PUBLIC / OPTIONS only); ``entry_price`` is per
+    share (per contract for OPTIONS); PRIVATE holdings are valued at ``manual_value`` (their
+    total value) and may use private identifiers such as ``PRIVATE_FUND_A``.
+    """
+
+    symbol: str
+    quantity: Decimal
+    entry_date: dt.date
+    entry_price: Decimal
+    exit_date: dt.date | None = None
+    exit_price: Decimal | None = None
+    investment_class: str = InvestmentClass.PUBLIC.value
+    manual_value: Decimal | None = None
+
+    def validate(self, today_: dt.date | None = None) -> PositionInput:
+        """The position normalised (symbol spelling, class), or ``InvalidInput`` naming the
+        field at fault. ``today_`` (default: :func:`today`) bounds every date."""
+        today_ = today_ or today()
+        try:
+            cls = InvestmentClass(self.investment_class)
+        except ValueError:
+            raise _bad("investment_class", f"unknown investment class "
+                       f"{str(self.investment_class)!r} (expected PUBLIC, OPTIONS or "
+                       "PRIVATE)") from None
+        try:
+            symbol = validate_symbol(self.symbol)
+        except InvalidSymbolError as exc:
+            raise _bad("symbol", f"invalid symbol {exc.symbol!r}: {exc.problem}") from None
+        if cls != InvestmentClass.PRIVATE and not is_market_symbol(symbol):
+            raise _bad("symbol", f"{symbol!r} is a private identifier (no market price): "
+                                 "only PRIVATE holdings may use it")
+        qty = _decimal("quantity", self.quantity, limit=MAX_QUANTITY, places=QUANTITY_DECIMALS)
+        assert qty is not None
+        if qty == 0:
+            raise _bad("quantity", "must not be zero")
+        if qty < 0 and cls == InvestmentClass.PRIVATE:
+            raise _bad("quantity", "must be positive for a PRIVATE holding (shorts are "
+                                   "PUBLIC or OPTIONS only)")
+        entry_price = _decimal("entry_price", self.entry_price, limit=MAX_PRICE,
+                               places=PRICE_DECIMALS)
+        assert entry_price is not None
+        if entry_price < 0:
+            raise _bad("entry_price", "must not be negative")
+        if entry_price == 0 and cls == InvestmentClass.PUBLIC:
+            raise _bad("entry_price", "must be greater than zero for a PUBLIC holding")
+        if not isinstance(self.entry_date, dt.date):
+            raise _bad("entry_date", "is required (YYYY-MM-DD)")
+        _date("entry_date", self.entry_date, today_)
+        _date("exit_date", self.exit_date, today_)
+        if self.exit_date is not None and self.exit_date < self.entry_date:
+            raise _bad("exit_date", f"{self.exit_date.isoformat()} is before entry_date "
+                                    f"{self.entry_date.isoformat()}")
+        exit_price = _decimal("exit_price", self.exit_price, limit=MAX_PRICE,
+                              places=PRICE_DECIMALS, allow_none=True)
+        if exit_price is not None:
+            if self.exit_date is None:
+                raise _bad("exit_price", "given without exit_date")
+            if exit_price < 0:
+                raise _bad("exit_price", "must not be negative")
+        manual = _decimal("manual_value", self.manual_value, limit=MAX_MONEY,
+                          places=MONEY_DECIMALS, allow_none=True)
+        if cls == InvestmentClass.PRIVATE:
+            if manual is None:
+                raise _bad("manual_value", "is required for a PRIVATE holding (its total "
+                                           "value)")
+            if manual < 0:
+                raise _bad("manual_value", "must not be negative")
+        elif manual is not None:
+            raise _bad("manual_value", f"only PRIVATE holdings have a manual value (this one "
+                                       f"is {cls.value})")
+        return replace(self, symbol=symbol, quantity=qty, entry_price=entry_price,
+                       exit_price=exit_price, investment_class=cls.value, manual_value=manual)
+
+    @property
+    def is_market(self) -> bool:
+        """True when the holding needs market prices (PUBLIC / OPTIONS)."""
+        return self.investment_class != InvestmentClass.PRIVATE.value
+
+    def row(self) -> dict[str, Any]:
+        """Columns for ``portfolio_repo.add_positions``."""
+        return {
+            "symbol": self.symbol, "quantity": self.quantity, "entry_date": self.entry_date,
+            "entry_price": self.entry_price, "exit_date": self.exit_date,
+            "exit_price": self.exit_price, "investment_class": self.investment_class,
+            "manual_value": self.manual_value,
+        }
+
+
+# --- read models ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserContext:
+    """The authenticated caller."""
+
+    id: str
+    name: str
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class PositionView:
+    id: str
+    symbol: str
+    quantity: Decimal
+    entry_date: dt.date
+    entry_price: Decimal
+    exit_date: dt.date | None
+    exit_price: Decimal | None
+    investment_class: str
+    manual_value: Decimal | None
+    market_value: Decimal | None
+    market_value_date: dt.date | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PortfolioSummary:
+    id: str
+    name: str
+    base_currency: str
+    cash: Decimal
+    position_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    latest_snapshot_date: dt.date | None = None
+    latest_equity: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class PortfolioView:
+    id: str
+    name: str
+    base_currency: str
+    cash: Decimal
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    positions: list[PositionView]
+    latest_snapshot: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PortfolioPage:
+    items: list[PortfolioSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class OnboardingOutcome:
+    """What a change of positions started: each market symbol's status, and the instant
+    snapshot (None while no prices are stored at all)."""
+
+    symbols: dict[str, str]
+    snapshot: dict[str, Any] | None
+
+    @property
+    def pending_symbols(self) -> list[str]:
+        return sorted(s for s, st in self.symbols.items() if st == "pending")
+
+
+@dataclass(frozen=True)
+class PortfolioCreated:
+    portfolio: PortfolioView
+    outcome: OnboardingOutcome
+    factor_exposures: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PositionChanged:
+    position: PositionView
+    outcome: OnboardingOutcome
+
+
+@dataclass(frozen=True)
+class SnapshotList:
+    items: list[dict[str, Any]]
+    start: dt.date | None
+    end: dt.date | None
+    truncated: bool
+
+
+# --- row conversion -----------------------------------------------------------------------
+
+
+def _position_view(r: Any) -> PositionView:
+    return PositionView(
+        id=r.id, symbol=r.symbol, quantity=r.quantity, entry_date=r.entry_date,
+        entry_price=r.entry_price, exit_date=r.exit_date, exit_price=r.exit_price,
+        investment_class=str(r.investment_class), manual_value=r.manual_value,
+        market_value=r.market_value, market_value_date=r.market_value_date,
+        created_at=_utc(r.created_at),
+    )
+
+
+def _utc(ts: dt.datetime) -> dt.datetime:
+    """SQLite gives naive timestamps back: they were stored as UTC."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)
+
+
+def _money(d: Decimal | None) -> str | None:
+    return None if d is None else f"{d:f}"
+
+
+def snapshot_dict(r: Any) -> dict[str, Any]:
+    """A stored snapshot row in the shape of :func:`core.analytics_service.snapshot_now`."""
+    return {
+        "date": r.date.isoformat(), "equity": _money(r.equity),
+        "market_value": _money(r.market_value), "cash": _money(r.cash),
+        "cost_basis": _money(r.cost_basis), "unrealized_pnl": _money(r.unrealized_pnl),
+        "daily_pnl": _money(r.daily_pnl), "daily_return": r.daily_return,
+        "long_exposure": _money(r.long_exposure), "short_exposure": _money(r.short_exposure),
+        "gross_exposure": _money(r.gross_exposure), "net_exposure": _money(r.net_exposure),
+        "position_count": int(r.position_count), "partial": bool(r.partial),
+        "missing_symbols": list(r.missing_symbols or []),
+    }
+
+
+# --- ownership ----------------------------------------------------------------------------
+
+
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+"""What a portfolio or position id can look like (anything else cannot exist: 404 without
+asking the database, which may not even accept it, e.g. a NUL byte on PostgreSQL)."""
+
+
+def _not_found(portfolio_id: str) -> NotFound:
+    return NotFound(f"portfolio {portfolio_id!r} not found", "id")
+
+
+async def _owned(conn: AsyncConnection, owner_id: str, portfolio_id: str) -> Any:
+    """The live portfolio row, if ``owner_id`` owns it; else NotFound (never Forbidden)."""
+    if not _ID.fullmatch(portfolio_id):
+        raise _not_found(portfolio_id)
+    row = (await conn.execute(sa.select(PF).where(
+        PF.c.id == portfolio_id, PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None),
+    ))).first()
+    if row is None:
+        raise _not_found(portfolio_id)
+    return row
+
+
+async def ensure_owned(engine: AsyncEngine, owner_id: str, portfolio_id: str) -> None:
+    """NotFound unless ``owner_id`` owns the live portfolio ``portfolio_id``."""
+    if not _ID.fullmatch(portfolio_id):
+        raise _not_found(portfolio_id)
+    async with reading(engine) as conn:
+        found = (await conn.execute(sa.select(PF.c.id).where(
+            PF.c.id == portfolio_id, PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None),
+        ))).first()
+    if found is None:
+        raise _not_found(portfolio_id)
+
+
+async def _name_taken(
+    conn: AsyncConnection, owner_id: str, name: str, except_id: str | None = None
+) -> bool:
+    stmt = sa.select(PF.c.id).where(
+        PF.c.owner_id == owner_id, PF.c.name == name, PF.c.deleted_at.is_(None))
+    if except_id:
+        stmt = stmt.where(PF.c.id != except_id)
+    return (await conn.execute(stmt)).first() is not None
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"name: you already have a portfolio named {name!r}", "name")
+
+
+async def _position_count(conn: AsyncConnection, portfolio_id: str) -> int:
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(POS).where(
+        POS.c.portfolio_id == portfolio_id))).scalar_one())
+
+
+async def _touch(conn: AsyncConnection, portfolio_id: str, **values: Any) -> None:
+    await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id).values(
+        updated_at=dt.datetime.now(dt.UTC), **values))
+
+
+async def _load_view(conn: AsyncConnection, row: Any) -> PortfolioView:
+    positions = (await conn.execute(sa.select(POS).where(POS.c.portfolio_id == row.id)
+                                    .order_by(POS.c.symbol, POS.c.entry_date, POS.c.id))).all()
+    snap = (await conn.execute(sa.select(SNAP).where(SNAP.c.portfolio_id == row.id)
+                               .order_by(SNAP.c.date.desc()).limit(1))).first()
+    return PortfolioView(
+        id=row.id, name=row.name, base_currency=row.base_currency, cash=row.cash_balance,
+        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+        positions=[_position_view(p) for p in positions],
+        latest_snapshot=snapshot_dict(snap) if snap is not None else None,
+    )
+
+
+# --- onboarding, snapshot, analytics after a commit ---------------------------------------
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def dispatch_onboarding() -> None:
+    """Start processing the onboarding queue in the background (never waits for it)."""
+    dispatch = getattr(onboarding_service, "dispatch", None)
+    if dispatch is None:
+        log.warning("core.onboarding.dispatch is not available: pending symbols wait")
+        return
+    if inspect.iscoroutinefunction(dispatch):
+        await dispatch()
+    else:
+        await _maybe_await(await asyncio.to_thread(dispatch))
+
+
+async def _onboard(
+    engine: AsyncEngine, portfolio_id: str, symbols: Sequence[str]
+) -> dict[str, str]:
+    market = sorted(set(symbols))
+    if not market:
+        return {}
+    statuses = await onboarding_service.request_onboarding(market, portfolio_id, engine)
+    if any(v == "pending" for v in statuses.values()):
+        await dispatch_onboarding()
+    return dict(statuses)
+
+
+async def _snapshot(engine: AsyncEngine, portfolio_id: str) -> dict[str, Any] | None:
+    try:
+        return await analytics_service.snapshot_now(portfolio_id, engine)
+    except NotReady as exc:
+        log.info("no instant snapshot for %s: %s", portfolio_id, exc)
+        return None
+
+
+async def _after_change(
+    engine: AsyncEngine, portfolio_id: str, symbols: Sequence[str]
+) -> OnboardingOutcome:
+    """After a committed change: onboard the market ``symbols``, re-value the portfolio."""
+    statuses = await _onboard(engine, portfolio_id, symbols)
+    return OnboardingOutcome(symbols=statuses, snapshot=await _snapshot(engine, portfolio_id))
+
+
+# --- portfolios ---------------------------------------------------------------------------
+
+
+def _validated_positions(
+    positions: Sequence[PositionInput], today_: dt.date, prefix: str = "positions"
+) -> list[PositionInput]:
+    if len(positions) > MAX_POSITIONS:
+        raise _bad(prefix, f"at most {MAX_POSITIONS} positions per portfolio "
+                           f"(got {len(positions)})")
+    out = []
+    for i, p in enumerate(positions):
+        try:
+            out.append(p.validate(today_))
+        except AppError as exc:
+            raise _prefixed(exc, f"{prefix}[{i}]") from None
+    return out
+
+
+async def create_portfolio(
+    engine: AsyncEngine, owner_id: str, *, name: str, cash: Decimal,
+    positions: Sequence[PositionInput] = (),
+) -> PortfolioCreated:
+    """Create a portfolio with its positions (one transaction), then onboard its unknown
+    symbols, snapshot it at the latest stored price date and compute its factor exposures.
+
+    Raises InvalidInput (the field named), Conflict (a live portfolio of the owner has
+    that name).
+    """
+    return await _create(engine, owner_id, validate_name(name), validate_cash(cash),
+                         _validated_positions(positions, today()))
+
+
+async def _create(
+    engine: AsyncEngine, owner_id: str, name: str, cash: Decimal,
+    positions: list[PositionInput],
+) -> PortfolioCreated:
+    pid = portfolio_repo.new_id()
+    try:
+        async with transaction(engine) as conn:
+            if await _name_taken(conn, owner_id, name):
+                raise _duplicate(name)
+            await portfolio_repo.create_portfolio(
+                conn, owner_id, name, cash, [p.row() for p in positions], portfolio_id=pid)
+    except IntegrityError:
+        raise _duplicate(name) from None
+    outcome = await _after_change(engine, pid, [p.symbol for p in positions if p.is_market])
+    exposures: dict[str, Any] | None = None
+    try:
+        exposures = await analytics_service.portfolio_analytics(pid, "factor-exposures", engine)
+    except NotReady as exc:
+        log.info("no factor exposures for %s yet: %s", pid, exc)
+    async with reading(engine) as conn:
+        view = await _load_view(conn, await _owned(conn, owner_id, pid))
+    if outcome.snapshot is not None:
+        view = replace(view, latest_snapshot=outcome.snapshot)
+    return PortfolioCreated(portfolio=view, outcome=outcome, factor_exposures=exposures)
+
+
+CSV_REQUIRED = ("symbol", "quantity", "entry_date", "entry_price")
+CSV_OPTIONAL = ("exit_date", "exit_price", "investment_class", "manual_value")
+_CSV_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,4})?")
+
+
+def parse_positions_csv(csv_text: str) -> list[tuple[int, PositionInput]]:
+    """``(line number, PositionInput)`` per data row of a positions CSV (not yet validated).
+
+    Header: ``symbol,quantity,entry_date,entry_price`` and optionally ``exit_date``,
+    ``exit_price``, ``investment_class``, ``manual_value``, in any order, case-insensitive.
+    Dates are ``YYYY-MM-DD``; blank lines are skipped; an empty optional cell is absent.
+    Errors name the 1-based line and the column: ``"line 3, quantity: not a number"``.
+    """
+    if "\x00" in csv_text:
+        raise InvalidInput("csv: contains NUL characters (not a text file)", "csv")
+    reader = csv.reader(io.StringIO(csv_text.lstrip("\ufeff"), newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, PositionInput]] = []
+    try:
+        for record in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if header is None:
+                header = _csv_header(record, line)
+                continue
+            if len(rows) >= MAX_POSITIONS:
+                raise InvalidInput(f"line {line}: more than {MAX_POSITIONS} positions",
+                                   f"line {line}")
+            rows.append((line, _csv_row(record, header, line)))
+    except csv.Error as exc:
+        raise InvalidInput(f"line {reader.line_num}: malformed CSV ({exc})",
+                           f"line {reader.line_num}") from None
+    if header is None:
+        raise InvalidInput("csv: empty; expected a header line "
+                           f"({','.join(CSV_REQUIRED)}[,{','.join(CSV_OPTIONAL)}])", "csv")
+    if not rows:
+        raise InvalidInput("csv: no positions after the header line", "csv")
+    return rows
+
+
+def _csv_header(record: list[str], line: int) -> list[str]:
+    cols = [c.strip().lower() for c in record]
+    known = set(CSV_REQUIRED) | set(CSV_OPTIONAL)
+    for c in cols:
+        if c not in known:
+            raise InvalidInput(
+                f"line {line}: unknown column {c!r} (expected {', '.join(CSV_REQUIRED)} "
+                f"and optionally {', '.join(CSV_OPTIONAL)})", f"line {line}")
+        if cols.count(c) > 1:
+            raise InvalidInput(f"line {line}: column {c!r} appears twice", f"line {line}")
+    missing = [c for c in CSV_REQUIRED if c not in cols]
+    if missing:
+        raise InvalidInput(f"line {line}: missing column(s) {', '.join(missing)} (the first "
+                           "line must be the header)", f"line {line}")
+    return cols
+
+
+def _csv_row(record: list[str], header: list[str], line: int) -> PositionInput:
+    if len(record) != len(header):
+        raise InvalidInput(f"line {line}: expected {len(header)} fields, got {len(record)}",
+                           f"line {line}")
+    cells = {c: v.strip() for c, v in zip(header, record, strict=True)}
+
+    def fail(col: str, problem: str) -> InvalidInput:
+        return InvalidInput(f"line {line}, {col}: {problem}", f"line {line}, {col}")
+
+    def number(col: str) -> Decimal | None:
+        text = cells.get(col, "")
+        if not text:
+            if col in CSV_REQUIRED:
+                raise fail(col, "missing")
+            return None
+        if not _CSV_NUMBER.fullmatch(text):
+            raise fail(col, f"not a number: {text[:40]!r}")
+        try:
+            return Decimal(text)
+        except InvalidOperation:  # e.g. an exponent beyond Decimal's range
+            raise fail(col, f"not a number: {text[:40]!r}") from None
+
+    def date(col: str) -> dt.date | None:
+        text = cells.get(col, "")
+        if not text:
+            if col in CSV_REQUIRED:
+                raise fail(col, "missing")
+            return None
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            raise fail(col, f"not a date (YYYY-MM-DD): {text[:40]!r}") from None
+
+    if not cells["symbol"]:
+        raise fail("symbol", "missing")
+    quantity, entry_price = number("quantity"), number("entry_price")
+    entry_date = date("entry_date")
+    assert quantity is not None and entry_price is not None and entry_date is not None
+    return PositionInput(
+        symbol=cells["symbol"], quantity=quantity, entry_date=entry_date,
+        entry_price=entry_price, exit_date=date("exit_date"), exit_price=number("exit_price"),
+        investment_class=(cells.get("investment_class") or InvestmentClass.PUBLIC.value).upper(),
+        manual_value=number("manual_value"),
+    )
+
+
+async def import_portfolio_csv(
+    engine: AsyncEngine, owner_id: str, *, name: str, cash: Decimal, csv_text: str
+) -> PortfolioCreated:
+    """:func:`create_portfolio` from a positions CSV (see :func:`parse_positions_csv`)."""
+    name, cash = validate_name(name), validate_cash(cash)
+    today_ = today()
+    positions = []
+    for line, p in parse_positions_csv(csv_text):
+        try:
+            positions.append(p.validate(today_))
+        except AppError as exc:
+            raise InvalidInput(f"line {line}, {exc.message}",
+                               f"line {line}, {exc.field}" if exc.field else f"line {line}"
+                               ) from None
+    return await _create(engine, owner_id, name, cash, positions)
+
+
+async def list_portfolios(
+    engine: AsyncEngine, owner_id: str, *, limit: int = 50, offset: int = 0
+) -> PortfolioPage:
+    """The owner's live portfolios by name, with position count and latest snapshot."""
+    counts = (sa.select(POS.c.portfolio_id, sa.func.count().label("n"))
+              .group_by(POS.c.portfolio_id).subquery())
+    last = (sa.select(SNAP.c.portfolio_id, sa.func.max(SNAP.c.date).label("d"))
+            .group_by(SNAP.c.portfolio_id).subquery())
+    live = sa.and_(PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None))
+    stmt = (
+        sa.select(PF, counts.c.n, last.c.d, SNAP.c.equity)
+        .select_from(
+            PF.outerjoin(counts, counts.c.portfolio_id == PF.c.id)
+            .outerjoin(last, last.c.portfolio_id == PF.c.id)
+            .outerjoin(SNAP, sa.and_(SNAP.c.portfolio_id == PF.c.id, SNAP.c.date == last.c.d)))
+        .where(live).order_by(PF.c.name, PF.c.id).limit(limit).offset(offset)
+    )
+    async with reading(engine) as conn:
+        total = int((await conn.execute(
+            sa.select(sa.func.count()).select_from(PF).where(live))).scalar_one())
+        rows = (await conn.execute(stmt)).all()
+    items = [PortfolioSummary(
+        id=r.id, name=r.name, base_currency=r.base_currency, cash=r.cash_balance,
+        position_count=int(r.n or 0), created_at=_utc(r.created_at),
+        updated_at=_utc(r.updated_at), latest_snapshot_date=r.d, latest_equity=r.equity,
+    ) for r in rows]
+    return PortfolioPage(items=items, total=total, limit=limit, offset=offset)
+
+
+async def get_portfolio(engine: AsyncEngine, owner_id: str, portfolio_id: str) -> PortfolioView:
+    """One portfolio with its positions and latest stored snapshot."""
+    async with reading(engine) as conn:
+        return await _load_view(conn, await _owned(conn, owner_id, portfolio_id))
+
+
+async def update_portfolio(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, *, name: str | None = None,
+    cash: Decimal | None = None,
+) -> PortfolioView:
+    """Rename and/or set the cash balance (None = leave as is). A cash change invalidates
+    the cached analytics and re-snapshots the portfolio."""
+    new_name = None if name is None else validate_name(name)
+    new_cash = None if cash is None else validate_cash(cash)
+    values: dict[str, Any] = {}
+    try:
+        async with transaction(engine) as conn:
+            row = await _owned(conn, owner_id, portfolio_id)
+            if new_name is not None and new_name != row.name:
+                if await _name_taken(conn, owner_id, new_name, except_id=portfolio_id):
+                    raise _duplicate(new_name)
+                values["name"] = new_name
+            if new_cash is not None and new_cash != row.cash_balance:
+                values["cash_balance"] = new_cash
+            if values:
+                await _touch(conn, portfolio_id, **values)
+            if "cash_balance" in values:
+                await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+    except IntegrityError:
+        raise _duplicate(new_name or "") from None
+    if "cash_balance" in values:
+        await _snapshot(engine, portfolio_id)
+    return await get_portfolio(engine, owner_id, portfolio_id)
+
+
+async def delete_portfolio(engine: AsyncEngine, owner_id: str, portfolio_id: str) -> None:
+    """Soft delete: the portfolio disappears from the API (its history stays stored) and
+    its name is free again."""
+    async with transaction(engine) as conn:
+        await _owned(conn, owner_id, portfolio_id)
+        now = dt.datetime.now(dt.UTC)
+        await _touch(conn, portfolio_id, deleted_at=now)
+        await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+
+
+# --- positions ----------------------------------------------------------------------------
+
+
+async def add_position(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, position: PositionInput
+) -> PositionChanged:
+    """Add a position; onboards its symbol if unknown and re-snapshots the portfolio."""
+    p = position.validate(today())
+    async with transaction(engine) as conn:
+        await _owned(conn, owner_id, portfolio_id)
+        if await _position_count(conn, portfolio_id) >= MAX_POSITIONS:
+            raise Conflict(f"positions: the portfolio already holds {MAX_POSITIONS} "
+                           "positions (the most allowed)", "positions")
+        (pos_id,) = await portfolio_repo.add_positions(conn, portfolio_id, [p.row()])
+        await _touch(conn, portfolio_id)
+        await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+    outcome = await _after_change(engine, portfolio_id, [p.symbol] if p.is_market else [])
+    return PositionChanged(position=await _position(engine, portfolio_id, pos_id),
+                           outcome=outcome)
+
+
+async def _position_row(conn: AsyncConnection, portfolio_id: str, position_id: str) -> Any:
+    row = None
+    if _ID.fullmatch(position_id):
+        row = (await conn.execute(sa.select(POS).where(
+            POS.c.id == position_id, POS.c.portfolio_id == portfolio_id))).first()
+    if row is None:
+        raise NotFound(f"position {position_id!r} not found in portfolio {portfolio_id!r}",
+                       "position_id")
+    return row
+
+
+async def _position(engine: AsyncEngine, portfolio_id: str, position_id: str) -> PositionView:
+    async with reading(engine) as conn:
+        return _position_view(await _position_row(conn, portfolio_id, position_id))
+
+
+_UPDATABLE = ("quantity", "entry_date", "entry_price", "exit_date", "exit_price",
+              "investment_class", "manual_value")
+
+
+async def update_position(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, position_id: str,
+    changes: dict[str, Any],
+) -> PositionChanged:
+    """Apply ``changes`` (a subset of the position's fields; None clears an optional one)
+    and re-validate the whole position. The symbol cannot change (add a new position)."""
+    unknown = sorted(set(changes) - set(_UPDATABLE))
+    if unknown:
+        raise _bad(unknown[0], "cannot be changed" if unknown[0] == "symbol"
+                   else "unknown field")
+    async with transaction(engine) as conn:
+        await _owned(conn, owner_id, portfolio_id)
+        row = await _position_row(conn, portfolio_id, position_id)
+        current = PositionInput(
+            symbol=row.symbol, quantity=row.quantity, entry_date=row.entry_date,
+            entry_price=row.entry_price, exit_date=row.exit_date, exit_price=row.exit_price,
+            investment_class=str(row.investment_class), manual_value=row.manual_value)
+        for key in ("quantity", "entry_date", "entry_price", "investment_class"):
+            if key in changes and changes[key] is None:
+                raise _bad(key, "cannot be null")
+        merged = replace(current, **changes).validate(today())
+        values = {k: v for k, v in merged.row().items() if k != "symbol"}
+        if any(values[k] != getattr(current, k) for k in values):
+            await conn.execute(sa.update(POS).where(POS.c.id == position_id).values(
+                **values, market_value=None, market_value_date=None))
+            await _touch(conn, portfolio_id)
+            await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+    outcome = await _after_change(engine, portfolio_id,
+                                  [merged.symbol] if merged.is_market else [])
+    return PositionChanged(position=await _position(engine, portfolio_id, position_id),
+                           outcome=outcome)
+
+
+async def delete_position(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, position_id: str
+) -> None:
+    """Remove a position entered by mistake (to close a trade, set its exit instead)."""
+    async with transaction(engine) as conn:
+        await _owned(conn, owner_id, portfolio_id)
+        await _position_row(conn, portfolio_id, position_id)
+        await conn.execute(sa.delete(POS).where(POS.c.id == position_id))
+        await _touch(conn, portfolio_id)
+        await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+    await _snapshot(engine, portfolio_id)
+
+
+async def list_snapshots(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, *, start: dt.date | None = None,
+    end: dt.date | None = None, limit: int = 1000,
+) -> SnapshotList:
+    """Stored snapshots with ``start <= date <= end``, oldest first; at most the newest
+    ``limit`` of them (``truncated`` says when older ones were left out)."""
+    if start is not None and end is not None and end < start:
+        raise _bad("end", f"{end.isoformat()} is before start {start.isoformat()}")
+    stmt = sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
+    if start is not None:
+        stmt = stmt.where(SNAP.c.date >= start)
+    if end is not None:
+        stmt = stmt.where(SNAP.c.date <= end)
+    async with reading(engine) as conn:
+        await _owned(conn, owner_id, portfolio_id)
+        rows = (await conn.execute(stmt.order_by(SNAP.c.date.desc()).limit(limit + 1))).all()
+    truncated = len(rows) > limit
+    items = [snapshot_dict(r) for r in reversed(rows[:limit])]
+    return SnapshotList(items=items, start=start, end=end, truncated=truncated)
+
+
+_MEMO_SIZE = 2000
+_memo: dict[tuple[str, str, str, str | None], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+_MEMO_CHECK = (
+    sa.select(PF.c.owner_id, PF.c.updated_at, CACHE.c.created_at, CACHE.c.data_date,
+              CACHE.c.positions_hash)
+    .select_from(PF.outerjoin(CACHE, sa.and_(CACHE.c.portfolio_id == PF.c.id,
+                                             CACHE.c.kind == sa.bindparam("kind"))))
+    .where(PF.c.id == sa.bindparam("pid"), PF.c.deleted_at.is_(None))
+)
+_STALE_TTL = 1.0
+_stale: dict[dt.date, tuple[float, bool]] = {}
+
+
+def _is_stale(day: dt.date) -> bool:
+    """``analytics_service.is_stale`` for at most a second (it reads the exchange calendar)."""
+    now = time.monotonic()
+    hit = _stale.get(day)
+    if hit is None or hit[0] < now:
+        if len(_stale) > 64:
+            _stale.clear()
+        hit = _stale[day] = (now + _STALE_TTL, analytics_service.is_stale(day))
+    return hit[1]
+
+
+async def analytics(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, kind: str,
+    scenario: str | None = None,
+) -> dict[str, Any]:
+    """Cached analytics ``kind`` of an owned portfolio (see ``analytics_service``).
+
+    The answers are also kept in memory, checked on every request by one query against
+    the stored cache row they came from: the portfolio's ``updated_at`` (every change of
+    its positions or cash goes through this module, which bumps it), the cache row's
+    ``created_at``, ``data_date`` and positions hash, and the latest data date. Any
+    difference asks ``analytics_service`` again, so the memory never answers what the
+    stored cache would not.
+    """
+    if kind not in analytics_service.ANALYTICS_KINDS:
+        raise _bad("kind", f"unknown analytics {kind!r}")
+    if scenario is not None and kind != "stress-tests":
+        raise _bad("scenario", "only stress-tests take a scenario")
+    if not _ID.fullmatch(portfolio_id):
+        raise _not_found(portfolio_id)
+    day = await analytics_service.latest_data_date(engine)
+    async with reading(engine) as conn:
+        row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
+    if row is None or row.owner_id != owner_id:
+        raise _not_found(portfolio_id)
+    token = (row.updated_at, row.created_at, row.data_date, row.positions_hash)
+    key = (str(engine.url), portfolio_id, kind, scenario)
+    hit = _memo.get(key)
+    if (hit is not None and hit[0] == token and row.created_at is not None
+            and day is not None and row.data_date == day):
+        return {**hit[1], "stale": _is_stale(day), "cached": True}
+    try:
+        answer = await analytics_service.portfolio_analytics(
+            portfolio_id, kind, engine, scenario=scenario)
+    except NotFound as exc:
+        if exc.field == "scenario":
+            raise
+        raise _not_found(portfolio_id) from None  # deleted meanwhile
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+    _memo[key] = (token, answer)
+    return answer
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+async def create_user(engine: AsyncEngine, name: str, admin: bool = False) -> tuple[str, str]:
+    """Create a user; returns ``(user id, bearer token)``. The token is shown only now:
+    the database stores its SHA-256 hash. Conflict if the name is taken."""
+    name = validate_name(name, limit=MAX_USER_NAME_LENGTH)
+    token = secrets.token_urlsafe(32)
+    try:
+        async with transaction(engine) as conn:
+            taken = (await conn.execute(sa.select(U.c.id).where(U.c.name == name))).first()
+            if taken is not None:
+                raise Conflict(f"name: a user named {name!r} already exists", "name")
+            uid = await portfolio_repo.create_user(conn, name, token_hash(token), admin)
+    except IntegrityError:
+        raise Conflict(f"name: a user named {name!r} already exists", "name") from None
+    return uid, token
+
+
+async def authenticate(engine: AsyncEngine, token: str) -> UserContext | None:
+    """The user holding bearer ``token``, or None."""
+    if not token or len(token) > 512:
+        return None
+    async with reading(engine) as conn:
+        row = (await conn.execute(sa.select(U.c.id, U.c.name, U.c.is_admin).where(
+            U.c.token_hash == token_hash(token)))).first()
+    return None if row is None else UserContext(row.id, row.name, bool(row.is_admin))
+
+
+# --- symbols ------------------------------------------------------------------------------
+
+
+def _symbol_status(kind: str, status: str) -> str:
+    if kind == SymbolKind.private.value:
+        return "private"
+    return {SymbolStatus.active.value: "ready"}.get(status, status)
+
+
+async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
+    """A symbol's data state: ``status`` (ready / pending / error / delisted / private) with
+    the reason, data dates, last close, profile, latest metrics and factor exposures."""
+    try:
+        sym = validate_symbol(symbol)
+    except InvalidSymbolError as exc:
+        raise _bad("symbol", f"invalid symbol {exc.symbol!r}: {exc.problem}") from None
+    async with reading(engine) as conn:
+        row = (await conn.execute(sa.select(SYM).where(SYM.c.symbol == sym))).first()
+        if row is None:
+            raise NotFound(f"symbol {sym!r} is not in the universe (add it to a portfolio "
+                           "to onboard it)", "symbol")
+        profile = (await conn.execute(sa.select(PROF).where(PROF.c.symbol == sym))).first()
+        metrics = (await conn.execute(sa.select(METRICS).where(METRICS.c.symbol == sym)
+                                      .order_by(METRICS.c.date.desc()).limit(1))).first()
+        exposures = (await factor_repo.load_exposures(conn, [sym], row.last_factor_date)
+                     if row.last_factor_date else [])
+    return {
+        "symbol": sym, "kind": row.kind, "status": _symbol_status(row.kind, row.status),
+        "reason": row.error_reason,
+        "first_price_date": row.first_price_date, "last_price_date": row.last_price_date,
+        "last_factor_date": row.last_factor_date,
+        "profile": None if profile is None else {
+            "name": profile.name, "sector": profile.sector, "industry": profile.industry,
+            "market_cap": _money(profile.market_cap), "pe_ratio": profile.pe_ratio,
+            "provider_beta": profile.provider_beta,
+        },
+        "metrics": None if metrics is None else {
+            k: getattr(metrics, k) for k in (
+                "date", "last_close", "return_1d", "return_5d", "return_1m", "return_3m",
+                "return_ytd", "return_1y", "volatility_90d", "high_52w", "low_52w")
+        },
+        "factor_exposures": [{
+            "factor": e.factor, "family": e.family, "window": e.window, "beta": e.beta,
+            "n_obs": e.n_obs, "r_squared": e.r_squared, "resid_vol": e.resid_vol,
+            "reason": e.reason, "flag": e.flag,
+        } for e in exposures],
+    }
+
+
+# --- administration -----------------------------------------------------------------------
+
+
+def _run_dict(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id, "job_type": r.job_type, "target_date": r.target_date,
+        "start_date": r.start_date, "status": str(r.status), "flow_run_id": r.flow_run_id,
+        "started_at": _utc(r.started_at),
+        "finished_at": _utc(r.finished_at) if r.finished_at else None,
+        "counts": r.counts or {}, "phase_seconds": r.phase_seconds or {},
+        "error_summary": r.error_summary or {},
+    }
+
+
+async def batch_runs(
+    engine: AsyncEngine, *, limit: int = 50, job_type: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest batch runs (all jobs, or one ``job_type``), newest first."""
+    if job_type is not None and job_type not in JOB_TYPES:
+        raise _bad("job_type", f"unknown job type {job_type!r} (expected "
+                               f"{', '.join(JOB_TYPES)})")
+    async with reading(engine) as conn:
+        return [_run_dict(r) for r in await batch_repo.list_runs(conn, job_type, limit)]
+
+
+async def freshness(engine: AsyncEngine, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Per nightly job: the last successful run, its target date, how many sessions it lags
+    the latest completed NYSE session, and whether that makes it stale."""
+    expected = calendar.latest_completed_session(now)
+    jobs = await _jobs_freshness(engine, NIGHTLY_JOBS, expected)
+    data_date = await analytics_service.latest_data_date(engine)
+    return {"latest_completed_session": expected, "latest_data_date": data_date,
+            "jobs": jobs}
+
+
+async def _jobs_freshness(
+    engine: AsyncEngine, job_types: Sequence[str], expected: dt.date
+) -> dict[str, dict[str, Any]]:
+    jobs: dict[str, dict[str, Any]] = {}
+    async with reading(engine) as conn:
+        for job in job_types:
+            row = await batch_repo.latest_successful(conn, job)
+            behind = None if row is None else calendar.session_count_between(
+                row.target_date, expected)
+            jobs[job] = {
+                "last_success_at": None if row is None else _utc(row.finished_at or
+                                                                 row.started_at),
+                "target_date": None if row is None else row.target_date,
+                "status": None if row is None else str(row.status),
+                "sessions_behind": behind,
+                "stale": behind is None or behind > FRESH_SESSIONS,
+            }
+    return jobs
+
+
+@lru_cache(maxsize=1)
+def _head_revision() -> str | None:
+    from core.db.migrate import head_revision
+
+    return head_revision()
+
+
+async def readiness(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
+    """Checks of ``/health/ready``: database reachable, schema at the newest migration,
+    symbol batch fresh. Each check: ``{"ok": bool, "detail": str}``."""
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        async with reading(engine) as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            try:
+                current = (await conn.execute(sa.text(
+                    "SELECT version_num FROM alembic_version"))).scalar_one_or_none()
+            except sa.exc.DBAPIError:  # no alembic_version table: never migrated
+                current = None
+    except Exception as exc:  # the check reports it; the endpoint answers 503
+        checks["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        return checks
+    checks["database"] = {"ok": True, "detail": "reachable"}
+    head = _head_revision()
+    checks["migrations"] = {
+        "ok": current == head,
+        "detail": f"at {current or '(empty)'}" + ("" if current == head else f", head {head}"),
+    }
+    expected = calendar.latest_completed_session()
+    job = (await _jobs_freshness(engine, ["symbol-batch"], expected))["symbol-batch"]
+    checks["symbol_batch"] = {
+        "ok": not job["stale"],
+        "detail": "never completed" if job["target_date"] is None else
+        f"last completed for {job['target_date']}, {job['sessions_behind']} session(s) behind",
+    }
+    return checks
+
+
+_batch_lock = threading.Lock()
+_batch_thread: threading.Thread | None = None
+
+
+def _run_symbol_batch(as_of: dt.date | None) -> None:
+    """The symbol flow in this process (the background thread's target)."""
+    try:
+        from flows.symbol_batch import symbol_batch
+
+        symbol_batch(as_of=as_of)
+    except BaseException:  # a thread has nobody to raise to: the batch_runs row tells
+        log.exception("symbol batch started from the API failed")
+
+
+async def start_symbol_batch(
+    engine: AsyncEngine, as_of: dt.date | None = None
+) -> dict[str, Any]:
+    """Start the symbol flow for ``as_of`` (default: the latest completed session) and return
+    at once: the Prefect deployment when ``PREFECT_API_URL`` is set, else the flow in a
+    background thread of this process. Conflict while one is already running."""
+    from core.symbol_batch import TargetDateError, resolve_target_dates
+
+    global _batch_thread
+    try:
+        target = resolve_target_dates(as_of)[-1]
+    except (TargetDateError, calendar.CalendarRangeError) as exc:
+        raise _bad("as_of", str(exc)) from None
+    async with reading(engine) as conn:
+        running = (await conn.execute(sa.select(RUNS.c.id, RUNS.c.started_at).where(
+            RUNS.c.job_type == "symbol-batch", RUNS.c.status == "running",
+            RUNS.c.started_at >= dt.datetime.now(dt.UTC) - RUNNING_RUN_HORIZON,
+        ).limit(1))).first()
+    if running is not None:
+        raise Conflict(f"a symbol batch is already running (run {running.id}, started "
+                       f"{_utc(running.started_at).isoformat(timespec='seconds')})")
+    if os.environ.get("PREFECT_API_URL"):
+        from prefect.deployments import run_deployment
+
+        params = {"as_of": target.isoformat()}
+        run = await _maybe_await(
+            run_deployment(SYMBOL_BATCH_DEPLOYMENT, parameters=params, timeout=0))
+        return {"as_of": target, "mode": "deployment", "flow_run_id": str(run.id),
+                "deployment": SYMBOL_BATCH_DEPLOYMENT}
+    with _batch_lock:
+        if _batch_thread is not None and _batch_thread.is_alive():
+            raise Conflict("a symbol batch started from this server is still running")
+        _batch_thread = threading.Thread(
+            target=_run_symbol_batch, args=(target,), name="symbol-batch", daemon=True)
+        _batch_thread.start()
+    return {"as_of": target, "mode": "in-process", "flow_run_id": None, "deployment": None}
+
+
+async def onboarding_queue(engine: AsyncEngine, limit: int = 200) -> list[dict[str, Any]]:
+    """The newest onboarding queue rows (timestamps as aware UTC datetimes)."""
+    rows = await onboarding_service.queue_view(engine, limit)
+    stamps = ("requested_at", "started_at", "finished_at")
+    return [{**r, **{k: _utc(dt.datetime.fromisoformat(r[k])) if isinstance(r.get(k), str)
+                     else r.get(k) for k in stamps}} for r in rows]

@@ -1,0 +1,151 @@
+"""API tests: the real app on a real migrated SQLite database with stored synthetic prices.
+
+The database is built once per session (migrations, ~1 year of synthetic prices for a few
+symbols and the reference ETFs, their factors, a completed symbol-batch row, three users)
+and copied for each test. The onboarding flow and Prefect are not started: ``dispatch``
+and ``resume`` are replaced by recorders (the API's contract is to request them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from tests.conftest import sqlite_url
+
+TICKERS = ["MKTA", "MKTB", "MKTC", "DIVY", "GAPY"]
+"""Priced synthetic symbols (MKTx: market loading only)."""
+
+
+@dataclass(frozen=True)
+class Seed:
+    path: Path
+    as_of: dt.date
+    tokens: dict[str, str]
+    user_ids: dict[str, str]
+    tickers: tuple[str, ...]
+
+
+async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, str]]:
+    from core import portfolio_service as svc
+    from core.db.engine import create_engine, transaction
+    from core.db.models import RunStatus
+    from core.providers.synthetic import SyntheticProvider
+    from core.repositories import batch_runs
+    from core.settings import get_settings
+    from core.symbol_batch import (
+        FetchRequest,
+        compute_and_store_factors,
+        fetch_and_store,
+        register_universe,
+    )
+
+    settings = get_settings()
+    engine = create_engine(url)
+    try:
+        await register_universe(TICKERS, engine)
+        from core.factors.definitions import REFERENCE_ETFS
+
+        symbols = tuple([*REFERENCE_ETFS, *TICKERS])
+        req = FetchRequest(symbols, as_of - dt.timedelta(days=420), as_of)
+        await fetch_and_store(req, SyntheticProvider(seed=settings.synthetic_seed), settings,
+                              as_of, engine)
+        await compute_and_store_factors(list(symbols), [as_of], settings, engine)
+        async with transaction(engine) as conn:
+            run = await batch_runs.start_run(conn, "symbol-batch", as_of)
+            await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
+        tokens, ids = {}, {}
+        for name, admin in (("alice", False), ("bob", False), ("root", True)):
+            ids[name], tokens[name] = await svc.create_user(engine, name, admin)
+        return tokens, ids
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
+    """The template database (built once per session)."""
+    from core import calendar
+    from core.db import migrate
+
+    path = tmp_path_factory.mktemp("api-template") / "factorflow.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    as_of = calendar.latest_completed_session()
+    tokens, ids = asyncio.run(_build(url, as_of))
+    return Seed(path, as_of, tokens, ids, tuple(TICKERS))
+
+
+class Recorder:
+    """Stands in for ``core.onboarding.dispatch`` / ``resume``: counts the calls."""
+
+    def __init__(self, result: Any = None) -> None:
+        self.calls = 0
+        self.result = result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.result
+
+
+@pytest.fixture
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    """``core.onboarding.dispatch`` replaced (no flow starts); ``resume`` too."""
+    from core import onboarding
+
+    rec = Recorder("recorded")
+    monkeypatch.setattr(onboarding, "dispatch", rec, raising=False)
+    monkeypatch.setattr(onboarding, "resume", Recorder(0), raising=False)
+    return rec
+
+
+@pytest.fixture
+def db_url(seed: Seed, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
+    """A private copy of the template database, configured as FACTORFLOW_DATABASE_URL."""
+    target = tmp_path / "factorflow.db"
+    shutil.copyfile(seed.path, target)
+    url = sqlite_url(target)
+    settings_env.setenv("FACTORFLOW_DATABASE_URL", url)
+    return url
+
+
+@pytest.fixture
+def client(db_url: str, dispatched: Recorder) -> Iterator[TestClient]:
+    """The real app over the test's database (lifespan run), no credentials set."""
+    from api.app import create_app
+
+    with TestClient(create_app(db_url)) as c:
+        yield c
+
+
+def auth(seed: Seed, user: str = "alice") -> dict[str, str]:
+    return {"Authorization": f"Bearer {seed.tokens[user]}"}
+
+
+def position(symbol: str = "MKTA", **kw: Any) -> dict[str, Any]:
+    """A valid PUBLIC position body (override any field)."""
+    body: dict[str, Any] = {"symbol": symbol, "quantity": "10", "entry_date": "2025-06-02",
+                            "entry_price": "100.5"}
+    body.update(kw)
+    return body
+
+
+def assert_error(resp: Any, status: int, *fragments: str, field: str | None = None) -> dict:
+    """``resp`` is an error body with ``status``, naming ``field`` and every fragment."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"status", "error", "message", "field"}, body
+    assert body["status"] == status
+    for frag in fragments:
+        assert frag in body["message"], (frag, body)
+    if field is not None:
+        assert body["field"] == field, body
+    return body

@@ -1,0 +1,41 @@
+"""``factorflow users create`` and the ``api`` command's arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from litestar.testing import TestClient
+
+from flows.cli import build_parser, main
+from tests.flows.helpers import query
+
+
+def test_users_create_prints_the_token_once_and_stores_its_hash(
+        db_url: str, client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["users", "create", "carol", "--admin", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    created = json.loads(out[-1])
+    assert created["name"] == "carol" and created["admin"] is True
+    token = created["token"]
+    assert len(token) >= 40 and token in out[-2]  # the human line shows it too
+    rows = query(db_url, "SELECT * FROM users WHERE name = 'carol'")
+    assert rows.iloc[0].token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in rows.to_csv()
+    resp = client.get("/v1/admin/freshness", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200
+
+    assert main(["users", "create", "carol"]) == 1
+    assert "a user named 'carol' already exists" in capsys.readouterr().err
+    assert main(["users", "create", " "]) == 1
+    assert "must not be empty" in capsys.readouterr().err
+
+
+def test_api_command_arguments() -> None:
+    args = build_parser().parse_args(["api"])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
+    args = build_parser().parse_args(["api", "--host", "0.0.0.0", "--port", "9001"])
+    assert (args.host, args.port) == ("0.0.0.0", 9001)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["api", "--port", "70000"])

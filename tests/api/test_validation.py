@@ -1,0 +1,165 @@
+"""Every bad input gets a 4xx whose message names the field and the problem (never a 500),
+and nothing is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from tests.api.conftest import Seed, assert_error, auth, position
+
+TOMORROW = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+
+BAD_POSITIONS: list[tuple[dict[str, Any], str, list[str]]] = [
+    ({"symbol": ""}, "symbol", ["empty"]),
+    ({"symbol": "AA$PL"}, "symbol", ["invalid symbol", "not allowed"]),
+    ({"symbol": "A" * 25}, "symbol", ["longer than 20"]),
+    ({"symbol": "^"}, "symbol", ["invalid symbol"]),
+    ({"symbol": "PRIVATE_FUND_A"}, "symbol", ["private identifier", "PRIVATE"]),
+    ({"symbol": 42}, "symbol", ["Expected `str`"]),
+    ({"quantity": "0"}, "quantity", ["must not be zero"]),
+    ({"quantity": 0}, "quantity", ["must not be zero"]),
+    ({"quantity": "-3", "investment_class": "PRIVATE", "manual_value": "10"}, "quantity",
+     ["must be positive", "PRIVATE"]),
+    ({"quantity": "ten"}, "quantity", ["not a decimal number"]),
+    ({"quantity": "NaN"}, "quantity", ["finite"]),
+    ({"quantity": "1e13"}, "quantity", ["less than"]),
+    ({"quantity": "0.123456789"}, "quantity", ["at most 8 decimal places"]),
+    ({"quantity": True}, "quantity", ["Expected `decimal`"]),
+    ({"entry_price": "0"}, "entry_price", ["greater than zero", "PUBLIC"]),
+    ({"entry_price": "-1"}, "entry_price", ["must not be negative"]),
+    ({"entry_price": "1.1234567"}, "entry_price", ["at most 6 decimal places"]),
+    ({"investment_class": "BOND"}, "investment_class",
+     ["unknown investment class 'BOND'", "PUBLIC, OPTIONS or PRIVATE"]),
+    ({"investment_class": "PRIVATE"}, "manual_value", ["required for a PRIVATE holding"]),
+    ({"manual_value": "100"}, "manual_value", ["only PRIVATE holdings"]),
+    ({"investment_class": "PRIVATE", "manual_value": "-5"}, "manual_value",
+     ["must not be negative"]),
+    ({"exit_date": "2025-05-30"}, "exit_date", ["2025-05-30 is before entry_date 2025-06-02"]),
+    ({"exit_price": "10"}, "exit_price", ["given without exit_date"]),
+    ({"entry_date": TOMORROW}, "entry_date", ["in the future"]),
+    ({"exit_date": TOMORROW}, "exit_date", ["in the future"]),
+    ({"entry_date": "1850-01-01"}, "entry_date", ["before 1900-01-01"]),
+    ({"entry_date": "2025-02-30"}, "entry_date", ["not a date (expected YYYY-MM-DD)"]),
+    ({"entry_date": None}, "entry_date", ["Expected `date`"]),
+    ({"colour": "blue"}, "colour", ["unknown field"]),
+]
+
+
+@pytest.mark.parametrize("change, field, fragments", BAD_POSITIONS,
+                         ids=[f"{f}-{i}" for i, (_, f, _) in enumerate(BAD_POSITIONS)])
+def test_bad_position_is_400_naming_the_field(
+        client: TestClient, seed: Seed, change: dict, field: str, fragments: list[str]) -> None:
+    h = auth(seed)
+    good = position("MKTA")
+    body = {"name": "P", "positions": [good, position(**{**good, **change})]}
+    resp = client.post("/v1/portfolios", json=body, headers=h)
+    err = assert_error(resp, 400, *fragments, field=f"positions[1].{field}")
+    assert err["error"] == "invalid_input"
+    assert err["message"].startswith(f"positions[1].{field}: ")
+    assert client.get("/v1/portfolios", headers=h).json()["total"] == 0  # nothing stored
+
+    # the same rules on a position added to an existing portfolio
+    pid = client.post("/v1/portfolios", json={"name": "Q"}, headers=h).json()["portfolio"]["id"]
+    resp = client.post(f"/v1/portfolios/{pid}/positions", json={**good, **change}, headers=h)
+    assert_error(resp, 400, *fragments, field=field)
+
+
+def test_required_fields_are_named(client: TestClient, seed: Seed) -> None:
+    h = auth(seed)
+    body = {"name": "P", "positions": [{"symbol": "MKTA", "quantity": "1",
+                                        "entry_price": "1"}]}
+    assert_error(client.post("/v1/portfolios", json=body, headers=h), 400, "is required",
+                 field="positions[0].entry_date")
+    assert_error(client.post("/v1/portfolios", json={"cash": "1"}, headers=h), 400,
+                 "is required", field="name")
+
+
+@pytest.mark.parametrize("body, field, fragment", [
+    ({"name": ""}, "name", "must not be empty"),
+    ({"name": "   "}, "name", "must not be empty"),
+    ({"name": "x" * 201}, "name", "longer than 200"),
+    ({"name": "a\u0000b"}, "name", "control characters"),
+    ({"name": "P", "cash": "1e15"}, "cash", "less than"),
+    ({"name": "P", "cash": "1.00001"}, "cash", "at most 4 decimal places"),
+    ({"name": "P", "cash": "Infinity"}, "cash", "finite"),
+    ({"name": "P", "cash": [1]}, "cash", "Expected `decimal`"),
+    ({"name": "P", "positions": {}}, "positions", "Expected `array`"),
+    ({"name": "P", "positions": [position()] * 1001}, "positions", "length <= 1000"),
+])
+def test_bad_portfolio_fields(client: TestClient, seed: Seed, body: dict, field: str,
+                              fragment: str) -> None:
+    assert_error(client.post("/v1/portfolios", json=body, headers=auth(seed)), 400, fragment,
+                 field=field)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b'{"name": "P"', "malformed JSON"),
+    (b"not json", "malformed JSON"),
+    (b"[]", "Expected `object`"),
+    (b"", "a request body is required"),
+])
+def test_malformed_bodies(client: TestClient, seed: Seed, content: bytes, fragment: str
+                          ) -> None:
+    resp = client.post("/v1/portfolios", content=content,
+                       headers={**auth(seed), "Content-Type": "application/json"})
+    assert_error(resp, 400, fragment, field="body")
+
+
+def test_duplicate_name_is_409(client: TestClient, seed: Seed) -> None:
+    h = auth(seed)
+    assert client.post("/v1/portfolios", json={"name": "Core"}, headers=h).status_code == 201
+    err = assert_error(client.post("/v1/portfolios", json={"name": " Core "}, headers=h), 409,
+                       "already have a portfolio named 'Core'", field="name")
+    assert err["error"] == "conflict"
+    # names are per owner
+    assert client.post("/v1/portfolios", json={"name": "Core"},
+                       headers=auth(seed, "bob")).status_code == 201
+
+
+def test_oversized_body_is_413(client: TestClient, seed: Seed) -> None:
+    big = {"name": "P", "note": "x" * (1024 * 1024)}
+    err = assert_error(client.post("/v1/portfolios", json=big, headers=auth(seed)), 413,
+                       "larger than 1 MiB", field="body")
+    assert err["error"] == "payload_too_large"
+    csv = "symbol,quantity,entry_date,entry_price\n" + "MKTA,1,2025-06-02,1\n" * 60_000
+    resp = client.post("/v1/portfolios/import?name=big", content=csv.encode(),
+                       headers={**auth(seed), "Content-Type": "text/csv"})
+    assert_error(resp, 413, "larger than 1 MiB", field="body")
+
+
+@pytest.mark.parametrize("query, field", [
+    ("limit=0", "limit"), ("limit=501", "limit"), ("limit=many", "limit"),
+    ("offset=-1", "offset"),
+])
+def test_bad_query_parameters(client: TestClient, seed: Seed, query: str, field: str) -> None:
+    assert_error(client.get(f"/v1/portfolios?{query}", headers=auth(seed)), 400, field,
+                 field=field)
+
+
+def test_unknown_routes_and_methods(client: TestClient, seed: Seed) -> None:
+    err = assert_error(client.get("/v1/nothing-here", headers=auth(seed)), 404,
+                       "no such endpoint")
+    assert err["error"] == "not_found"
+    err = assert_error(client.put("/v1/portfolios", headers=auth(seed)), 405, "PUT")
+    assert err["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("pid", ["%00", "x" * 100, "a%20b", "%E2%82%AC", "1;drop"])
+def test_malformed_ids_are_404(client: TestClient, seed: Seed, pid: str) -> None:
+    h = auth(seed)
+    for path in (f"/v1/portfolios/{pid}", f"/v1/portfolios/{pid}/overview",
+                 f"/v1/portfolios/{pid}/snapshots"):
+        assert_error(client.get(path, headers=h), 404)
+    real = client.post("/v1/portfolios", json={"name": "P", "positions": [position()]},
+                       headers=h).json()["portfolio"]["id"]
+    assert_error(client.patch(f"/v1/portfolios/{real}/positions/{pid}", json={"quantity": "1"},
+                              headers=h), 404)
+
+
+def test_unknown_job_type_is_400(client: TestClient, seed: Seed) -> None:
+    assert_error(client.get("/v1/admin/batch-runs?job_type=nightly%00", headers=auth(seed, "root")),
+                 400, "unknown job type", "symbol-batch", field="job_type")
