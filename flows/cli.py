@@ -65,6 +65,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _shown(url: str) -> str:
+    """A database URL fit for printing: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _emit(result: dict[str, Any], as_json: bool, human: str) -> None:
     print(human)
     if as_json:
@@ -82,11 +89,13 @@ def _db(args: argparse.Namespace) -> int:
         migrate.downgrade(url, args.revision or "base")
     rev = asyncio.run(migrate.current_revision(url))
     head = migrate.head_revision()
-    print(f"database {url}: revision {rev or '(empty)'} (head {head})")
+    print(f"database {_shown(url)}: revision {rev or '(empty)'} (head {head})")
     return 0
 
 
 def _format_batch(summary: dict[str, Any]) -> str:
+    if summary["status"] == "skipped":
+        return f"symbol-batch skipped for {summary['as_of']}: {summary['reason']}"
     c, s, e = summary["counts"], summary["seconds"], summary["errors"]
     lines = [
         f"symbol-batch {summary['status']} for {summary['as_of']}"
@@ -212,7 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
     total = time.perf_counter() - t0
     summary["demo"] = {
         "symbols_requested": args.symbols,
-        "database": settings.resolved_database_url,
+        "database": _shown(settings.resolved_database_url),
         "prefect": os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_HOME"),
         "provider": settings.price_provider,
         "flows_wall_s": round(time.perf_counter() - t1, 3),
@@ -226,7 +235,7 @@ def _demo(args: argparse.Namespace) -> int:
         *[_format_refresh(r) for r in refreshes],
         f"  flows wall time {summary['demo']['flows_wall_s']:.1f} s (incl. Prefect start-up), "
         f"total {total:.1f} s",
-        f"  data: {settings.resolved_database_url}",
+        f"  data: {_shown(settings.resolved_database_url)}",
         f"  Prefect state: {summary['demo']['prefect']}",
     ])
     _emit(summary, args.json, human)
@@ -243,11 +252,19 @@ def _api(args: argparse.Namespace) -> int:
     url = get_settings().resolved_database_url
     migrate.upgrade(url)
     print(f"factorflow API on http://{args.host}:{args.port} (OpenAPI: /schema, "
-          f"database {url})", flush=True)
+          f"database {_shown(url)})", flush=True)
     uvicorn.run(create_app(url), host=args.host, port=args.port,
                 log_level="info" if args.verbose else "warning",
                 access_log=bool(args.verbose))
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from core.db import migrate
+    from flows.serve import serve
+
+    migrate.upgrade()
+    return serve(start_server=args.start_server, port=args.server_port)
 
 
 def _users(args: argparse.Namespace) -> int:
@@ -318,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.set_defaults(func=_api)
+
+    srv = sub.add_parser(
+        "serve", help="run the three deployments of prefect.yaml in this process (Prefect serve)")
+    srv.add_argument("--start-server", action="store_true",
+                     help="without PREFECT_API_URL, start a local Prefect server (127.0.0.1)")
+    srv.add_argument("--server-port", type=_port, default=4200,
+                     help="port of that local server (default 4200)")
+    srv.set_defaults(func=_serve)
 
     users = sub.add_parser("users", help="manage API users")
     users_sub = users.add_subparsers(dest="action", required=True)

@@ -8,6 +8,7 @@ workers) and ``factorflow serve`` (one process) run the same definitions.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +85,8 @@ def serve(start_server: bool = False, port: int = 4200, home: Path | None = None
     which case it starts ``prefect server start`` on 127.0.0.1 itself and says so.
     """
     server = None
+    # a SIGTERM (systemd, docker stop, timeout) exits through `finally`, stopping our server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if not os.environ.get("PREFECT_API_URL"):
         if not start_server:
             print("factorflow serve: PREFECT_API_URL is not set. Cron schedules need a Prefect "

@@ -52,3 +52,9 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "at least 1" in proc.stderr
     proc = run_cli(["symbol-batch", "--start", "2026-11-20"], tmp_path / "home")
     assert proc.returncode == 1 and "TargetDateError" in proc.stderr
+
+
+def test_serve_refuses_without_a_prefect_server(tmp_path: Path) -> None:
+    proc = run_cli(["serve"], tmp_path / "home")
+    assert proc.returncode == 2
+    assert "PREFECT_API_URL" in proc.stderr and "--start-server" in proc.stderr
