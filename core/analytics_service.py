@@ -70,6 +70,13 @@ async def latest_data_date(engine: AsyncEngine | None = None) -> dt.date | None:
     return day
 
 
+async def _required_data_date(engine: AsyncEngine) -> dt.date:
+    day = await latest_data_date(engine)
+    if day is None:
+        raise NotReady("no market data stored yet: the symbol batch has not run")
+    return day
+
+
 def is_stale(data_date: dt.date, now: dt.datetime | None = None) -> bool:
     """True when ``data_date`` is older than the last expected trading day."""
     return data_date < calendar.latest_completed_session(now)
@@ -183,9 +190,7 @@ async def compute(
     instant snapshot of onboarding). Returns (data date, positions hash, payloads).
     """
     engine = engine or flow_engine()
-    day = await latest_data_date(engine)
-    if day is None:
-        raise NotReady("no market data stored yet: the symbol batch has not run")
+    day = await _required_data_date(engine)
     async with reading(engine) as conn:
         cash, holdings = await _portfolio(conn, portfolio_id)
         prev_day, prev_equity = await _previous(conn, portfolio_id, day)
@@ -234,9 +239,7 @@ async def portfolio_analytics(
         raise NotFound(f"unknown analytics {kind!r}; kinds: {', '.join(ANALYTICS_KINDS)}",
                        field="kind")
     engine = engine or flow_engine()
-    day = await latest_data_date(engine)
-    if day is None:
-        raise NotReady("no market data stored yet: the symbol batch has not run")
+    day = await _required_data_date(engine)
     async with reading(engine) as conn:
         cash, holdings = await _portfolio(conn, portfolio_id)
         row = (await conn.execute(sa.select(CACHE.c.positions_hash, CACHE.c.data_date,
