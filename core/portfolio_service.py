@@ -446,6 +446,7 @@ async def _position_count(conn: AsyncConnection, portfolio_id: str) -> int:
 
 
 async def _touch(conn: AsyncConnection, portfolio_id: str, **values: Any) -> None:
+    _forget(portfolio_id)
     await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id).values(
         updated_at=dt.datetime.now(dt.UTC), **values))
 
@@ -872,7 +873,18 @@ async def list_snapshots(
 
 
 _MEMO_SIZE = 2000
-_memo: dict[tuple[str, str, str, str | None], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+_RECHECK_SECONDS = 1.0
+"""How long an in-memory answer is served without asking the database again. Changes made
+through this process drop the entry at once; changes made elsewhere (the nightly refresh,
+another API worker) are seen within this bound."""
+_memo: dict[tuple[str, str, str, str | None],
+            tuple[tuple[Any, ...], dict[str, Any], str, float]] = {}
+
+
+def _forget(portfolio_id: str) -> None:
+    """Drop every in-memory answer of a portfolio (it is being changed)."""
+    for key in [k for k in _memo if k[1] == portfolio_id]:
+        _memo.pop(key, None)
 _MEMO_CHECK = (
     sa.select(PF.c.owner_id, PF.c.updated_at, CACHE.c.created_at, CACHE.c.data_date,
               CACHE.c.positions_hash)
@@ -901,12 +913,13 @@ async def analytics(
 ) -> dict[str, Any]:
     """Cached analytics ``kind`` of an owned portfolio (see ``analytics_service``).
 
-    The answers are also kept in memory, checked on every request by one query against
-    the stored cache row they came from: the portfolio's ``updated_at`` (every change of
-    its positions or cash goes through this module, which bumps it), the cache row's
-    ``created_at``, ``data_date`` and positions hash, and the latest data date. Any
-    difference asks ``analytics_service`` again, so the memory never answers what the
-    stored cache would not.
+    The answers are also kept in memory, checked (at most once a second: see
+    ``_RECHECK_SECONDS``) by one query against the stored cache row they came from: the
+    portfolio's ``updated_at`` (every change of its positions or cash goes through this
+    module, which bumps it and drops the memory entry), the cache row's ``created_at``,
+    ``data_date`` and positions hash, and the latest data date. Any difference asks
+    ``analytics_service`` again; a change made by another process is seen within
+    ``_RECHECK_SECONDS``.
     """
     if kind not in analytics_service.ANALYTICS_KINDS:
         raise _bad("kind", f"unknown analytics {kind!r}")
@@ -914,16 +927,20 @@ async def analytics(
         raise _bad("scenario", "only stress-tests take a scenario")
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
+    key = (str(engine.url), portfolio_id, kind, scenario)
+    hit = _memo.get(key)
+    if (hit is not None and hit[2] == owner_id
+            and time.monotonic() - hit[3] < _RECHECK_SECONDS):
+        return {**hit[1], "stale": _is_stale(hit[0][2]), "cached": True}
     day = await analytics_service.latest_data_date(engine)
     async with reading(engine) as conn:
         row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
     if row is None or row.owner_id != owner_id:
         raise _not_found(portfolio_id)
     token = (row.updated_at, row.created_at, row.data_date, row.positions_hash)
-    key = (str(engine.url), portfolio_id, kind, scenario)
-    hit = _memo.get(key)
     if (hit is not None and hit[0] == token and row.created_at is not None
             and day is not None and row.data_date == day):
+        _memo[key] = (token, hit[1], owner_id, time.monotonic())
         return {**hit[1], "stale": _is_stale(day), "cached": True}
     try:
         answer = await analytics_service.portfolio_analytics(
@@ -934,7 +951,8 @@ async def analytics(
         raise _not_found(portfolio_id) from None  # deleted meanwhile
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-    _memo[key] = (token, answer)
+    stored = (token[0], token[1], day, token[3]) if day is not None else token
+    _memo[key] = (stored, answer, owner_id, time.monotonic())
     return answer
 
 
