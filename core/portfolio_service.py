@@ -40,6 +40,7 @@ from core import onboarding as onboarding_service
 from core.db.engine import reading, transaction
 from core.db.models import (
     BatchRun,
+    OnboardingJob,
     Portfolio,
     PortfolioAnalyticsCache,
     PortfolioSnapshot,
@@ -1011,8 +1012,14 @@ async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
                                       .order_by(METRICS.c.date.desc()).limit(1))).first()
         exposures = (await factor_repo.load_exposures(conn, [sym], row.last_factor_date)
                      if row.last_factor_date else [])
+        jobs = OnboardingJob.__table__  # type: ignore[attr-defined]
+        job = (await conn.execute(sa.select(jobs.c.status).where(
+            jobs.c.symbol == sym))).scalar_one_or_none()
+    status = _symbol_status(row.kind, row.status)
+    if status == "ready" and job in ("pending", "processing"):
+        status = "pending"  # prices may be in, factors not yet: ready when its job is done
     return {
-        "symbol": sym, "kind": row.kind, "status": _symbol_status(row.kind, row.status),
+        "symbol": sym, "kind": row.kind, "status": status,
         "reason": row.error_reason,
         "first_price_date": row.first_price_date, "last_price_date": row.last_price_date,
         "last_factor_date": row.last_factor_date,
