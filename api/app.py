@@ -93,6 +93,9 @@ def create_app(database_url: str | None = None) -> Litestar:
             yield
         finally:
             await engine.dispose()
+            from core import onboarding
+
+            onboarding.stop_local_prefect()
 
     v1 = Router(
         path="/v1",

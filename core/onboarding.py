@@ -225,6 +225,22 @@ def warm_up() -> None:
     threading.Thread(target=_warm, name="prefect-warm-up", daemon=True).start()
 
 
+def stop_local_prefect() -> None:
+    """Stop the local Prefect server this process started (warm-up or in-process flows), so
+    stopping the API leaves no orphaned server behind."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:
+        return
+    for server in list(SubprocessASGIServer._instances.values()):
+        try:
+            server.stop()
+        except Exception:  # shutting down anyway
+            log.exception("could not stop the local Prefect server")
+
+
 async def resume(engine: AsyncEngine | None = None, warm: bool = True) -> int:
     """At start-up: reset stuck jobs and, if any are pending, dispatch; warm Prefect up.
     Returns the number of pending jobs."""
