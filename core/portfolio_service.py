@@ -882,6 +882,9 @@ _memo: dict[tuple[str, str, str, str | None],
             tuple[tuple[Any, ...], dict[str, Any], str, float]] = {}
 
 
+_rechecking: set[tuple[str, str, str, str | None]] = set()
+
+
 def _forget(portfolio_id: str) -> None:
     """Drop every in-memory answer of a portfolio (it is being changed)."""
     for key in [k for k in _memo if k[1] == portfolio_id]:
@@ -930,9 +933,22 @@ async def analytics(
         raise _not_found(portfolio_id)
     key = (str(engine.url), portfolio_id, kind, scenario)
     hit = _memo.get(key)
-    if (hit is not None and hit[2] == owner_id
-            and time.monotonic() - hit[3] < _RECHECK_SECONDS):
+    if hit is not None and hit[2] == owner_id and (
+            time.monotonic() - hit[3] < _RECHECK_SECONDS or key in _rechecking):
+        # fresh enough, or another request is rechecking it right now (one recheck at a
+        # time: a burst of identical rechecks every second would stall the event loop)
         return {**hit[1], "stale": _is_stale(hit[0][2]), "cached": True}
+    _rechecking.add(key)
+    try:
+        return await _recheck(engine, owner_id, portfolio_id, kind, scenario, key, hit)
+    finally:
+        _rechecking.discard(key)
+
+
+async def _recheck(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, kind: str, scenario: str | None,
+    key: tuple[str, str, str, str | None], hit: Any,
+) -> dict[str, Any]:
     day = await analytics_service.latest_data_date(engine)
     async with reading(engine) as conn:
         row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
@@ -952,8 +968,11 @@ async def analytics(
         raise _not_found(portfolio_id) from None  # deleted meanwhile
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-    stored = (token[0], token[1], day, token[3]) if day is not None else token
-    _memo[key] = (stored, answer, owner_id, time.monotonic())
+    async with reading(engine) as conn:  # the cache row as it is now (possibly just written)
+        row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
+    if row is not None:
+        token = (row.updated_at, row.created_at, row.data_date, row.positions_hash)
+        _memo[key] = (token, answer, owner_id, time.monotonic())
     return answer
 
 
