@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import calendar
 from core.db.engine import flow_engine, reading, transaction
-from core.db.models import Portfolio, PortfolioAnalyticsCache, PortfolioSnapshot
 from core.db.upsert import upsert_rows
 from core.errors import NotFound, NotReady
 from core.portfolio.analytics import PortfolioAnalytics, ScenarioSet, analyse_portfolio
@@ -34,13 +33,11 @@ from core.portfolio_refresh import (
     load_symbol_data,
 )
 from core.repositories import portfolios as portfolio_repo
+from core.repositories.portfolios import CACHE, PF, SNAP
 from core.risk.stress import SCENARIOS
 
 ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
                    "stress-tests")
-PF = Portfolio.__table__  # type: ignore[attr-defined]
-SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
-CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
 _DATA_DATE_TTL = 5.0
 _data_dates: dict[str, tuple[float, dt.date | None]] = {}
 _scenario_sets: dict[tuple[str, dt.date], ScenarioSet] = {}

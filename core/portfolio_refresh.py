@@ -38,9 +38,8 @@ from core.repositories import profiles as profile_repo
 from core.risk.stress import (
     FACTOR_ETFS,
     SCENARIOS,
-    conditional_moves,
     ewma_covariance,
-    replay_moves,
+    scenario_moves,
 )
 
 COVARIANCE_SESSIONS = 252
@@ -153,15 +152,14 @@ async def build_scenarios(as_of: dt.date, engine: AsyncEngine | None = None) -> 
             reason: str | None = None
             fill: tuple[str, ...] = ()
             if sc.kind == "shock":
-                move = conditional_moves(cov, {etfs.index(k): v for k, v in sc.shocks.items()})
+                move, _ = scenario_moves(sc, cov)
             elif sc.start is None or sc.end is None or sc.end > as_of:
                 reason = f"window ends after {as_of}"
             else:
                 window = await price_repo.load_price_matrix(
                     conn, etfs, sc.start - dt.timedelta(days=10), sc.end)
                 try:
-                    move, idx = replay_moves(
-                        window.adj_close, window.sessions, sc.start, sc.end, cov)
+                    move, idx = scenario_moves(sc, cov, window.adj_close, window.sessions)
                     fill = tuple(etfs[i] for i in idx)
                 except ValueError as exc:
                     reason = f"no reference ETF prices for {sc.start} → {sc.end}: {exc}"

@@ -41,16 +41,11 @@ from core.db.engine import reading, transaction
 from core.db.models import (
     BatchRun,
     OnboardingJob,
-    Portfolio,
-    PortfolioAnalyticsCache,
-    PortfolioSnapshot,
-    Position,
     Symbol,
     SymbolDailyMetrics,
     SymbolKind,
     SymbolProfile,
     SymbolStatus,
-    User,
 )
 from core.demo import token_hash
 from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
@@ -58,19 +53,15 @@ from core.portfolio.valuation import InvestmentClass
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
 from core.repositories import portfolios as portfolio_repo
+from core.repositories.portfolios import CACHE, PF, POS, SNAP, U
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
 log = logging.getLogger(__name__)
 
-U = User.__table__  # type: ignore[attr-defined]
-PF = Portfolio.__table__  # type: ignore[attr-defined]
-POS = Position.__table__  # type: ignore[attr-defined]
-SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
 SYM = Symbol.__table__  # type: ignore[attr-defined]
 PROF = SymbolProfile.__table__  # type: ignore[attr-defined]
 METRICS = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
 RUNS = BatchRun.__table__  # type: ignore[attr-defined]
-CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
 
 # --- input bounds (the columns' precision, and sanity) ------------------------------------
 MAX_QUANTITY = Decimal("1e12")

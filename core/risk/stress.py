@@ -571,6 +571,30 @@ class StressResult:
     reason: str | None
 
 
+def scenario_moves(
+    scenario: Scenario,
+    cov: npt.ArrayLike,
+    adj_close: npt.ArrayLike | None = None,
+    sessions: Sequence[date] | None = None,
+) -> tuple[FloatArray, tuple[int, ...]]:
+    """Every factor ETF's move in ``scenario`` and the ETFs filled by conditional expectation.
+
+    Shock scenarios: the shocked ETFs take their shocks, the others
+    ``Σ_os Σ_ss⁻¹ s`` (:func:`conditional_moves`). Replays: the ETFs' cumulative
+    returns over the window from ``adj_close`` (T, K) on ``sessions``
+    (:func:`replay_moves`), which raises ``ReplayDataError`` when the prices do not
+    cover it. Returns ``(moves (K,), filled indices)``.
+    """
+    c = np.asarray(cov, dtype=np.float64)
+    if scenario.kind == "shock":
+        shocks = {ETF_INDEX[e]: v for e, v in scenario.shocks.items()}
+        return conditional_moves(c, shocks), ()
+    if adj_close is None or sessions is None:
+        raise ValueError(f"replay scenario {scenario.name!r} needs adj_close and sessions")
+    assert scenario.start is not None and scenario.end is not None
+    return replay_moves(adj_close, sessions, scenario.start, scenario.end, c)
+
+
 def run_scenario(
     scenario: Scenario,
     exposures_by_etf: npt.ArrayLike,
@@ -616,18 +640,11 @@ def run_scenario(
     c = np.asarray(cov, dtype=np.float64)
     if c.shape != (k, k):
         raise ValueError(f"cov must have shape ({k}, {k}), got {c.shape}")
-    filled: tuple[int, ...] = ()
-    if scenario.kind == "shock":
-        moves = conditional_moves(c, {ETF_INDEX[e]: v for e, v in scenario.shocks.items()})
-    else:
-        if adj_close is None or sessions is None:
-            raise ValueError(f"replay scenario {scenario.name!r} needs adj_close and sessions")
-        assert scenario.start is not None and scenario.end is not None
-        try:
-            moves, filled = replay_moves(adj_close, sessions, scenario.start, scenario.end, c)
-        except ReplayDataError as exc:
-            nan = float("nan")
-            return StressResult(scenario.name, nan, nan, {}, {}, (), False, str(exc))
+    try:
+        moves, filled = scenario_moves(scenario, c, adj_close, sessions)
+    except ReplayDataError as exc:
+        nan = float("nan")
+        return StressResult(scenario.name, nan, nan, {}, {}, (), False, str(exc))
     contrib = x * moves  # shape: (K,)
     pnl = float(contrib.sum())
     pnl_pct = pnl / equity if equity > 0 else float("nan")
