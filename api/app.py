@@ -19,12 +19,13 @@ from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ClientException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.admin.controllers import AdminController
-from api.auth import SECURITY_SCHEME, TokenCache, authenticated, provide_user
+from api.auth import SECURITY_SCHEME, BearerTokenAuth, TokenCache, provide_user
 from api.errors import handle_exception
 from api.health import HealthController
 from api.portfolios.controllers import PortfolioController, PositionController
@@ -86,22 +87,23 @@ def create_app(database_url: str | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(database_url or get_settings().resolved_database_url,
                                pooled=True)
+        from core import onboarding
+
         app.state.engine = engine
         app.state.token_cache = TokenCache()
         try:
             await _resume_onboarding(engine)
+            onboarding.freeze_long_lived_objects()
             yield
         finally:
             await engine.dispose()
-            from core import onboarding
-
             onboarding.stop_local_prefect()
 
     v1 = Router(
         path="/v1",
         route_handlers=[PortfolioController, PositionController, SymbolController,
                         AdminController],
-        guards=[authenticated],
+        middleware=[DefineMiddleware(BearerTokenAuth)],
         security=[{SECURITY_SCHEME: []}],
     )
     return Litestar(

@@ -1,4 +1,4 @@
-"""Bearer-token authentication: a guard on ``/v1``, an admin guard, the ``user`` dependency.
+"""Bearer-token authentication: a middleware on ``/v1``, an admin guard, the ``user`` dependency.
 
 Tokens are looked up by their SHA-256 hash (``core.portfolio_service.authenticate``);
 known tokens are kept for ``TOKEN_TTL_SECONDS`` in a small per-app cache, so a request
@@ -11,7 +11,10 @@ import time
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import portfolio_service as service
 from core.demo import token_hash
@@ -60,32 +63,46 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return token
 
 
-async def authenticated(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-) -> None:
-    """Guard: a known bearer token, else 401. Puts the user in the connection scope."""
-    token = _bearer(connection)
-    key = token_hash(token)
-    cache: TokenCache = connection.app.state.token_cache
-    user = cache.get(key)
-    if user is None:
-        user = await service.authenticate(connection.app.state.engine, token)
+class BearerTokenAuth(AbstractAuthenticationMiddleware):
+    """Authentication of every route it wraps (``/v1``): a known bearer token, else 401;
+    the user goes to the connection scope (``request.user``) before guards and handlers run.
+
+    A middleware rather than a guard: Litestar copies the route handler for every guard
+    call, ~6 % of a cached answer's CPU. OPTIONS requests pass (CORS preflights carry no
+    token)."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        token = _bearer(connection)
+        key = token_hash(token)
+        cache: TokenCache = connection.app.state.token_cache
+        user = cache.get(key)
         if user is None:
-            raise Unauthorized("authorization: unknown or revoked token", "authorization")
-        cache.put(key, user)
-    connection.scope["user"] = user
+            user = await service.authenticate(connection.app.state.engine, token)
+            if user is None:
+                raise Unauthorized("authorization: unknown or revoked token", "authorization")
+            cache.put(key, user)
+        return AuthenticationResult(user=user, auth=key)
 
 
 def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard (after :func:`authenticated`): the admin role, else 403."""
+    """Guard (after :class:`BearerTokenAuth`): the admin role, else 403."""
     user = connection.scope.get("user")
     if not isinstance(user, UserContext) or not user.is_admin:
         raise Forbidden("this route needs the admin role")
 
 
-def provide_user(request: ASGIConnection[Any, Any, Any, Any]) -> UserContext:
-    """The ``user`` dependency: the caller the guard authenticated."""
+def provide_user(
+    request: ASGIConnection[Any, Any, Any, Any], engine: NamedDependency[AsyncEngine]
+) -> UserContext:
+    """The ``user`` dependency: the caller :class:`BearerTokenAuth` authenticated.
+
+    It takes ``engine`` only to be resolved after it: Litestar resolves a handler's
+    independent dependencies concurrently in an anyio task group, which cost a third of a
+    cached answer's CPU (~6,000 → ~9,300 answers/s once chained)."""
+    del engine
     user = request.scope.get("user")
-    if not isinstance(user, UserContext):  # a route outside the guarded router asked for it
+    if not isinstance(user, UserContext):  # a route outside the authenticated router
         raise Unauthorized("authorization: missing bearer token", "authorization")
     return user

@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import analytics_service, calendar
 from core import onboarding as onboarding_service
+from core.analytics_memo import AnalyticsMemo, MemoEntry, row_token
 from core.db.engine import reading, transaction
 from core.db.models import (
     BatchRun,
@@ -864,22 +866,6 @@ async def list_snapshots(
     return SnapshotList(items=items, start=start, end=end, truncated=truncated)
 
 
-_MEMO_SIZE = 2000
-_RECHECK_SECONDS = 1.0
-"""How long an in-memory answer is served without asking the database again. Changes made
-through this process drop the entry at once; changes made elsewhere (the nightly refresh,
-another API worker) are seen within this bound."""
-_memo: dict[tuple[str, str, str, str | None],
-            tuple[tuple[Any, ...], dict[str, Any], str, float]] = {}
-
-
-_rechecking: set[tuple[str, str, str, str | None]] = set()
-
-
-def _forget(portfolio_id: str) -> None:
-    """Drop every in-memory answer of a portfolio (it is being changed)."""
-    for key in [k for k in _memo if k[1] == portfolio_id]:
-        _memo.pop(key, None)
 _MEMO_CHECK = (
     sa.select(PF.c.owner_id, PF.c.updated_at, CACHE.c.created_at, CACHE.c.data_date,
               CACHE.c.positions_hash)
@@ -887,6 +873,24 @@ _MEMO_CHECK = (
                                              CACHE.c.kind == sa.bindparam("kind"))))
     .where(PF.c.id == sa.bindparam("pid"), PF.c.deleted_at.is_(None))
 )
+_memos: weakref.WeakKeyDictionary[AsyncEngine, AnalyticsMemo] = weakref.WeakKeyDictionary()
+"""One in-memory answer memo per engine (see :mod:`core.analytics_memo`); an engine belongs
+to one event loop, like the memo's background validation."""
+
+
+def _memo_of(engine: AsyncEngine) -> AnalyticsMemo:
+    memo = _memos.get(engine)
+    if memo is None:
+        memo = _memos[engine] = AnalyticsMemo()
+    return memo
+
+
+def _forget(portfolio_id: str) -> None:
+    """Drop every in-memory answer of a portfolio (it is being changed)."""
+    for memo in list(_memos.values()):
+        memo.forget(portfolio_id)
+
+
 _STALE_TTL = 1.0
 _stale: dict[dt.date, tuple[float, bool]] = {}
 
@@ -902,19 +906,31 @@ def _is_stale(day: dt.date) -> bool:
     return hit[1]
 
 
+@dataclass(frozen=True, slots=True)
+class AnalyticsAnswer:
+    """One analytics answer: ``body`` (shared with the memo and other answers: never change
+    it) and the flags that override the body's own: ``stale`` (as of now) and ``cached``."""
+
+    body: dict[str, Any]
+    stale: bool
+    cached: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The answer as one new dict."""
+        return {**self.body, "stale": self.stale, "cached": self.cached}
+
+
 async def analytics(
     engine: AsyncEngine, owner_id: str, portfolio_id: str, kind: str,
     scenario: str | None = None,
-) -> dict[str, Any]:
+) -> AnalyticsAnswer:
     """Cached analytics ``kind`` of an owned portfolio (see ``analytics_service``).
 
-    The answers are also kept in memory, checked (at most once a second: see
-    ``_RECHECK_SECONDS``) by one query against the stored cache row they came from: the
-    portfolio's ``updated_at`` (every change of its positions or cash goes through this
-    module, which bumps it and drops the memory entry), the cache row's ``created_at``,
-    ``data_date`` and positions hash, and the latest data date. Any difference asks
-    ``analytics_service`` again; a change made by another process is seen within
-    ``_RECHECK_SECONDS``.
+    Answers are also kept in this process's memory (:mod:`core.analytics_memo`), validated
+    in bulk in the background by one query about once a second: a hit costs no query, and a
+    change made by another process (the nightly refresh, another worker) is seen within
+    about a second (never more than five). Changes made through this module drop the
+    portfolio's entries at once.
     """
     if kind not in analytics_service.ANALYTICS_KINDS:
         raise _bad("kind", f"unknown analytics {kind!r}")
@@ -922,34 +938,16 @@ async def analytics(
         raise _bad("scenario", "only stress-tests take a scenario")
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
-    key = (str(engine.url), portfolio_id, kind, scenario)
-    hit = _memo.get(key)
-    if hit is not None and hit[2] == owner_id and (
-            time.monotonic() - hit[3] < _RECHECK_SECONDS or key in _rechecking):
-        # fresh enough, or another request is rechecking it right now (one recheck at a
-        # time: a burst of identical rechecks every second would stall the event loop)
-        return {**hit[1], "stale": _is_stale(hit[0][2]), "cached": True}
-    _rechecking.add(key)
-    try:
-        return await _recheck(engine, owner_id, portfolio_id, kind, scenario, key, hit)
-    finally:
-        _rechecking.discard(key)
-
-
-async def _recheck(
-    engine: AsyncEngine, owner_id: str, portfolio_id: str, kind: str, scenario: str | None,
-    key: tuple[str, str, str, str | None], hit: Any,
-) -> dict[str, Any]:
-    day = await analytics_service.latest_data_date(engine)
+    memo = _memo_of(engine)
+    await memo.ensure_valid(engine, analytics_service.latest_data_date)
+    key = (portfolio_id, kind, scenario)
+    hit = memo.get(key, owner_id)
+    if hit is not None:
+        return AnalyticsAnswer(hit.answer, _is_stale(hit.data_date), True)
     async with reading(engine) as conn:
         row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
     if row is None or row.owner_id != owner_id:
         raise _not_found(portfolio_id)
-    token = (row.updated_at, row.created_at, row.data_date, row.positions_hash)
-    if (hit is not None and hit[0] == token and row.created_at is not None
-            and day is not None and row.data_date == day):
-        _memo[key] = (token, hit[1], owner_id, time.monotonic())
-        return {**hit[1], "stale": _is_stale(day), "cached": True}
     try:
         answer = await analytics_service.portfolio_analytics(
             portfolio_id, kind, engine, scenario=scenario)
@@ -957,14 +955,11 @@ async def _recheck(
         if exc.field == "scenario":
             raise
         raise _not_found(portfolio_id) from None  # deleted meanwhile
-    if len(_memo) >= _MEMO_SIZE:
-        _memo.clear()
     async with reading(engine) as conn:  # the cache row as it is now (possibly just written)
         row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
-    if row is not None:
-        token = (row.updated_at, row.created_at, row.data_date, row.positions_hash)
-        _memo[key] = (token, answer, owner_id, time.monotonic())
-    return answer
+    if row is not None and row.created_at is not None:
+        memo.put(key, MemoEntry(row_token(row), answer, owner_id))
+    return AnalyticsAnswer(answer, answer["stale"], answer["cached"])
 
 
 # --- users --------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, MediaType, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -32,8 +32,8 @@ from api.portfolios.schemas import (
     SectorExposure,
     SnapshotList,
     StressTests,
+    analytics_json,
 )
-from api.schemas import convert
 from core import portfolio_service as svc
 from core.errors import InvalidInput
 from core.portfolio_service import UserContext
@@ -165,28 +165,28 @@ class PortfolioController(Controller):
          responses=responses(400, 401, 404, 503),
          summary="Valuation, exposures, market beta and position weights")
     async def overview(self, portfolio_id: PortfolioId, engine: Engine, user: User
-                       ) -> Overview:
+                       ) -> Response[Overview]:
         return await _analytics(engine, user, portfolio_id, "overview")
 
     @get("/{portfolio_id:str}/factor-exposures", operation_id="getFactorExposures",
          responses=responses(400, 401, 404, 503),
          summary="Portfolio factor betas and dollar exposures, with covered share")
     async def factor_exposures(self, portfolio_id: PortfolioId, engine: Engine, user: User
-                               ) -> FactorExposures:
+                               ) -> Response[FactorExposures]:
         return await _analytics(engine, user, portfolio_id, "factor-exposures")
 
     @get("/{portfolio_id:str}/sector-exposure", operation_id="getSectorExposure",
          responses=responses(400, 401, 404, 503),
          summary="Signed market value and weight per sector")
     async def sector_exposure(self, portfolio_id: PortfolioId, engine: Engine, user: User
-                              ) -> SectorExposure:
+                              ) -> Response[SectorExposure]:
         return await _analytics(engine, user, portfolio_id, "sector-exposure")
 
     @get("/{portfolio_id:str}/correlations", operation_id="getCorrelations",
          responses=responses(400, 401, 404, 503),
          summary="90-day correlation matrix of the positions")
     async def correlations(self, portfolio_id: PortfolioId, engine: Engine, user: User
-                           ) -> Correlations:
+                           ) -> Response[Correlations]:
         return await _analytics(engine, user, portfolio_id, "correlations")
 
     @get("/{portfolio_id:str}/stress-tests", operation_id="getStressTests",
@@ -196,14 +196,15 @@ class PortfolioController(Controller):
         self, portfolio_id: PortfolioId, engine: Engine, user: User,
         scenario: Annotated[str | None, QueryParameter(
             description="Only this scenario (404 for an unknown name).", max_length=64)] = None,
-    ) -> StressTests:
+    ) -> Response[StressTests]:
         return await _analytics(engine, user, portfolio_id, "stress-tests", scenario)
 
 
 async def _analytics(engine: AsyncEngine, user: UserContext, portfolio_id: str, kind: str,
-                     scenario: str | None = None):  # type: ignore[no-untyped-def]
+                     scenario: str | None = None) -> Response[Any]:
     answer = await svc.analytics(engine, user.id, portfolio_id, kind, scenario)
-    return convert(answer, ANALYTICS_SCHEMAS[kind])
+    return Response(analytics_json(answer, ANALYTICS_SCHEMAS[kind]),
+                    media_type=MediaType.JSON)
 
 
 class PositionController(Controller):
