@@ -873,6 +873,8 @@ _MEMO_CHECK = (
                                              CACHE.c.kind == sa.bindparam("kind"))))
     .where(PF.c.id == sa.bindparam("pid"), PF.c.deleted_at.is_(None))
 )
+ANALYTICS_MEMO_INTERVAL_S = 1.0
+"""Seconds between two validations of the in-memory analytics answers (see ``analytics``)."""
 _memos: weakref.WeakKeyDictionary[AsyncEngine, AnalyticsMemo] = weakref.WeakKeyDictionary()
 """One in-memory answer memo per engine (see :mod:`core.analytics_memo`); an engine belongs
 to one event loop, like the memo's background validation."""
@@ -881,7 +883,7 @@ to one event loop, like the memo's background validation."""
 def _memo_of(engine: AsyncEngine) -> AnalyticsMemo:
     memo = _memos.get(engine)
     if memo is None:
-        memo = _memos[engine] = AnalyticsMemo()
+        memo = _memos[engine] = AnalyticsMemo(interval=ANALYTICS_MEMO_INTERVAL_S)
     return memo
 
 

@@ -68,3 +68,21 @@ def test_health_needs_no_token(client: TestClient) -> None:
     assert ready.json()["status"] == "ready"
     assert set(ready.json()["checks"]) == {"database", "migrations", "symbol_batch"}
     assert client.get("/schema/openapi.json").status_code == 200
+
+
+def test_every_v1_route_needs_a_token_before_reading_the_body(client: TestClient) -> None:
+    """Each route and method under /v1, found in the app itself (a new route cannot be left
+    open by mistake), answers 401 to no token, even with a malformed body."""
+    import re
+
+    checked = 0
+    for route in client.app.routes:
+        if not route.path.startswith("/v1"):
+            continue
+        path = re.sub(r"\{[^}]+\}", "00000000-0000-4000-8000-000000000000", route.path)
+        for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+            resp = client.request(method, path, content=b"{not json",
+                                  headers={"Content-Type": "application/json"})
+            assert_error(resp, 401, "missing bearer token", field="authorization")
+            checked += 1
+    assert checked >= 20

@@ -7,6 +7,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 
 from tests.api.conftest import Recorder, Seed, assert_error, auth, position
@@ -239,6 +240,28 @@ def test_analytics_follow_every_change(client: TestClient, seed: Seed, db_url: s
 
     client.delete(base, headers=h)
     assert_error(client.get(f"{base}/overview", headers=h), 404, field="id")
+
+
+def test_a_change_made_elsewhere_reaches_the_answers_within_the_memo_interval(
+        client: TestClient, seed: Seed, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+    import time
+
+    from core import portfolio_service as svc
+    from tests.flows.helpers import db_path
+
+    monkeypatch.setattr(svc, "ANALYTICS_MEMO_INTERVAL_S", 0.05)
+    pf = create(client, seed).json()["portfolio"]
+    url, h = f"/v1/portfolios/{pf['id']}/overview", auth(seed)
+    client.get(url, headers=h)
+    assert client.get(url, headers=h).json()["cached"] is True  # from memory now
+    with sqlite3.connect(db_path(db_url)) as con:  # the nightly refresh, in another process
+        con.execute("DELETE FROM portfolio_analytics_cache WHERE portfolio_id = ?", (pf["id"],))
+    deadline = time.monotonic() + 5
+    while client.get(url, headers=h).json()["cached"]:
+        assert time.monotonic() < deadline, "the deleted cache row was never noticed"
+        time.sleep(0.02)
+    assert client.get(url, headers=h).json()["cached"] is True  # computed, stored, served
 
 
 def test_answers_are_stale_when_the_data_lags(client: TestClient, seed: Seed,
