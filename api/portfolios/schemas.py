@@ -343,8 +343,10 @@ class PositionChanged(_Onboarding):
                    snapshot=snapshot(c.outcome.snapshot))
 
 
-_ENCODED_SIZE = 4000
+_ENCODED_BYTES = 64 * 1024 * 1024
+"""Most bytes of encoded answers kept (cleared whole past it); a larger answer is not kept."""
 _encoded: dict[tuple[int, bool, bool], tuple[dict[str, Any], bytes]] = {}
+_encoded_bytes = 0
 
 
 def analytics_json(answer: svc.AnalyticsAnswer, schema: type[_Analytics]) -> bytes:
@@ -358,8 +360,13 @@ def analytics_json(answer: svc.AnalyticsAnswer, schema: type[_Analytics]) -> byt
     hit = _encoded.get(key)
     if hit is not None and hit[0] is answer.body:
         return hit[1]
+    global _encoded_bytes
     body = msgspec.json.encode(convert(answer.as_dict(), schema))
-    if len(_encoded) >= _ENCODED_SIZE:
+    if len(body) > _ENCODED_BYTES // 64:
+        return body
+    if _encoded_bytes + len(body) > _ENCODED_BYTES:
         _encoded.clear()
+        _encoded_bytes = 0
     _encoded[key] = (answer.body, body)
+    _encoded_bytes += len(body)
     return body

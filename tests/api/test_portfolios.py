@@ -283,3 +283,21 @@ def test_answers_are_stale_when_the_data_lags(client: TestClient, seed: Seed,
     for kind in KINDS:
         answer = client.get(f"/v1/portfolios/{pid}/{kind}", headers=auth(seed)).json()
         assert (answer["data_as_of"], answer["stale"]) == (previous, True), kind
+
+
+def test_an_answer_is_encoded_once_per_body_and_flags(client: TestClient, seed: Seed) -> None:
+    import msgspec
+
+    from api.portfolios.schemas import Overview, analytics_json
+    from core.portfolio_service import AnalyticsAnswer
+
+    pf = create(client, seed).json()["portfolio"]
+    body = client.get(f"/v1/portfolios/{pf['id']}/overview", headers=auth(seed)).json()
+    fresh = AnalyticsAnswer(body, stale=False, cached=True)
+    first = analytics_json(fresh, Overview)
+    assert analytics_json(AnalyticsAnswer(body, False, True), Overview) is first  # reused
+    stale = analytics_json(AnalyticsAnswer(body, True, True), Overview)
+    assert msgspec.json.decode(stale) == {**msgspec.json.decode(first), "stale": True}
+    copy = dict(body)  # an equal body that is another object: encoded on its own
+    assert analytics_json(AnalyticsAnswer(copy, False, True), Overview) == first
+    assert analytics_json(AnalyticsAnswer(copy, False, True), Overview) is not first
