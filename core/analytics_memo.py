@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db.engine import reading
 from core.repositories.portfolios import CACHE, PF
@@ -71,8 +71,19 @@ _TOKENS = token_query()
 
 
 def row_token(row: Any) -> Token:
-    """The token of one row of :func:`token_query` (or of a single-kind lookup)."""
+    """The token of one row of :func:`token_query`."""
     return (row.updated_at, row.created_at, row.data_date, row.positions_hash)
+
+
+async def stored_token(conn: AsyncConnection, portfolio_id: str, kind: str
+                       ) -> tuple[str, Token | None] | None:
+    """(owner id, token of its ``kind`` cache row or None when there is none) of a live
+    portfolio; None when the portfolio does not exist or is deleted."""
+    rows = (await conn.execute(_TOKENS, {"ids": [portfolio_id]})).all()
+    if not rows:
+        return None
+    row = next((r for r in rows if r.kind == kind), None)
+    return rows[0].owner_id, None if row is None else row_token(row)
 
 
 LatestDay = Callable[[AsyncEngine], Awaitable["dt.date | None"]]

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import analytics_service, calendar
 from core import onboarding as onboarding_service
-from core.analytics_memo import AnalyticsMemo, MemoEntry, row_token
+from core.analytics_memo import AnalyticsMemo, MemoEntry, stored_token
 from core.db.engine import reading, transaction
 from core.db.models import (
     BatchRun,
@@ -55,7 +55,7 @@ from core.portfolio.valuation import InvestmentClass
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
 from core.repositories import portfolios as portfolio_repo
-from core.repositories.portfolios import CACHE, PF, POS, SNAP, U
+from core.repositories.portfolios import PF, POS, SNAP, U
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
 log = logging.getLogger(__name__)
@@ -866,13 +866,6 @@ async def list_snapshots(
     return SnapshotList(items=items, start=start, end=end, truncated=truncated)
 
 
-_MEMO_CHECK = (
-    sa.select(PF.c.owner_id, PF.c.updated_at, CACHE.c.created_at, CACHE.c.data_date,
-              CACHE.c.positions_hash)
-    .select_from(PF.outerjoin(CACHE, sa.and_(CACHE.c.portfolio_id == PF.c.id,
-                                             CACHE.c.kind == sa.bindparam("kind"))))
-    .where(PF.c.id == sa.bindparam("pid"), PF.c.deleted_at.is_(None))
-)
 ANALYTICS_MEMO_INTERVAL_S = 1.0
 """Seconds between two validations of the in-memory analytics answers (see ``analytics``)."""
 _memos: weakref.WeakKeyDictionary[AsyncEngine, AnalyticsMemo] = weakref.WeakKeyDictionary()
@@ -947,8 +940,8 @@ async def analytics(
     if hit is not None:
         return AnalyticsAnswer(hit.answer, _is_stale(hit.data_date), True)
     async with reading(engine) as conn:
-        row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
-    if row is None or row.owner_id != owner_id:
+        stored = await stored_token(conn, portfolio_id, kind)
+    if stored is None or stored[0] != owner_id:
         raise _not_found(portfolio_id)
     try:
         answer = await analytics_service.portfolio_analytics(
@@ -958,9 +951,9 @@ async def analytics(
             raise
         raise _not_found(portfolio_id) from None  # deleted meanwhile
     async with reading(engine) as conn:  # the cache row as it is now (possibly just written)
-        row = (await conn.execute(_MEMO_CHECK, {"pid": portfolio_id, "kind": kind})).first()
-    if row is not None and row.created_at is not None:
-        memo.put(key, MemoEntry(row_token(row), answer, owner_id))
+        stored = await stored_token(conn, portfolio_id, kind)
+    if stored is not None and stored[1] is not None:
+        memo.put(key, MemoEntry(stored[1], answer, owner_id))
     return AnalyticsAnswer(answer, answer["stale"], answer["cached"])
 
 

@@ -10,7 +10,13 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from core.analytics_memo import AnalyticsMemo, MemoEntry, row_token, token_query
+from core.analytics_memo import (
+    AnalyticsMemo,
+    MemoEntry,
+    row_token,
+    stored_token,
+    token_query,
+)
 from core.db.engine import create_engine, transaction
 from core.repositories import portfolios as repo
 from core.repositories.portfolios import CACHE, PF
@@ -143,6 +149,12 @@ def test_token_query_reads_one_row_per_kind_and_none_for_an_uncached_portfolio(
             assert sorted((r.id, r.kind or "") for r in rows) == sorted(
                 [(pid, k) for pid in ids for k in KINDS] + [(bare, "")])
             assert {row_token(r)[2] for r in rows if r.kind} == {DAY}
+            async with engine.connect() as conn:
+                assert await stored_token(conn, bare, "overview") == (owner, None)
+                assert await stored_token(conn, "no-such-id", "overview") is None
+                found = await stored_token(conn, ids[0], "correlations")
+            assert found is not None and found[0] == owner and found[1] is not None
+            assert found[1][2] == DAY and found[1][3] == "x"
         finally:
             await engine.dispose()
 
