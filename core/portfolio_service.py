@@ -976,6 +976,37 @@ async def create_user(engine: AsyncEngine, name: str, admin: bool = False) -> tu
     return uid, token
 
 
+async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
+    """Every user (name order): id, name, admin, created_at, live portfolios. No tokens:
+    only their hashes are stored."""
+    live = (sa.select(sa.func.count()).select_from(PF)
+            .where(PF.c.owner_id == U.c.id, PF.c.deleted_at.is_(None)).scalar_subquery())
+    async with reading(engine) as conn:
+        rows = (await conn.execute(sa.select(
+            U.c.id, U.c.name, U.c.is_admin, U.c.created_at, live.label("portfolios"))
+            .order_by(U.c.name))).all()
+    return [{"id": r.id, "name": r.name, "admin": bool(r.is_admin),
+             "created_at": r.created_at, "portfolios": int(r.portfolios)} for r in rows]
+
+
+async def replace_token(engine: AsyncEngine, name: str, *, revoke: bool = False
+                        ) -> tuple[str, str | None]:
+    """Give user ``name`` a new bearer token, invalidating the old one; returns ``(user id,
+    new token)``. With ``revoke`` no token is given out (the stored hash is of a secret
+    nobody keeps): the user keeps their portfolios and can be given a token again later.
+    Running API processes stop accepting the old token within ``api.auth.TOKEN_TTL_SECONDS``.
+    NotFound for an unknown name."""
+    token = secrets.token_urlsafe(32)
+    name = name.strip()
+    async with transaction(engine) as conn:
+        uid = (await conn.execute(sa.select(U.c.id).where(U.c.name == name))).scalar()
+        if uid is None:
+            raise NotFound(f"name: no user named {name!r}", "name")
+        await conn.execute(sa.update(U).where(U.c.id == uid).values(
+            token_hash=token_hash(token)))
+    return uid, None if revoke else token
+
+
 async def authenticate(engine: AsyncEngine, token: str) -> UserContext | None:
     """The user holding bearer ``token``, or None."""
     if not token or len(token) > 512:

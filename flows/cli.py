@@ -277,23 +277,41 @@ def _users(args: argparse.Namespace) -> int:
     url = get_settings().resolved_database_url
     migrate.upgrade(url)
 
-    async def _create() -> tuple[str, str]:
+    async def _call(fn: Any, *fn_args: Any, **kwargs: Any) -> Any:
         engine = create_engine(url)
         try:
-            return await portfolio_service.create_user(engine, args.name, args.admin)
+            return await fn(engine, *fn_args, **kwargs)
         finally:
             await engine.dispose()
 
     try:
-        user_id, token = asyncio.run(_create())
+        if args.action == "list":
+            users = asyncio.run(_call(portfolio_service.list_users))
+            human = "\n".join(
+                f"{u['name']:<24} {'admin' if u['admin'] else 'user ':<5} "
+                f"{u['portfolios']:>5} portfolios  created {u['created_at']:%Y-%m-%d}  {u['id']}"
+                for u in users) or "no users yet (factorflow users create NAME)"
+            _emit({"users": users}, args.json, human)
+            return 0
+        if args.action == "create":
+            user_id, token = asyncio.run(_call(portfolio_service.create_user, args.name,
+                                               args.admin))
+            role = "admin" if args.admin else "user"
+            human = (f"created {role} {args.name!r} (id {user_id})\n"
+                     f"token (shown only now; the database keeps its hash): {token}")
+            _emit({"id": user_id, "name": args.name.strip(), "admin": args.admin,
+                   "token": token}, args.json, human)
+            return 0
+        revoke = args.action == "revoke"
+        user_id, new = asyncio.run(_call(portfolio_service.replace_token, args.name,
+                                         revoke=revoke))
     except AppError as exc:
         print(f"factorflow: {exc.message}", file=sys.stderr)
         return 1
-    role = "admin" if args.admin else "user"
-    human = (f"created {role} {args.name!r} (id {user_id})\n"
-             f"token (shown only now; the database keeps its hash): {token}")
-    _emit({"id": user_id, "name": args.name.strip(), "admin": args.admin, "token": token},
-          args.json, human)
+    lag = "running API processes stop accepting the old token within a minute"
+    human = (f"revoked the token of {args.name!r} ({lag}; `users rotate` gives a new one)"
+             if revoke else f"new token of {args.name!r} (shown only now; {lag}): {new}")
+    _emit({"id": user_id, "name": args.name.strip(), "token": new}, args.json, human)
     return 0
 
 
@@ -349,8 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     create = users_sub.add_parser("create", help="create a user and print its token once")
     create.add_argument("name", help="unique user name")
     create.add_argument("--admin", action="store_true", help="give the admin role")
-    create.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
-    create.set_defaults(func=_users)
+    listing = users_sub.add_parser("list", help="list users (names, roles, portfolios)")
+    rotate = users_sub.add_parser(
+        "rotate", help="give a user a new token (printed once); the old one stops working")
+    rotate.add_argument("name", help="user name")
+    revoke = users_sub.add_parser(
+        "revoke", help="invalidate a user's token without a new one (portfolios are kept)")
+    revoke.add_argument("name", help="user name")
+    for cmd in (create, listing, rotate, revoke):
+        cmd.add_argument("--json", action="store_true",
+                         help="print the result as JSON (last line)")
+        cmd.set_defaults(func=_users)
     return p
 
 

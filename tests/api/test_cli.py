@@ -1,4 +1,4 @@
-"""``factorflow users create`` and the ``api`` command's arguments."""
+"""``factorflow users create|list|rotate|revoke`` and the ``api`` command's arguments."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from litestar.testing import TestClient
 
 from flows.cli import build_parser, main
+from tests.api.conftest import Seed, assert_error
 from tests.flows.helpers import query
 
 
@@ -30,6 +31,38 @@ def test_users_create_prints_the_token_once_and_stores_its_hash(
     assert "a user named 'carol' already exists" in capsys.readouterr().err
     assert main(["users", "create", " "]) == 1
     assert "must not be empty" in capsys.readouterr().err
+
+
+def test_users_list_rotate_and_revoke(db_url: str, seed: Seed, dispatched: object,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from api.app import create_app
+
+    assert main(["users", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["users"]
+    assert [u["name"] for u in listed] == ["alice", "bob", "root"]
+    assert [u["admin"] for u in listed] == [False, False, True]
+    assert all(u["portfolios"] == 0 and "token" not in u for u in listed)
+
+    old = {"Authorization": f"Bearer {seed.tokens['alice']}"}
+    with TestClient(create_app(db_url)) as app:
+        assert app.post("/v1/portfolios", headers=old, json={"name": "kept"}).status_code == 201
+    assert main(["users", "rotate", "alice", "--json"]) == 0
+    new_token = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["token"]
+    new = {"Authorization": f"Bearer {new_token}"}
+    with TestClient(create_app(db_url)) as app:  # a process started now (or within a minute)
+        assert_error(app.get("/v1/portfolios", headers=old), 401, "unknown or revoked token")
+        assert app.get("/v1/portfolios", headers=new).json()["items"][0]["name"] == "kept"
+
+    assert main(["users", "revoke", "alice", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["token"] is None
+    with TestClient(create_app(db_url)) as app:
+        assert_error(app.get("/v1/portfolios", headers=new), 401, "unknown or revoked token")
+    assert main(["users", "list", "--json"]) == 0  # the user and portfolio are kept
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["users"]
+    assert listed[0]["name"] == "alice" and listed[0]["portfolios"] == 1
+
+    assert main(["users", "rotate", "nobody"]) == 1
+    assert "no user named 'nobody'" in capsys.readouterr().err
 
 
 def test_api_command_arguments() -> None:
