@@ -356,11 +356,11 @@ def analytics_json(answer: svc.AnalyticsAnswer, schema: type[_Analytics]) -> byt
     each time was ~25 % of a hit's CPU. Keyed by the identity of the body (bodies are never
     changed; each entry holds its body, so the identity cannot be reused while cached).
     """
+    global _encoded_bytes
     key = (id(answer.body), answer.stale, answer.cached)
     hit = _encoded.get(key)
     if hit is not None and hit[0] is answer.body:
         return hit[1]
-    global _encoded_bytes
     body = msgspec.json.encode(convert(answer.as_dict(), schema))
     if len(body) > _ENCODED_BYTES // 64:
         return body
