@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,17 @@ async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = N
                 status="error" if error else "done", error=error, finished_at=now))
 
 
+async def release(symbols: Sequence[str], engine: AsyncEngine | None = None) -> int:
+    """Give claimed jobs back (``processing`` → ``pending``) when the run that claimed them
+    fails before finishing them, so the next run takes them; returns how many."""
+    if not symbols:
+        return 0
+    async with transaction(engine or flow_engine()) as conn:
+        res = await conn.execute(sa.update(J).where(
+            J.c.symbol.in_(list(symbols)), J.c.status == "processing").values(status="pending"))
+    return int(res.rowcount)
+
+
 async def reset_stuck(engine: AsyncEngine | None = None) -> int:
     """Put jobs left ``processing`` (a crash, a restart) back to ``pending``; returns how many."""
     async with transaction(engine or flow_engine()) as conn:
@@ -164,15 +176,51 @@ _runner: threading.Thread | None = None
 _again = threading.Event()
 
 
+_local_prefect_lock = threading.Lock()
+
+
+def start_local_prefect() -> None:
+    """Without a Prefect API, start Prefect's local server now, once, safely from any thread.
+
+    Prefect starts it on the first client of the process, but two threads doing so at the
+    same time race (Prefect 3.8: the second sees it "running" before its process exists and
+    fails with "Server process did not start"). The warm-up, the onboarding runner and the
+    API's symbol batch all come through here first, one at a time.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with _local_prefect_lock:
+        SubprocessASGIServer().start()
+
+
+RUN_ATTEMPTS = 3
+RETRY_DELAYS_S = (5.0, 30.0)
+
+
 def _run_in_process() -> None:
+    """The runner thread: the onboarding flow until no request arrived meanwhile. A run that
+    fails (Prefect not reachable, a database error) is tried again after a pause, up to
+    ``RUN_ATTEMPTS`` times; its jobs stay queued either way and start-up resumes them."""
     from flows.onboarding import onboarding
 
+    failures = 0
     while True:
         _again.clear()
         try:
+            start_local_prefect()
             onboarding()
+            failures = 0
         except Exception:  # the flow records its own failure; keep the API alive
-            log.exception("onboarding flow failed")
+            failures += 1
+            log.exception("onboarding flow failed (attempt %d of %d)", failures, RUN_ATTEMPTS)
+            if failures >= RUN_ATTEMPTS:
+                return
+            time.sleep(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1])
+            continue
         if not _again.is_set():
             return
 
@@ -219,6 +267,7 @@ def warm_up() -> None:
         try:
             from flows.onboarding import warm_up as prefect_warm_up
 
+            start_local_prefect()
             prefect_warm_up()
         except Exception:  # only an optimisation
             log.exception("Prefect warm-up failed")

@@ -1174,6 +1174,7 @@ def _run_symbol_batch(as_of: dt.date | None) -> None:
     try:
         from flows.symbol_batch import symbol_batch
 
+        onboarding_service.start_local_prefect()
         symbol_batch(as_of=as_of)
     except BaseException:  # a thread has nobody to raise to: the batch_runs row tells
         log.exception("symbol batch started from the API failed")

@@ -97,6 +97,7 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
     run_id = asyncio.run(record_start(JOB, target, None, flow_run.get_id()))
     totals: dict[str, Any] = {"symbols": 0, "ready": 0, "errors": 0, "portfolios": 0}
     errors: dict[str, Any] = {"symbols": {}, "portfolios": {}}
+    unfinished: list[str] = []  # claimed by this run and not yet closed
     try:
         if as_of is None:
             asyncio.run(queue.reset_stuck())
@@ -105,6 +106,7 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
             claimed = claim_jobs(max_symbols)
             if not claimed.symbols:
                 break
+            unfinished = claimed.symbols
             states = symbol_states(claimed.symbols)
             plan = plan_fetch(states, as_of, settings.lookback_days, settings.fetch_chunk_size)
             fetch_errors: dict[str, str] = {}
@@ -121,6 +123,7 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
                 ffut.result(raise_on_failure=False)
             outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
             finish_jobs(outcomes)
+            unfinished = []
             failed = refresh_portfolios(claimed.portfolio_ids)
             totals["symbols"] += len(outcomes)
             totals["ready"] += sum(1 for v in outcomes.values() if v is None)
@@ -129,6 +132,8 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
             errors["symbols"].update({k: v for k, v in outcomes.items() if v})
             errors["portfolios"].update(failed)
     except BaseException as exc:
+        if unfinished:
+            asyncio.run(queue.release(unfinished))
         asyncio.run(record_finish(run_id, RunStatus.failed, totals, {},
                                   {"error": f"{type(exc).__name__}: {exc}", **errors}))
         raise

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,7 @@ from core.db.engine import transaction
 from core.repositories import portfolios as repo
 from core.symbol_batch import register_universe
 from tests.flows.helpers import query, scalar
+from tests.flows.test_cli import REPO
 
 AS_OF = dt.date(2026, 11, 19)
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -114,3 +119,48 @@ def test_jobs_left_processing_are_resumed(database_url: str) -> None:
     assert row.status == "done" and row.attempts == 2
     assert query(database_url, "SELECT status FROM symbols WHERE symbol='QXQX'").status[0] == (
         "active")
+
+
+def test_a_failed_run_gives_back_only_the_jobs_it_left_open(database_url: str) -> None:
+    asyncio.run(queue.request_onboarding(["QXQY", "QXQZ", "QXQW"]))
+    claimed = asyncio.run(queue.claim(limit=2))
+    assert claimed.symbols == ["QXQW", "QXQY"]
+    asyncio.run(queue.finish({"QXQW": None}))  # closed before the failure
+    assert asyncio.run(queue.release(["QXQW", "QXQY", "QXQZ"])) == 1
+    jobs = query(database_url, "SELECT symbol, status FROM onboarding_jobs ORDER BY symbol")
+    assert list(zip(jobs.symbol, jobs.status, strict=True)) == [
+        ("QXQW", "done"), ("QXQY", "pending"), ("QXQZ", "pending")]
+    assert asyncio.run(queue.claim()).symbols == ["QXQY", "QXQZ"]  # the next run takes them
+
+
+_THREADS_STARTING_PREFECT = """
+import threading
+from prefect.client.orchestration import get_client
+from core.onboarding import start_local_prefect
+errors = []
+def run():
+    try:
+        start_local_prefect()
+        with get_client(sync_client=True) as client:
+            client.hello()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=run) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(len(errors), errors[:1])
+"""
+
+
+def test_threads_starting_prefects_local_server_at_once(tmp_path: Path) -> None:
+    """The API's warm-up, onboarding runner and symbol batch may all start Prefect's local
+    server at the same moment; through ``start_local_prefect`` none fails. (Without it, 3 of
+    the 4 threads fail with "Server process did not start" and a second server is left
+    running: Prefect 3.8's ``SubprocessASGIServer.start`` is not thread-safe.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
+    env.update({"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"})
+    proc = subprocess.run([sys.executable, "-c", _THREADS_STARTING_PREFECT], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[0] == "0", proc.stdout

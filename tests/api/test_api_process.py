@@ -1,0 +1,118 @@
+"""``factorflow api`` as an operator runs it: a separate process over the demo database, with
+Prefect in its local mode (no API URL), spoken to over real HTTP. A portfolio posted the moment
+the server answers — while Prefect's local server is still starting in the background — gets
+its unknown symbol onboarded (the README's curl session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.flows.test_cli import REPO, run_cli
+
+NEW = "QQZZ"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(check: Any, seconds: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {seconds} s; server log:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`make demo` in small, a user, then `factorflow api` on a free loopback port."""
+    home = tmp_path_factory.mktemp("api-home")
+    demo = run_cli(["demo", "--symbols", "12", "--portfolios", "2", "--days", "1"], home)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    created = run_cli(["users", "create", "ops", "--admin", "--json"], home)
+    assert created.returncode == 0, created.stderr[-3000:]
+    token = json.loads(created.stdout.strip().splitlines()[-1])["token"]
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
+    env["FACTORFLOW_HOME"] = str(home)
+    log = home / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+    def live() -> bool:
+        assert proc.poll() is None, log.read_text()[-4000:]
+        try:
+            return http.get("/health/live").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        _wait_for(live, 120, "the API did not answer /health/live", log)
+        yield {"http": http, "proc": proc, "log": log}
+    finally:
+        http.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_unknown_symbol_posted_at_start_up_becomes_ready(api_server: dict[str, Any]) -> None:
+    http: httpx.Client = api_server["http"]
+    log: Path = api_server["log"]
+    resp = http.post("/v1/portfolios", json={"name": "main", "cash": "1000", "positions": [
+        {"symbol": "SPY", "quantity": "10", "entry_date": "2026-01-02", "entry_price": "500"},
+        {"symbol": NEW, "quantity": "5", "entry_date": "2026-01-02", "entry_price": "20"}]})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["pending_symbols"] == [NEW]
+    assert body["snapshot"]["partial"] is True and body["snapshot"]["missing_symbols"] == [NEW]
+    pid = body["portfolio"]["id"]
+
+    def settled() -> dict[str, Any] | None:
+        symbol = http.get(f"/v1/symbols/{NEW}").json()
+        return None if symbol["status"] == "pending" else symbol
+
+    symbol = _wait_for(settled, 180, f"{NEW} did not leave 'pending'", log)
+    assert symbol["status"] == "ready", (symbol, log.read_text()[-4000:])
+    assert symbol["last_price_date"] == body["snapshot"]["date"]
+    assert symbol["factor_exposures"], symbol
+
+    overview = http.get(f"/v1/portfolios/{pid}/overview").json()
+    snapshot = overview["snapshot"]
+    assert snapshot["partial"] is False and snapshot["missing_symbols"] == []
+    assert overview["data_as_of"] == body["snapshot"]["date"]
+    queue = http.get("/v1/admin/onboarding-queue").json()
+    assert [(j["symbol"], j["status"]) for j in queue["items"]] == [(NEW, "done")]
+
+
+def test_the_server_stops_cleanly_without_tracebacks(api_server: dict[str, Any]) -> None:
+    proc: subprocess.Popen[bytes] = api_server["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    text = api_server["log"].read_text()
+    assert "Traceback" not in text and "ERROR" not in text, text[-4000:]
