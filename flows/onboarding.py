@@ -122,9 +122,11 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
                                             unmapped([as_of])):
                 ffut.result(raise_on_failure=False)
             outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
+            # jobs close after the waiting portfolios are revalued: a symbol reads "ready"
+            # only once the portfolios that hold it show it
+            failed = refresh_portfolios(claimed.portfolio_ids)
             finish_jobs(outcomes)
             unfinished = []
-            failed = refresh_portfolios(claimed.portfolio_ids)
             totals["symbols"] += len(outcomes)
             totals["ready"] += sum(1 for v in outcomes.values() if v is None)
             totals["errors"] += sum(1 for v in outcomes.values() if v is not None)

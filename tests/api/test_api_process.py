@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for(check: Any, seconds: float, what: str, log: Path) -> Any:
+def wait_for(check: Any, seconds: float, what: str, log: Path) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         result = check()
@@ -40,19 +41,14 @@ def _wait_for(check: Any, seconds: float, what: str, log: Path) -> Any:
     raise AssertionError(f"{what} within {seconds} s; server log:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`make demo` in small, a user, then `factorflow api` on a free loopback port."""
-    home = tmp_path_factory.mktemp("api-home")
-    demo = run_cli(["demo", "--symbols", "12", "--portfolios", "2", "--days", "1"], home)
-    assert demo.returncode == 0, demo.stderr[-3000:]
-    created = run_cli(["users", "create", "ops", "--admin", "--json"], home)
-    assert created.returncode == 0, created.stderr[-3000:]
-    token = json.loads(created.stdout.strip().splitlines()[-1])["token"]
-
+@contextmanager
+def running_api(home: Path, token: str, extra_env: dict[str, str] | None = None
+                ) -> Iterator[dict[str, Any]]:
+    """`factorflow api` on a free loopback port with FACTORFLOW_HOME=home (plus extra_env, no
+    other FACTORFLOW_/PREFECT_ variables), answering /health/live; stopped with SIGINT."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env["FACTORFLOW_HOME"] = str(home)
+    env.update({"FACTORFLOW_HOME": str(home), **(extra_env or {})})
     log = home / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--port", str(port)],
@@ -68,7 +64,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             return False
 
     try:
-        _wait_for(live, 120, "the API did not answer /health/live", log)
+        wait_for(live, 120, "the API did not answer /health/live", log)
         yield {"http": http, "proc": proc, "log": log}
     finally:
         http.close()
@@ -79,6 +75,39 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def wait_until_settled(http: httpx.Client, symbol: str, log: Path) -> dict[str, Any]:
+    """GET /v1/symbols/{symbol} until it is no longer pending (180 s at most)."""
+    def settled() -> dict[str, Any] | None:
+        answer = http.get(f"/v1/symbols/{symbol}").json()
+        return None if answer["status"] == "pending" else answer
+
+    return wait_for(settled, 180, f"{symbol} did not leave 'pending'", log)
+
+
+def wait_until_revalued(http: httpx.Client, portfolio_id: str, log: Path) -> dict[str, Any]:
+    """GET the overview until no symbol is missing. The portfolio is revalued before its
+    symbols read "ready"; an answer kept in the server's memory may lag that by up to the
+    memo's validation interval (~1 s), so a few seconds are allowed, not more."""
+    def revalued() -> dict[str, Any] | None:
+        answer = http.get(f"/v1/portfolios/{portfolio_id}/overview").json()
+        return None if answer["snapshot"]["missing_symbols"] else answer
+
+    return wait_for(revalued, 5, "the portfolio was not revalued", log)
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """`make demo` in small, a user, then `factorflow api` (Prefect in its local mode)."""
+    home = tmp_path_factory.mktemp("api-home")
+    demo = run_cli(["demo", "--symbols", "12", "--portfolios", "2", "--days", "1"], home)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    created = run_cli(["users", "create", "ops", "--admin", "--json"], home)
+    assert created.returncode == 0, created.stderr[-3000:]
+    token = json.loads(created.stdout.strip().splitlines()[-1])["token"]
+    with running_api(home, token) as server:
+        yield server
 
 
 def test_unknown_symbol_posted_at_start_up_becomes_ready(api_server: dict[str, Any]) -> None:
@@ -93,18 +122,13 @@ def test_unknown_symbol_posted_at_start_up_becomes_ready(api_server: dict[str, A
     assert body["snapshot"]["partial"] is True and body["snapshot"]["missing_symbols"] == [NEW]
     pid = body["portfolio"]["id"]
 
-    def settled() -> dict[str, Any] | None:
-        symbol = http.get(f"/v1/symbols/{NEW}").json()
-        return None if symbol["status"] == "pending" else symbol
-
-    symbol = _wait_for(settled, 180, f"{NEW} did not leave 'pending'", log)
+    symbol = wait_until_settled(http, NEW, log)
     assert symbol["status"] == "ready", (symbol, log.read_text()[-4000:])
     assert symbol["last_price_date"] == body["snapshot"]["date"]
     assert symbol["factor_exposures"], symbol
 
-    overview = http.get(f"/v1/portfolios/{pid}/overview").json()
-    snapshot = overview["snapshot"]
-    assert snapshot["partial"] is False and snapshot["missing_symbols"] == []
+    overview = wait_until_revalued(http, pid, log)
+    assert overview["snapshot"]["partial"] is False
     assert overview["data_as_of"] == body["snapshot"]["date"]
     queue = http.get("/v1/admin/onboarding-queue").json()
     assert [(j["symbol"], j["status"]) for j in queue["items"]] == [(NEW, "done")]

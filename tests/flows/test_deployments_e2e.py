@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import os
 import subprocess
 import sys
@@ -173,3 +174,59 @@ def test_failed_run_retried_through_the_client(
     fx = query(db_url, "SELECT COUNT(*) AS n FROM symbol_factor_exposures WHERE date=?",
                (AS_OF.isoformat(),)).n[0]
     assert fx == 12 * 10
+
+
+def test_api_starts_the_onboarding_deployment(
+    prefect_server: str, tmp_path: Path, settings_env: pytest.MonkeyPatch
+) -> None:
+    """With PREFECT_API_URL set, `factorflow api` creates a run of the `onboarding` deployment
+    for an unknown symbol (it does not run the flow itself); the served deployment onboards it."""
+    from tests.api.test_api_process import (
+        running_api,
+        wait_until_revalued,
+        wait_until_settled,
+    )
+
+    url, db_url = prefect_server, f"sqlite+aiosqlite:///{tmp_path / 'onboard.db'}"
+    settings_env.setenv("FACTORFLOW_DATABASE_URL", db_url)
+    migrate.upgrade(db_url)
+    asyncio.run(register_universe(["MKTA"]))
+    token = "e2e-token-" + "x" * 30
+
+    async def user() -> None:
+        async with transaction() as conn:
+            await repo.create_user(conn, "op", hashlib.sha256(token.encode()).hexdigest())
+
+    asyncio.run(user())
+    server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "synthetic"})
+    try:
+        for name in ("symbol-batch/symbol-batch", "onboarding/onboarding"):
+            _wait(url, lambda c, n=name: _deployment(c, n), 120, f"deployment {name}")
+        run = _start(url, "symbol-batch/symbol-batch", {"as_of": AS_OF.isoformat()})
+        assert _final(url, run.id).state.is_completed()
+        env = {"PREFECT_API_URL": url, "FACTORFLOW_DATABASE_URL": db_url,
+               "FACTORFLOW_PRICE_PROVIDER": "synthetic"}
+        with running_api(tmp_path, token, env) as api:
+            resp = api["http"].post("/v1/portfolios", json={"name": "p", "positions": [
+                {"symbol": "QQZD", "quantity": "4", "entry_date": "2026-11-03",
+                 "entry_price": "20"}]})
+            assert resp.status_code == 201, resp.text
+            assert resp.json()["pending_symbols"] == ["QQZD"]
+            symbol = wait_until_settled(api["http"], "QQZD", api["log"])
+            assert symbol["status"] == "ready" and symbol["last_price_date"] == (
+                AS_OF.isoformat())
+            wait_until_revalued(api["http"], resp.json()["portfolio"]["id"], api["log"])
+
+        async def onboarding_runs(client):  # noqa: ANN001
+            from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+            return await client.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["onboarding"])))
+
+        runs = asyncio.run(_client_call(url, onboarding_runs))
+        assert len(runs) == 1 and runs[0].state.is_completed()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    jobs = query(db_url, "SELECT symbol, status FROM onboarding_jobs")
+    assert list(zip(jobs.symbol, jobs.status, strict=True)) == [("QQZD", "done")]
