@@ -19,6 +19,7 @@ from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ClientException
+from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -34,6 +35,13 @@ from core.db.engine import create_engine
 from core.settings import get_settings
 
 log = logging.getLogger("api")
+
+# Litestar's default (root at INFO) plus quiet HTTP clients: Prefect's client logs every
+# request to its server at INFO through httpx, which buried the API's own messages.
+LOGGING = LoggingConfig(loggers={
+    "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+    **{name: {"level": "WARNING"} for name in ("httpx", "httpcore")},
+})
 MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body (1 MiB): larger ones get 413."""
 
@@ -116,6 +124,7 @@ def create_app(database_url: str | None = None) -> Litestar:
         exception_handlers={Exception: handle_exception},
         request_class=ExactDecimalRequest,
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=LOGGING,
         openapi_config=OpenAPIConfig(
             title="factorflow API",
             version="1.0.0",

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.engine import flow_engine, reading, transaction
-from core.db.models import OnboardingJob, SymbolKind, SymbolStatus
+from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
+from core.errors import NotReady
 from core.repositories import symbols as symbol_repo
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
@@ -133,6 +134,23 @@ async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = N
                 status="error" if error else "done", error=error, finished_at=now))
 
 
+async def close_jobs_settled_by_batch(engine: AsyncEngine | None = None) -> int:
+    """Close (``done``) the *pending* jobs whose symbol is now active with prices: a symbol
+    batch fetched it. Needed when symbols were requested before any market data existed (the
+    onboarding flow cannot run then; the first nightly fetches pending symbols). Jobs a
+    running onboarding flow has claimed are left to it, and a symbol the batch could not price
+    keeps its job for the onboarding flow to try again. Returns how many jobs were closed."""
+    symbols = Symbol.__table__  # type: ignore[attr-defined]
+    async with transaction(engine or flow_engine()) as conn:
+        res = await conn.execute(sa.update(J).where(
+            J.c.status == "pending",
+            J.c.symbol.in_(sa.select(symbols.c.symbol).where(
+                symbols.c.status == SymbolStatus.active.value,
+                symbols.c.last_price_date.is_not(None))),
+        ).values(status="done", error=None, finished_at=_now()))
+    return int(res.rowcount)
+
+
 async def release(symbols: Sequence[str], engine: AsyncEngine | None = None) -> int:
     """Give claimed jobs back (``processing`` → ``pending``) when the run that claimed them
     fails before finishing them, so the next run takes them; returns how many."""
@@ -214,6 +232,9 @@ def _run_in_process() -> None:
             start_local_prefect()
             onboarding()
             failures = 0
+        except NotReady as exc:  # no market data yet: the first symbol batch closes the jobs
+            log.warning("onboarding waits: %s", exc)
+            return
         except Exception:  # the flow records its own failure; keep the API alive
             failures += 1
             log.exception("onboarding flow failed (attempt %d of %d)", failures, RUN_ATTEMPTS)

@@ -22,6 +22,7 @@ from core import onboarding as queue
 from core.analytics_service import latest_data_date, refresh_portfolio_analytics
 from core.db.engine import reading
 from core.db.models import RunStatus, SymbolStatus
+from core.errors import NotReady
 from core.repositories import symbols as symbol_repo
 from core.settings import get_settings
 from core.symbol_batch import chunked, plan_fetch
@@ -101,7 +102,8 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
     try:
         if as_of is None:
             asyncio.run(queue.reset_stuck())
-            raise RuntimeError("no market data stored yet: run the symbol batch first")
+            raise NotReady("no market data stored yet: the symbols stay queued, and the first "
+                           "symbol batch fetches them and closes their jobs")
         for _ in range(MAX_ROUNDS):
             claimed = claim_jobs(max_symbols)
             if not claimed.symbols:

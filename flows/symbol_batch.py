@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
+from core import onboarding as onboarding_queue
 from core.db.engine import reading
 from core.db.models import RunStatus, SymbolStatus
 from core.providers.base import ProviderError
@@ -267,12 +268,14 @@ def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
         phases["factors_load"] = sum(r.load_seconds for r in factors)
         phases["factors_compute"] = sum(r.compute_seconds for r in factors)
         phases["factors_write"] = sum(r.write_seconds for r in factors)
+        jobs_closed = asyncio.run(onboarding_queue.close_jobs_settled_by_batch())
     except BaseException as exc:
         asyncio.run(record_finish(run_id, RunStatus.failed, {}, phases, {
             "error": f"{type(exc).__name__}: {exc}", "symbols": fetch_failures}))
         raise
 
     counts, errors = _summarise(dates, universe, fetches, fetch_failures, factors, factor_failures)
+    counts["onboarding_jobs_closed"] = jobs_closed
     failed = bool(errors["symbols"] or errors["chunks"])
     status = RunStatus.completed_with_failures if failed else RunStatus.completed
     asyncio.run(record_finish(run_id, status, counts, phases, errors))

@@ -140,3 +140,4 @@ def test_the_server_stops_cleanly_without_tracebacks(api_server: dict[str, Any])
     assert proc.wait(timeout=30) == 0
     text = api_server["log"].read_text()
     assert "Traceback" not in text and "ERROR" not in text, text[-4000:]
+    assert "HTTP Request:" not in text  # Prefect's client requests are not logged at INFO

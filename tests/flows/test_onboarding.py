@@ -17,6 +17,7 @@ import pytest
 from core import analytics_service as analytics
 from core import onboarding as queue
 from core.db.engine import transaction
+from core.errors import NotReady
 from core.repositories import portfolios as repo
 from core.symbol_batch import register_universe
 from tests.flows.helpers import query, scalar
@@ -131,6 +132,28 @@ def test_a_failed_run_gives_back_only_the_jobs_it_left_open(database_url: str) -
     assert list(zip(jobs.symbol, jobs.status, strict=True)) == [
         ("QXQW", "done"), ("QXQY", "pending"), ("QXQZ", "pending")]
     assert asyncio.run(queue.claim()).symbols == ["QXQY", "QXQZ"]  # the next run takes them
+
+
+def test_symbols_requested_before_any_market_data_are_settled_by_the_first_batch(
+        database_url: str) -> None:
+    from flows.onboarding import onboarding
+    from flows.symbol_batch import symbol_batch
+
+    asyncio.run(queue.request_onboarding(["QQNA"]))
+    with pytest.raises(NotReady, match="no market data stored yet"):
+        onboarding()
+    assert queue.dispatch() == "in-process"  # the API's runner: waits, does not retry
+    assert queue.wait_in_process(timeout=60)
+    assert scalar(database_url, "SELECT status FROM onboarding_jobs") == "pending"
+
+    result = symbol_batch(as_of=AS_OF)  # fetches pending symbols and closes their jobs
+    assert result["counts"]["onboarding_jobs_closed"] == 1
+    assert scalar(database_url, "SELECT status FROM onboarding_jobs") == "done"
+    assert scalar(database_url, "SELECT status FROM symbols WHERE symbol='QQNA'") == "active"
+    again = symbol_batch(as_of=AS_OF)  # a rerun closes nothing more
+    assert again["counts"]["onboarding_jobs_closed"] == 0
+    runs = query(database_url, "SELECT status FROM batch_runs WHERE job_type='onboarding'")
+    assert list(runs.status) == ["failed", "failed"]  # the direct call and the runner's one
 
 
 _THREADS_STARTING_PREFECT = """
