@@ -134,6 +134,31 @@ def test_unknown_symbol_posted_at_start_up_becomes_ready(api_server: dict[str, A
     assert [(j["symbol"], j["status"]) for j in queue["items"]] == [(NEW, "done")]
 
 
+def test_admin_starts_the_symbol_batch_in_the_server(api_server: dict[str, Any]) -> None:
+    """Without a Prefect API, POST /v1/admin/symbol-batch runs the real symbol flow in the
+    server process (202 at once); its run shows in /v1/admin/batch-runs."""
+    http: httpx.Client = api_server["http"]
+
+    def symbol_runs() -> list[dict[str, Any]]:
+        return list(http.get("/v1/admin/batch-runs",
+                             params={"job_type": "symbol-batch"}).json()["items"])
+
+    before = {r["id"] for r in symbol_runs()}
+    resp = http.post("/v1/admin/symbol-batch")
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["mode"] == "in-process"
+
+    def finished() -> dict[str, Any] | None:
+        new = [r for r in symbol_runs() if r["id"] not in before]
+        return new[0] if new and new[0]["status"] != "running" else None
+
+    run = wait_for(finished, 180, "the symbol batch started by the API did not finish",
+                   api_server["log"])
+    assert run["status"] in ("completed", "completed_with_failures"), run
+    assert run["target_date"] == resp.json()["as_of"]
+    assert http.get("/health/ready").json()["status"] == "ready"
+
+
 def test_the_server_stops_cleanly_without_tracebacks(api_server: dict[str, Any]) -> None:
     proc: subprocess.Popen[bytes] = api_server["proc"]
     proc.send_signal(signal.SIGINT)
