@@ -20,7 +20,6 @@ With ``--json`` the last stdout line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import ROOT, isolated_environment, report
+from common import ROOT, bench_parser, isolated_environment, report
 
 TARGETS_MS = {"onboarding_p95_ms": 100, "hit_p99_ms": 10, "miss_p95_ms": 100}
 NEW_SYMBOL_TARGET_S = 10
@@ -194,16 +193,15 @@ async def hammer(port: int, headers: dict[str, str], urls: list[str], clients: i
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--symbols", type=int, default=300)
     ap.add_argument("--onboarding", type=int, default=50, help="portfolios created")
     ap.add_argument("--positions", type=int, default=30, help="known symbols per portfolio")
     ap.add_argument("--hits", type=int, default=20000, help="cache-hit requests")
     ap.add_argument("--clients", type=int, default=32, help="concurrent clients for hits")
     ap.add_argument("--misses", type=int, default=50, help="cache-miss requests")
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    workdir = isolated_environment("factorflow-bench-api-")
+    workdir = isolated_environment("factorflow-bench-api-", keep=args.keep)
 
     from core import calendar
     from core import portfolio_service as svc
@@ -351,6 +349,10 @@ def main() -> int:
             out["ready"] = client.get("/health/ready").json()["status"]
             out["freshness_stale"] = client.get("/v1/admin/freshness", headers=admin).json()[
                 "jobs"]["symbol-batch"]["stale"]
+    except BaseException:
+        log = (workdir / "api.log").read_text(errors="replace")[-4000:]
+        print(f"bench/api.py failed; the API server's log ends:\n{log}", file=sys.stderr)
+        raise
     finally:  # the API and what it started (Prefect's local server), by process group
         stop_group(server)
     out["targets_met"] = {
@@ -358,7 +360,7 @@ def main() -> int:
         "new_symbol_ready_s": out.get("new_symbol_status") == "ready"
         and out["new_symbol_ready_s"] < NEW_SYMBOL_TARGET_S,
     }
-    out["workdir"] = str(workdir)
+    out["workdir"] = str(workdir) if args.keep else None
     report(out, args.json)
     return 0
 

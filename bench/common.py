@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,9 +18,23 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def isolated_environment(prefix: str, max_workers: int | None = None) -> Path:
-    """A fresh temporary FACTORFLOW_HOME (and PREFECT_HOME unless a Prefect API is set)."""
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The benchmarks' common options: ``--json`` (last line one JSON object) and ``--keep``
+    (keep the temporary databases and logs for a look afterwards)."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object last")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the working directory (databases, logs); removed otherwise")
+    return ap
+
+
+def isolated_environment(prefix: str, max_workers: int | None = None,
+                         keep: bool = False) -> Path:
+    """A fresh temporary FACTORFLOW_HOME (and PREFECT_HOME unless a Prefect API is set),
+    removed when the process exits unless ``keep``."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    if not keep:  # registered first, so it runs after Prefect has stopped its local server
+        atexit.register(shutil.rmtree, workdir, True)
     os.environ["FACTORFLOW_HOME"] = str(workdir / "home")
     os.environ.pop("FACTORFLOW_DATABASE_URL", None)
     os.environ["FACTORFLOW_PRICE_PROVIDER"] = "synthetic"

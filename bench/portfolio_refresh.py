@@ -10,23 +10,21 @@ factor and sector exposures, correlation matrices, stress results).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
 
-from common import isolated_environment, peak_rss_mb, report
+from common import bench_parser, isolated_environment, peak_rss_mb, report
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--portfolios", type=int, default=1000)
     ap.add_argument("--positions", type=int, default=25)
     ap.add_argument("--symbols", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    workdir = isolated_environment("factorflow-bench-portfolio-", args.workers)
+    workdir = isolated_environment("factorflow-bench-portfolio-", args.workers, args.keep)
 
     from core import calendar
     from core.db import migrate
@@ -64,7 +62,7 @@ def main() -> int:
         "partial_snapshots": counts["partial_snapshots"],
         "phases_s": {k: round(v, 2) for k, v in result["seconds"].items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "workdir": str(workdir),
+        "workdir": str(workdir) if args.keep else None,
     }
     report(out, args.json)
     return 0

@@ -10,24 +10,22 @@ the same windows. With ``--json`` the last stdout line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import time
 
-from common import isolated_environment, peak_rss_mb, report
+from common import bench_parser, isolated_environment, peak_rss_mb, report
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = bench_parser(__doc__)
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--sample", type=int, default=1000, help="symbols in the reference loop")
     ap.add_argument("--workers", type=int, default=None, help="task-runner threads")
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    workdir = isolated_environment("factorflow-bench-", args.workers)
+    workdir = isolated_environment("factorflow-bench-", args.workers, args.keep)
     import numpy as np
     from prefect import flow
 
@@ -105,7 +103,7 @@ def main() -> int:
     out["nan_pattern_equal"] = bool((np.isfinite(a) == np.isfinite(b)).all())
     out["max_abs_diff"] = float(np.max(np.abs(a[both] - b[both]))) if both.any() else 0.0
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    out["workdir"] = str(workdir)
+    out["workdir"] = str(workdir) if args.keep else None
     report(out, args.json)
     return 0
 
