@@ -109,11 +109,15 @@ class Claim:
 
 
 async def claim(limit: int = 500, engine: AsyncEngine | None = None) -> Claim:
-    """Move up to ``limit`` pending jobs to ``processing`` (oldest first) and return them."""
+    """Move up to ``limit`` pending jobs to ``processing`` (oldest first) and return them;
+    jobs another run is claiming at this moment are skipped, not waited for."""
     async with transaction(engine or flow_engine()) as conn:
         rows = (await conn.execute(
             sa.select(J.c.symbol, J.c.portfolio_ids).where(J.c.status == "pending")
-            .order_by(J.c.requested_at, J.c.symbol).limit(limit))).all()
+            .order_by(J.c.requested_at, J.c.symbol).limit(limit)
+            # PostgreSQL: concurrent runs (a deployment run per request) take disjoint jobs
+            # instead of waiting on each other's rows; SQLite serialises writers anyway
+            .with_for_update(skip_locked=True))).all()
         symbols = [r[0] for r in rows]
         if symbols:
             await conn.execute(sa.update(J).where(

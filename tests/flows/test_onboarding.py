@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from core import analytics_service as analytics
 from core import onboarding as queue
@@ -154,6 +155,31 @@ def test_symbols_requested_before_any_market_data_are_settled_by_the_first_batch
     assert again["counts"]["onboarding_jobs_closed"] == 0
     runs = query(database_url, "SELECT status FROM batch_runs WHERE job_type='onboarding'")
     assert list(runs.status) == ["failed", "failed"]  # the direct call and the runner's one
+
+
+def test_concurrent_runs_claim_disjoint_jobs(database_url: str) -> None:
+    """A run holding jobs mid-claim (rows locked, not committed) does not make another run
+    wait or take the same jobs (PostgreSQL; on SQLite writers are serialised)."""
+    from core.db.engine import create_engine
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL")
+    asyncio.run(queue.request_onboarding(["QXAA", "QXAB", "QXAC"]))
+
+    async def scenario() -> list[str]:
+        holder = create_engine(database_url)
+        try:
+            async with holder.begin() as conn:  # another run, between its SELECT and UPDATE
+                await conn.execute(sa.text(
+                    "SELECT symbol FROM onboarding_jobs WHERE symbol = 'QXAA' FOR UPDATE"))
+                claimed = await asyncio.wait_for(queue.claim(), timeout=20)
+                return claimed.symbols
+        finally:
+            await holder.dispose()
+
+    assert asyncio.run(scenario()) == ["QXAB", "QXAC"]
+    jobs = query(database_url, "SELECT symbol, status FROM onboarding_jobs ORDER BY symbol")
+    assert list(jobs.status) == ["pending", "processing", "processing"]
 
 
 _THREADS_STARTING_PREFECT = """
