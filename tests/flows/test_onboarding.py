@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -180,6 +181,37 @@ def test_concurrent_runs_claim_disjoint_jobs(database_url: str) -> None:
     assert asyncio.run(scenario()) == ["QXAB", "QXAC"]
     jobs = query(database_url, "SELECT symbol, status FROM onboarding_jobs ORDER BY symbol")
     assert list(jobs.status) == ["pending", "processing", "processing"]
+
+
+def test_the_in_process_runner_retries_a_failing_run_then_stops(
+        empty_database_url: str, settings_env: pytest.MonkeyPatch) -> None:
+    """A database without its tables: every run fails; the runner tries RUN_ATTEMPTS times,
+    logs each failure and stops (the API stays up). Migrated, the next dispatch works."""
+    from core.db import migrate
+
+    settings_env.setenv("FACTORFLOW_DATABASE_URL", empty_database_url)
+    settings_env.setattr(queue, "RETRY_DELAYS_S", (0.1, 0.1))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("core.onboarding").addHandler(handler)  # Prefect reconfigures the root
+    try:
+        assert queue.dispatch() == "in-process"
+        assert queue.wait_in_process(timeout=120)
+    finally:
+        logging.getLogger("core.onboarding").removeHandler(handler)
+    failures = [r.getMessage() for r in records if "onboarding flow failed" in r.getMessage()]
+    assert failures == [f"onboarding flow failed (attempt {i} of 3)" for i in (1, 2, 3)]
+
+    migrate.upgrade(empty_database_url)
+    asyncio.run(register_universe(["MKTA"]))
+    from flows.symbol_batch import symbol_batch
+
+    symbol_batch(as_of=AS_OF)
+    asyncio.run(queue.request_onboarding(["QXRT"]))
+    assert queue.dispatch() == "in-process"
+    assert queue.wait_in_process(timeout=120)
+    assert scalar(empty_database_url, "SELECT status FROM onboarding_jobs") == "done"
 
 
 _THREADS_STARTING_PREFECT = """
