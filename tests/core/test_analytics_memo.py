@@ -50,45 +50,49 @@ async def _latest(_engine) -> dt.date:  # type: ignore[no-untyped-def]
     return DAY
 
 
-def _run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
-
-
-def test_validation_drops_exactly_the_changed_entries(database_url: str) -> None:
-    async def scenario() -> None:
-        engine = create_engine(database_url)
+def _with_engine(url: str, scenario) -> None:  # type: ignore[no-untyped-def]
+    """Run ``scenario(engine)`` on a fresh engine for ``url``, disposed afterwards."""
+    async def run() -> None:
+        engine = create_engine(url)
         try:
-            owner, ids = await _seed(engine)
-            memo = AnalyticsMemo()
-            await _fill(engine, memo, owner, ids)
-            assert len(memo.entries) == 4
-            assert await memo.validate(engine, _latest) == 0  # nothing changed
-
-            later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
-            async with transaction(engine) as conn:  # another process changes p0 ...
-                await conn.execute(sa.update(PF).where(PF.c.id == ids[0]).values(
-                    updated_at=later))
-                await conn.execute(sa.delete(CACHE).where(  # ... and drops one row of p1
-                    CACHE.c.portfolio_id == ids[1], CACHE.c.kind == "correlations"))
-            assert await memo.validate(engine, _latest) == 3
-            assert list(memo.entries) == [(ids[1], "overview", None)]
-
-            async def next_day(_engine):  # type: ignore[no-untyped-def]
-                return DAY + dt.timedelta(days=1)
-
-            assert await memo.validate(engine, next_day) == 1  # new data: all answers old
-            assert memo.entries == {}
-
-            await _fill(engine, memo, owner, ids)
-            async with transaction(engine) as conn:  # soft-deleted
-                await conn.execute(sa.update(PF).where(PF.c.id == ids[1]).values(
-                    deleted_at=later))
-            await memo.validate(engine, _latest)
-            assert {k[0] for k in memo.entries} == {ids[0]}
+            await scenario(engine)
         finally:
             await engine.dispose()
 
-    _run(scenario())
+    asyncio.run(run())
+
+
+def test_validation_drops_exactly_the_changed_entries(database_url: str) -> None:
+    async def scenario(engine) -> None:  # type: ignore[no-untyped-def]
+        owner, ids = await _seed(engine)
+        memo = AnalyticsMemo()
+        await _fill(engine, memo, owner, ids)
+        assert len(memo.entries) == 4
+        assert await memo.validate(engine, _latest) == 0  # nothing changed
+
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+        async with transaction(engine) as conn:  # another process changes p0 ...
+            await conn.execute(sa.update(PF).where(PF.c.id == ids[0]).values(
+                updated_at=later))
+            await conn.execute(sa.delete(CACHE).where(  # ... and drops one row of p1
+                CACHE.c.portfolio_id == ids[1], CACHE.c.kind == "correlations"))
+        assert await memo.validate(engine, _latest) == 3
+        assert list(memo.entries) == [(ids[1], "overview", None)]
+
+        async def next_day(_engine):  # type: ignore[no-untyped-def]
+            return DAY + dt.timedelta(days=1)
+
+        assert await memo.validate(engine, next_day) == 1  # new data: all answers old
+        assert memo.entries == {}
+
+        await _fill(engine, memo, owner, ids)
+        async with transaction(engine) as conn:  # soft-deleted
+            await conn.execute(sa.update(PF).where(PF.c.id == ids[1]).values(
+                deleted_at=later))
+        await memo.validate(engine, _latest)
+        assert {k[0] for k in memo.entries} == {ids[0]}
+
+    _with_engine(database_url, scenario)
 
 
 def test_an_entry_is_served_to_its_owner_only_and_forgotten_on_change() -> None:
@@ -109,53 +113,45 @@ def test_an_entry_is_served_to_its_owner_only_and_forgotten_on_change() -> None:
 
 def test_validation_runs_in_the_background_and_a_failure_empties_the_memo(
         database_url: str) -> None:
-    async def scenario() -> None:
-        engine = create_engine(database_url)
-        try:
-            owner, ids = await _seed(engine)
-            memo = AnalyticsMemo(interval=0.0, max_age=60.0)
-            await _fill(engine, memo, owner, ids)
-            memo.validated_at = time.monotonic()  # validated just now
-            async with transaction(engine) as conn:
-                await conn.execute(sa.delete(CACHE).where(CACHE.c.portfolio_id == ids[0]))
-            await memo.ensure_valid(engine, _latest)  # due: started, not waited for
-            assert len(memo.entries) == 4 and memo._task is not None
-            await memo._task
-            assert {k[0] for k in memo.entries} == {ids[1]}
+    async def scenario(engine) -> None:  # type: ignore[no-untyped-def]
+        owner, ids = await _seed(engine)
+        memo = AnalyticsMemo(interval=0.0, max_age=60.0)
+        await _fill(engine, memo, owner, ids)
+        memo.validated_at = time.monotonic()  # validated just now
+        async with transaction(engine) as conn:
+            await conn.execute(sa.delete(CACHE).where(CACHE.c.portfolio_id == ids[0]))
+        await memo.ensure_valid(engine, _latest)  # due: started, not waited for
+        assert len(memo.entries) == 4 and memo._task is not None
+        await memo._task
+        assert {k[0] for k in memo.entries} == {ids[1]}
 
-            async def broken(_engine):  # type: ignore[no-untyped-def]
-                raise ConnectionError("database unreachable")
+        async def broken(_engine):  # type: ignore[no-untyped-def]
+            raise ConnectionError("database unreachable")
 
-            memo.validated_at = float("-inf")  # older than max_age: the read waits
-            await memo.ensure_valid(engine, broken)
-            await asyncio.sleep(0)  # the done callback
-            assert memo.entries == {} and memo._task is None
-        finally:
-            await engine.dispose()
+        memo.validated_at = float("-inf")  # older than max_age: the read waits
+        await memo.ensure_valid(engine, broken)
+        await asyncio.sleep(0)  # the done callback
+        assert memo.entries == {} and memo._task is None
 
-    _run(scenario())
+    _with_engine(database_url, scenario)
 
 
 def test_token_query_reads_one_row_per_kind_and_none_for_an_uncached_portfolio(
         database_url: str) -> None:
-    async def scenario() -> None:
-        engine = create_engine(database_url)
-        try:
-            owner, ids = await _seed(engine)
-            async with transaction(engine) as conn:
-                bare = await repo.create_portfolio(conn, owner, "bare", Decimal(0))
-            async with engine.connect() as conn:
-                rows = (await conn.execute(token_query(), {"ids": [*ids, bare]})).all()
-            assert sorted((r.id, r.kind or "") for r in rows) == sorted(
-                [(pid, k) for pid in ids for k in KINDS] + [(bare, "")])
-            assert {row_token(r)[2] for r in rows if r.kind} == {DAY}
-            async with engine.connect() as conn:
-                assert await stored_token(conn, bare, "overview") == (owner, None)
-                assert await stored_token(conn, "no-such-id", "overview") is None
-                found = await stored_token(conn, ids[0], "correlations")
-            assert found is not None and found[0] == owner and found[1] is not None
-            assert found[1][2] == DAY and found[1][3] == "x"
-        finally:
-            await engine.dispose()
+    async def scenario(engine) -> None:  # type: ignore[no-untyped-def]
+        owner, ids = await _seed(engine)
+        async with transaction(engine) as conn:
+            bare = await repo.create_portfolio(conn, owner, "bare", Decimal(0))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(token_query(), {"ids": [*ids, bare]})).all()
+        assert sorted((r.id, r.kind or "") for r in rows) == sorted(
+            [(pid, k) for pid in ids for k in KINDS] + [(bare, "")])
+        assert {row_token(r)[2] for r in rows if r.kind} == {DAY}
+        async with engine.connect() as conn:
+            assert await stored_token(conn, bare, "overview") == (owner, None)
+            assert await stored_token(conn, "no-such-id", "overview") is None
+            found = await stored_token(conn, ids[0], "correlations")
+        assert found is not None and found[0] == owner and found[1] is not None
+        assert found[1][2] == DAY and found[1][3] == "x"
 
-    _run(scenario())
+    _with_engine(database_url, scenario)
