@@ -1,7 +1,7 @@
 """Benchmark of the HTTP API over a demo database (not a test; prints figures).
 
     python bench/api.py [--symbols 300] [--onboarding 50] [--hits 2000] [--clients 32]
-                        [--misses 50] [--json]
+                        [--misses 50] [--wrk SECONDS] [--json] [--keep]
 
 In a temporary directory: a synthetic universe of S symbols and one symbol batch (the
 real Prefect flow, as ``factorflow symbol-batch``), two users, then ``factorflow api``
@@ -13,7 +13,9 @@ lean keep-alive client: see ``KeepAliveClient``):
 * cache misses: the portfolio's cached analytics dropped (as the nightly refresh does)
   before each ``GET .../overview``, p50 / p95; and a PATCH of the cash (re-valued at once);
 * a new symbol (1-5 letters, not in the universe): seconds from the ``POST`` that names it
-  until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s).
+  until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s);
+* with ``--wrk SECONDS``: the same cache hits driven by ``wrk`` (a C client), as a
+  cross-check of the Python client's figures.
 
 With ``--json`` the last stdout line is one JSON object.
 """
@@ -192,6 +194,38 @@ async def hammer(port: int, headers: dict[str, str], urls: list[str], clients: i
     return latencies, time.perf_counter() - t0, bad
 
 
+def _wrk_ms(text: str) -> float:
+    value, unit = float(text[:-2] if text.endswith(("ms", "us")) else text[:-1]), text[-2:]
+    return round(value / 1000 if unit == "us" else value if unit == "ms" else value * 1000, 2)
+
+
+def wrk_hits(base: str, headers: dict[str, str], urls: list[str], clients: int,
+             seconds: int, workdir: Path) -> dict[str, Any]:
+    """The same cache hits driven by ``wrk -t1 -c{clients} --latency`` (a separate C process,
+    so the client's own cost is not Python's) for ``seconds``, the URLs in turn; empty when
+    wrk is not installed."""
+    import re
+    import shutil
+
+    if shutil.which("wrk") is None:
+        return {"wrk": "not installed"}
+    script = workdir / "hits.lua"
+    script.write_text(
+        "local urls = {" + ",".join(json.dumps(u) for u in urls) + "}\n"
+        "local i = 0\n"
+        f"wrk.headers[\"Authorization\"] = {json.dumps(headers['Authorization'])}\n"
+        "request = function()\n  i = i % #urls + 1\n"
+        "  return wrk.format(\"GET\", urls[i])\nend\n")
+    run = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--latency",
+                          "-s", str(script), base], capture_output=True, text=True, check=True)
+    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", run.stdout, re.M))
+    rps = re.search(r"^Requests/sec:\s+(\S+)$", run.stdout, re.M)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", run.stdout)
+    return {"wrk_hit_p50_ms": _wrk_ms(found["50"]), "wrk_hit_p99_ms": _wrk_ms(found["99"]),
+            "wrk_hit_rps": float(rps.group(1)) if rps else None,
+            "wrk_non_2xx": int(bad.group(1)) if bad else 0}
+
+
 def main() -> int:
     ap = bench_parser(__doc__)
     ap.add_argument("--symbols", type=int, default=300)
@@ -200,6 +234,8 @@ def main() -> int:
     ap.add_argument("--hits", type=int, default=20000, help="cache-hit requests")
     ap.add_argument("--clients", type=int, default=32, help="concurrent clients for hits")
     ap.add_argument("--misses", type=int, default=50, help="cache-miss requests")
+    ap.add_argument("--wrk", type=int, default=0, metavar="SECONDS",
+                    help="also drive the cache hits with wrk for SECONDS (if installed)")
     args = ap.parse_args()
     workdir = isolated_environment("factorflow-bench-api-", keep=args.keep)
 
@@ -319,6 +355,9 @@ def main() -> int:
         one, _, _ = asyncio.run(hammer(port, h, urls[:300], 1))
         out["hit_p50_ms_1_client"] = pct(one, 0.50)
         out["hit_p99_ms_1_client"] = pct(one, 0.99)
+        if args.wrk:
+            out.update(wrk_hits(base, h, urls[: len(hot) * len(KINDS)], args.clients,
+                                args.wrk, workdir))
 
         # a new symbol: pending → ready
         ticker = new_ticker(set(universe))
