@@ -10,7 +10,8 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import core.db.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from core.db.engine import create_engine
+from core.db.engine import create_engine, is_sqlite
+from core.db.migrate import lock_for_migrations, sqlite_migration_lock
 from core.settings import get_settings
 
 config = context.config
@@ -42,17 +43,29 @@ def run_migrations_offline() -> None:
 
 
 def _run_sync(connection: Connection) -> None:
+    # Concurrent first starts migrate one at a time; the lock is taken before Alembic reads
+    # the current revision, so whoever waited finds the schema current.
+    lock_for_migrations(connection)
     _configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 
 
-async def run_migrations_online() -> None:
-    engine = create_engine(_url())
+async def _run_async(url: str) -> None:
+    engine = create_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
         await connection.commit()
     await engine.dispose()
+
+
+def run_migrations_online() -> None:
+    url = _url()
+    if is_sqlite(url):  # SQLite has no advisory lock: a file lock around the whole run
+        with sqlite_migration_lock(url):
+            asyncio.run(_run_async(url))
+    else:
+        asyncio.run(_run_async(url))
 
 
 if context.is_offline_mode():
@@ -60,6 +73,10 @@ if context.is_offline_mode():
 else:
     existing = config.attributes.get("connection")
     if existing is not None:
-        _run_sync(existing)
+        if existing.dialect.name == "sqlite":
+            with sqlite_migration_lock(existing.engine.url.render_as_string()):
+                _run_sync(existing)
+        else:
+            _run_sync(existing)
     else:
-        asyncio.run(run_migrations_online())
+        run_migrations_online()

@@ -3,15 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
 
 from core.db.engine import create_engine
 from core.settings import REPO_ROOT, get_settings
+
+# pg_advisory_xact_lock key of the migrations (any constant; advisory locks are per database)
+POSTGRES_MIGRATION_LOCK_KEY = 0x66666D6967726174  # "ffmigrat"
+
+
+@contextmanager
+def sqlite_migration_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive file lock beside the SQLite database of ``url`` (blocks until free).
+
+    SQLite runs Alembic's migrations one transaction each and has no advisory locks, so two
+    processes migrating a fresh file both create the first table. The lock file
+    (``<database>.migrate-lock``) stays in place: deleting it would let a third process lock
+    a new file while a second still holds the old one. A no-op for an in-memory database.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    lock_path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:  # flock is per open file: threads exclude each other
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_for_migrations(connection: Connection) -> None:
+    """On PostgreSQL, wait for the transaction-scoped migration lock on ``connection``.
+
+    Called before Alembic reads the current revision: a process that waited then reads the
+    revision the holder committed and has nothing left to do. Released at commit/rollback.
+    SQLite is locked by :func:`sqlite_migration_lock` around the whole run instead.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                           {"key": POSTGRES_MIGRATION_LOCK_KEY})
 
 
 def alembic_config(url: str | None = None) -> Config:
