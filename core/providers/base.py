@@ -2,9 +2,10 @@
 
 A provider turns ``(symbols, start, end)`` into long-format daily bars, corporate
 actions and per-symbol errors. Providers never raise for one bad symbol: they put
-it in ``FetchResult.errors``. They raise ``ProviderError`` only when the whole call
-failed (network, rate limit after retries, unreadable source), which makes a
-``FallbackProvider`` try the next provider for that chunk.
+it in ``FetchResult.errors``. They raise ``ProviderError`` when the whole call
+failed (network, rate limit after retries, unreadable or structurally broken
+source). A ``FallbackProvider`` then tries the next provider for that chunk, as it
+does for any other exception a provider raises.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ class RateLimitError(ProviderError):
 
 
 class PriceDataError(ValueError):
-    """A price source is malformed (missing columns, unparsable dates or numbers)."""
+    """Price data is malformed (missing columns, unparsable dates or numbers)."""
+
+
+class PriceFileError(ProviderError):
+    """A price file's structure is broken (not CSV, missing columns, empty): the whole
+    call fails and a fallback chain moves on to the next provider."""
 
 
 def empty_bars() -> pd.DataFrame:
@@ -69,18 +75,49 @@ def empty_actions() -> pd.DataFrame:
     )
 
 
+ERROR_CODES: tuple[str, ...] = ("no_data", "invalid_symbol", "provider_error", "bad_data")
+"""Codes of ``FetchResult.errors`` reasons: ``no_data`` (the source has no rows for the
+symbol in the range), ``invalid_symbol`` (not a symbol the source can serve),
+``provider_error`` (the call for the symbol failed), ``bad_data`` (the source has rows
+for the symbol but some are unreadable or contradict each other, so none is served)."""
+
+
 @dataclass
 class FetchResult:
     """What one provider call returned.
 
     ``errors`` maps a symbol to a reason of the form ``"<code>: <message>"`` with code
-    one of ``no_data``, ``invalid_symbol``, ``provider_error``.
+    one of ``ERROR_CODES``; a symbol in ``errors`` has no bars. ``provider_by_symbol``
+    maps every symbol that has bars to the name of the provider that delivered them
+    (a single provider: its own ``name``; a chain: the member that served it).
+    ``provider`` names the provider(s) that answered, for logs and run summaries.
     """
 
     bars: pd.DataFrame = field(default_factory=empty_bars)
     actions: pd.DataFrame = field(default_factory=empty_actions)
     errors: dict[str, str] = field(default_factory=dict)
     provider: str = ""
+    provider_by_symbol: dict[str, str] = field(default_factory=dict)
+
+
+def served_by(bars: pd.DataFrame, provider: str) -> dict[str, str]:
+    """``{symbol: provider}`` for every symbol with at least one row in ``bars``.
+
+    Parameters
+    ----------
+    bars
+        A ``BAR_COLUMNS`` frame.
+    provider
+        The name to record for each symbol.
+
+    Returns
+    -------
+    dict[str, str]
+        Symbols in order of first appearance.
+    """
+    if bars.empty:
+        return {}
+    return dict.fromkeys(map(str, bars["symbol"].unique()), provider)
 
 
 @runtime_checkable

@@ -1,9 +1,13 @@
 """A chain of price providers tried in order, and the chain built from settings.
 
-For one ``fetch`` call, the chunk goes to the first provider. If it raises
-``ProviderError`` the whole chunk goes to the next; otherwise the symbols it could
-not serve (in ``errors``, or silently absent from its bars) go to the next, and so
-on. Each symbol's bars and actions come from the first provider that served it.
+For one ``fetch`` call, the chunk goes to the first provider. If it raises — any
+exception: ``ProviderError`` (network, rate limit, a broken file), a parse error, a
+bug — or returns a result that cannot be read, the whole chunk goes to the next
+(the failure is logged once, with its traceback when it is not a
+``ProviderError``); otherwise the symbols it could not serve (in ``errors``, or
+silently absent from its bars) go to the next, and so on. Each symbol's bars and
+actions come from the first provider that served it, and
+``FetchResult.provider_by_symbol`` names that provider.
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ CHAIN_SEPARATOR = "→"
 NOT_RETURNED = "no_data: the provider returned no rows and no error for this symbol"
 
 
+def _failure(exc: BaseException) -> str:
+    """One line for a provider's exception: its message, or its type and message when
+    it is not a ``ProviderError`` (a bug or a parse error must show what it was)."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    return message if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {message}"
+
+
 def _tag(reason: str, provider: str) -> str:
     """``"<code>: <message>"`` → ``"<code>: <message> [<provider>]"`` (code stays first)."""
     return f"{reason} [{provider}]"
@@ -40,9 +51,11 @@ class FallbackProvider:
     """Try ``providers`` in order for each call (see the module docstring).
 
     ``name`` is the providers' names joined with ``→``, e.g. ``"csv→synthetic"``.
-    ``fetch`` returns the merged bars and actions; ``FetchResult.provider`` names the
-    providers that served at least one symbol, joined with ``+`` in chain order (or,
-    when none did, those that answered without raising). A symbol no provider
+    ``fetch`` returns the merged bars and actions; ``FetchResult.provider_by_symbol``
+    maps each served symbol to the provider that delivered it (as that provider
+    reported it, else its ``name``); ``FetchResult.provider`` names the providers that
+    served at least one symbol, joined with ``+`` in chain order (or, when none did,
+    those that answered without raising). A symbol no provider
     served keeps one reason per provider that tried it, each tagged with the
     provider's name (``"no_data: … [synthetic]; provider_error: … [csv]"``), in chain
     order. If every provider raises, ``ProviderError`` names each failure.
@@ -55,14 +68,21 @@ class FallbackProvider:
         self.name = CHAIN_SEPARATOR.join(p.name for p in self.providers)
 
     def fetch(self, symbols: Sequence[str], start: date, end: date) -> FetchResult:
-        """Bars for ``start ≤ date ≤ end``, each symbol from the first provider serving it."""
+        """Bars for ``start ≤ date ≤ end``, each symbol from the first provider serving it.
+
+        ``TypeError`` for a single string, ``ValueError`` if ``end < start`` (checked
+        here, before any provider); ``ProviderError`` when every provider failed.
+        """
         if isinstance(symbols, str):
             raise TypeError("symbols must be a sequence of strings, not one string")
+        if end < start:
+            raise ValueError(f"end {end} is before start {start}")
         remaining = list(dict.fromkeys(symbols))
         reasons: dict[str, list[str]] = {}
         failures: list[str] = []
         answered: list[str] = []
         served_by: list[str] = []
+        delivered: dict[str, str] = {}
         bar_parts: list[pd.DataFrame] = []
         action_parts: list[pd.DataFrame] = []
         for provider in self.providers:
@@ -70,26 +90,37 @@ class FallbackProvider:
                 break
             try:
                 result = provider.fetch(remaining, start, end)
-            except ProviderError as exc:
+                with_bars = set(result.bars["symbol"].unique()) if len(result.bars) else set()
+                served = [s for s in remaining if s in with_bars and s not in result.errors]
+                served_set = set(served)
+                own_bars = result.bars[result.bars["symbol"].isin(served_set)] if served else None
+                own_actions = (
+                    result.actions[result.actions["symbol"].isin(served_set)]
+                    if served and len(result.actions)
+                    else None
+                )
+            except Exception as exc:  # any failure moves the chunk on
+                reason = _failure(exc)
                 logger.warning(
                     "provider %s failed for %d symbols, trying the next: %s",
                     provider.name,
                     len(remaining),
-                    exc,
+                    reason,
+                    exc_info=not isinstance(exc, ProviderError),
                 )
-                failures.append(f"{provider.name}: {exc}")
+                failures.append(f"{provider.name}: {reason}")
+                tagged = _tag(f"provider_error: {reason}", provider.name)
                 for s in remaining:
-                    reasons.setdefault(s, []).append(_tag(f"provider_error: {exc}", provider.name))
+                    reasons.setdefault(s, []).append(tagged)
                 continue
             answered.append(provider.name)
-            with_bars = set(result.bars["symbol"].unique()) if len(result.bars) else set()
-            served = [s for s in remaining if s in with_bars and s not in result.errors]
-            served_set = set(served)
-            if served:
-                bar_parts.append(result.bars[result.bars["symbol"].isin(served_set)])
-                if len(result.actions):
-                    action_parts.append(result.actions[result.actions["symbol"].isin(served_set)])
+            if own_bars is not None:
+                bar_parts.append(own_bars)
+                if own_actions is not None:
+                    action_parts.append(own_actions)
                 served_by.append(provider.name)
+                own = getattr(result, "provider_by_symbol", None) or {}
+                delivered.update({s: own.get(s, provider.name) for s in served})
             still: list[str] = []
             for s in remaining:
                 if s in served_set:
@@ -109,12 +140,13 @@ class FallbackProvider:
             actions=actions,
             errors=errors,
             provider="+".join(served_by or answered),
+            provider_by_symbol=delivered,
         )
 
     def fetch_profiles(self, symbols: Sequence[str]) -> pd.DataFrame:
         """Profiles from the first provider that has a row for each symbol.
 
-        A provider raising ``ProviderError`` is skipped; if all raise, ``ProviderError``.
+        A provider raising (any exception) is skipped; if all raise, ``ProviderError``.
         """
         remaining = list(dict.fromkeys(symbols))
         parts: list[pd.DataFrame] = []
@@ -125,8 +157,14 @@ class FallbackProvider:
                 break
             try:
                 frame = provider.fetch_profiles(remaining)
-            except ProviderError as exc:
-                failures.append(f"{provider.name}: {exc}")
+            except Exception as exc:  # any failure moves on
+                logger.warning(
+                    "provider %s failed to give profiles, trying the next: %s",
+                    provider.name,
+                    _failure(exc),
+                    exc_info=not isinstance(exc, ProviderError),
+                )
+                failures.append(f"{provider.name}: {_failure(exc)}")
                 continue
             if empty is None:
                 empty = frame.iloc[0:0]

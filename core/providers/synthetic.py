@@ -94,6 +94,7 @@ from core.providers.base import (
     FetchResult,
     empty_actions,
     empty_bars,
+    served_by,
 )
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
@@ -620,7 +621,13 @@ class SyntheticProvider:
                 if m.delisted and delist_pos < p0:
                     why += f" (delisted after {self.delist_date})"
                 errors[m.symbol] = why
-        return FetchResult(bars=bars, actions=actions, errors=errors, provider=self.name)
+        return FetchResult(
+            bars=bars,
+            actions=actions,
+            errors=errors,
+            provider=self.name,
+            provider_by_symbol=served_by(bars, self.name),
+        )
 
     def _delist_position(self, base: int) -> int:
         """Position (sessions after ``BASE_DATE``) of ``DLST``'s last session."""

@@ -54,6 +54,7 @@ from core.providers.base import (
     RateLimitError,
     empty_actions,
     empty_bars,
+    served_by,
 )
 
 logger = logging.getLogger(__name__)
@@ -293,6 +294,7 @@ def parse_download(
         actions = pd.concat(action_parts, ignore_index=True)
         result.actions = actions.sort_values(["symbol", "date", "kind"], ignore_index=True)
 
+    result.provider_by_symbol = served_by(result.bars, YFinanceProvider.name)
     got_rows = keep.any(axis=0)
     result.errors = {
         s: _no_rows_error(s, logged, in_frame=c in tickers)
@@ -385,11 +387,13 @@ class YFinanceProvider:
             bars.append(part.bars)
             actions.append(part.actions)
             errors.update(part.errors)
+        all_bars = _concat(bars, empty_bars)
         return FetchResult(
-            bars=_concat(bars, empty_bars),
+            bars=all_bars,
             actions=_concat(actions, empty_actions),
             errors=errors,
             provider=self.name,
+            provider_by_symbol=served_by(all_bars, self.name),
         )
 
     def _call_download(
@@ -462,11 +466,13 @@ class YFinanceProvider:
         errors: dict[str, str] = {}
         for p in parts:
             errors.update(p.errors)
+        bars = _concat([p.bars for p in parts], empty_bars)
         return FetchResult(
-            bars=_concat([p.bars for p in parts], empty_bars),
+            bars=bars,
             actions=_concat([p.actions for p in parts], empty_actions),
             errors=errors,
             provider=self.name,
+            provider_by_symbol=served_by(bars, self.name),
         )
 
     def fetch_profiles(self, symbols: Sequence[str]) -> pd.DataFrame:

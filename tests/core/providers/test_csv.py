@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -15,7 +16,7 @@ from core.providers import csv_file
 from core.providers.base import (
     BAR_COLUMNS,
     PROFILE_COLUMNS,
-    PriceDataError,
+    PriceFileError,
     PriceProvider,
     ProviderError,
     empty_bars,
@@ -50,6 +51,7 @@ def test_good_file(tmp_path: Path) -> None:
     res = provider.fetch(["AAPL", "SPY"], date(2024, 1, 2), date(2024, 1, 3))
     assert res.errors == {}
     assert res.provider == "csv"
+    assert res.provider_by_symbol == {"AAPL": "csv", "SPY": "csv"}
     assert tuple(res.bars.columns) == BAR_COLUMNS
     assert res.bars.dtypes.equals(empty_bars().dtypes)
     assert res.actions.empty
@@ -90,43 +92,131 @@ def test_unknown_symbol_and_empty_range(tmp_path: Path) -> None:
     assert none.bars.dtypes.equals(empty_bars().dtypes) and none.bars.empty
 
 
-def test_missing_columns_are_named(tmp_path: Path) -> None:
+def test_missing_columns_fail_the_call_as_a_provider_error(tmp_path: Path) -> None:
     text = "symbol,date,open,high,low,close\nSPY,2024-01-02,1,2,0.5,1.5\n"
-    with pytest.raises(PriceDataError, match="missing columns adj_close, volume"):
+    with pytest.raises(PriceFileError, match="missing columns adj_close, volume") as err:
         CsvProvider(_write(tmp_path, text)).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+    assert isinstance(err.value, ProviderError)
 
 
-def test_bad_date_gives_line_number(tmp_path: Path) -> None:
-    text = f"{HEADER}\nSPY,2024-01-02,1,2,0.5,1.5,1.5,10\n\nSPY,01/03/2024,1,2,0.5,1.5,1.5,10\n"
-    with pytest.raises(PriceDataError, match=r"line 4: unparsable date '01/03/2024'"):
-        CsvProvider(_write(tmp_path, text)).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (f"{HEADER}\nSPY,2024-01-02,1,2,0.5,1.5,1.5,10\nSPY,2024-01-03,1,2,0.5,1.5,1.5,10,x,y\n"
+         .encode(), "not a readable CSV file"),
+        (b"\xff\xfe\x00\x01binary\x00\x9c", "not a"),
+    ],
+    ids=["empty", "ragged", "binary"],
+)
+def test_broken_structure_fails_the_call_as_a_provider_error(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "prices.csv"
+    path.write_bytes(content)
+    with pytest.raises(PriceFileError, match=message):
+        CsvProvider(path).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
 
 
-def test_non_numeric_gives_line_number(tmp_path: Path) -> None:
-    text = f"{HEADER}\nSPY,2024-01-02,1,2,0.5,1.5,1.5,10\nSPY,2024-01-03,1,2,0.5,abc,1.5,10\n"
-    with pytest.raises(PriceDataError, match=r"line 3: non-numeric close 'abc'"):
-        CsvProvider(_write(tmp_path, text)).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+SPY_AND_AAPL = f"""{HEADER}
+SPY,2024-01-02,1,2,0.5,1.5,1.5,10
+AAPL,2024-01-02,10,12,9,11,11,100
+AAPL,2024-01-03,11,13,10,12,12,100
+"""
 
 
-def test_duplicate_gives_line_number(tmp_path: Path) -> None:
-    text = (
-        f"{HEADER}\nSPY,2024-01-02,1,2,0.5,1.5,1.5,10\nAAPL,2024-01-02,1,2,0.5,1.5,1.5,10\n"
-        "SPY,2024-01-02,1,2,0.5,1.6,1.6,10\n"
+def test_bad_date_fails_only_its_symbol_with_the_line(tmp_path: Path) -> None:
+    text = SPY_AND_AAPL + "\nSPY,01/03/2024,1,2,0.5,1.5,1.5,10\n"
+    res = CsvProvider(_write(tmp_path, text)).fetch(
+        ["SPY", "AAPL"], date(2024, 1, 1), date(2024, 1, 5)
     )
-    with pytest.raises(
-        PriceDataError,
-        match=r"line 4: duplicate row for SPY on 2024-01-02 "
-        r"\(first at line 2\)",
-    ):
-        CsvProvider(_write(tmp_path, text)).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+    assert res.errors == {
+        "SPY": "bad_data: prices.csv line 6: unparsable date '01/03/2024' (expected YYYY-MM-DD)"
+    }
+    assert set(res.bars["symbol"]) == {"AAPL"} and len(res.bars) == 2
+    assert res.provider_by_symbol == {"AAPL": "csv"}
 
 
-def test_empty_symbol_and_empty_file(tmp_path: Path) -> None:
-    text = f"{HEADER}\n,2024-01-02,1,2,0.5,1.5,1.5,10\n"
-    with pytest.raises(PriceDataError, match="line 2: empty symbol"):
-        csv_file.read_prices_csv(_write(tmp_path, text))
-    with pytest.raises(PriceDataError, match="empty file"):
-        csv_file.read_prices_csv(_write(tmp_path, "", "empty.csv"))
+def test_non_numeric_value_fails_only_its_symbol(tmp_path: Path) -> None:
+    text = SPY_AND_AAPL + "SPY,2024-01-03,1,2,0.5,abc,1.5,ten\n"
+    res = CsvProvider(_write(tmp_path, text)).fetch(
+        ["SPY", "AAPL"], date(2024, 1, 1), date(2024, 1, 5)
+    )
+    assert res.errors == {
+        "SPY": "bad_data: prices.csv line 5: non-numeric close 'abc'; non-numeric volume 'ten'"
+    }
+    assert set(res.bars["symbol"]) == {"AAPL"}
+
+
+def test_every_bad_row_of_a_symbol_is_counted(tmp_path: Path) -> None:
+    rows = "".join(f"SPY,2024-01-{d:02d},1,2,0.5,x,1.5,10\n" for d in range(3, 12))
+    res = CsvProvider(_write(tmp_path, SPY_AND_AAPL + rows)).fetch(
+        ["SPY"], date(2024, 1, 1), date(2024, 1, 31)
+    )
+    assert res.errors["SPY"] == (
+        "bad_data: prices.csv line 5: non-numeric close 'x' "
+        "(and 8 more bad row(s): line 6, 7, 8, 9, 10…)"
+    )
+    assert res.bars.empty
+
+
+def test_bad_row_outside_the_range_does_not_matter(tmp_path: Path) -> None:
+    text = SPY_AND_AAPL + "SPY,2023-06-30,1,2,0.5,abc,1.5,10\n"
+    provider = CsvProvider(_write(tmp_path, text))
+    res = provider.fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+    assert res.errors == {} and res.bars["close"].tolist() == [1.5]
+    old = provider.fetch(["SPY"], date(2023, 6, 1), date(2024, 1, 5))
+    assert old.errors["SPY"].startswith("bad_data: prices.csv line 5: non-numeric close 'abc'")
+    assert old.bars.empty
+
+
+def test_symbol_with_only_bad_rows_is_bad_data_not_missing(tmp_path: Path) -> None:
+    text = SPY_AND_AAPL + "MSFT,2024-01-02,1,2,0.5,--,1.5,10\n"
+    provider = CsvProvider(_write(tmp_path, text))
+    res = provider.fetch(["MSFT"], date(2024, 1, 1), date(2024, 1, 5))
+    assert res.errors["MSFT"].startswith("bad_data: prices.csv line 5: non-numeric close '--'")
+    assert provider.symbols() == ["AAPL", "MSFT", "SPY"]
+
+
+def test_identical_duplicates_are_kept_once(tmp_path: Path) -> None:
+    text = SPY_AND_AAPL + "SPY,2024-01-02,1.0,2.00,0.5,1.50,1.5,1e1\n"
+    res = CsvProvider(_write(tmp_path, text)).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+    assert res.errors == {}
+    assert res.bars["close"].tolist() == [1.5]
+
+
+def test_conflicting_duplicates_fail_the_symbol_with_both_lines(tmp_path: Path) -> None:
+    text = SPY_AND_AAPL + "SPY,2024-01-02,1,2,0.5,1.6,1.6,10\n"
+    res = CsvProvider(_write(tmp_path, text)).fetch(
+        ["SPY", "AAPL"], date(2024, 1, 1), date(2024, 1, 5)
+    )
+    assert res.errors == {
+        "SPY": "bad_data: prices.csv line 5: conflicting duplicate row for 2024-01-02 "
+        "(first at line 2: close 1.5 vs 1.6, adj_close 1.5 vs 1.6)"
+    }
+    assert set(res.bars["symbol"]) == {"AAPL"}
+
+
+def test_row_without_symbol_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = SPY_AND_AAPL + ",2024-01-03,1,2,0.5,1.5,1.5,10\n"
+    with caplog.at_level(logging.WARNING, logger="core.providers.csv_file"):
+        res = CsvProvider(_write(tmp_path, text)).fetch(
+            ["SPY", "AAPL"], date(2024, 1, 1), date(2024, 1, 5)
+        )
+    assert res.errors == {} and len(res.bars) == 3
+    assert "prices.csv: 1 row(s) without a symbol ignored (line 5)" in caplog.text
+    read = csv_file.read_price_file(tmp_path / "prices.csv")
+    assert [p.line for p in read.unattributed] == [5]
+
+
+def test_trailing_delimiter_does_not_shift_columns(tmp_path: Path) -> None:
+    text = f"{HEADER}\nSPY,2024-01-02,1,2,0.5,1.5,1.4,10,\nSPY,2024-01-03,1,2,0.5,1.6,1.5,10,\n"
+    res = CsvProvider(_write(tmp_path, text)).fetch(["SPY"], date(2024, 1, 1), date(2024, 1, 5))
+    assert res.errors == {}
+    assert res.bars["close"].tolist() == [1.5, 1.6]
+    assert res.bars["adj_close"].tolist() == [1.4, 1.5]
 
 
 def test_missing_file_is_a_provider_error(tmp_path: Path) -> None:
@@ -138,14 +228,14 @@ def test_missing_file_is_a_provider_error(tmp_path: Path) -> None:
 def test_loaded_once_lazily_and_thread_safe(tmp_path: Path, monkeypatch) -> None:
     path = _write(tmp_path, GOOD)
     calls = []
-    real = csv_file.read_prices_csv
+    real = csv_file.read_price_file
 
-    def counting(p: Path) -> pd.DataFrame:
+    def counting(p: Path) -> csv_file.PriceFile:
         calls.append(p)
         time.sleep(0.05)  # widen the window for a racing second load
         return real(p)
 
-    monkeypatch.setattr(csv_file, "read_prices_csv", counting)
+    monkeypatch.setattr(csv_file, "read_price_file", counting)
     provider = CsvProvider(path)
     assert calls == []  # nothing read at construction
     results = []

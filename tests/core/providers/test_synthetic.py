@@ -246,6 +246,7 @@ def test_symbol_errors(provider: SyntheticProvider) -> None:
     for s in ("^GSPC", "7203.T"):
         assert res.errors[s].startswith("no_data: "), s
     assert set(res.bars["symbol"]) == {"BRK-B"}
+    assert res.provider_by_symbol == {"BRK-B": "synthetic"}
 
 
 def test_market_beta_recovered_by_ols(provider: SyntheticProvider) -> None:

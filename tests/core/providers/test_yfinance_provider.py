@@ -165,6 +165,7 @@ def test_delisted_ticker_and_late_listing() -> None:
     )
     assert result.errors == {"SIVBQ": NO_DATA}
     assert NO_DATA == "no_data: yfinance returned no rows (possibly delisted or unknown symbol)"
+    assert result.provider_by_symbol == {"IBM": "yfinance", "IPOX": "yfinance"}
     counts = result.bars.groupby("symbol").size().to_dict()
     assert counts == {"IBM": 10, "IPOX": 6}  # IPOX's all-NaN rows before listing dropped
     ipox = result.bars[result.bars["symbol"] == "IPOX"]
@@ -273,6 +274,7 @@ def test_chunks_and_download_arguments() -> None:
     }
     assert len(result.actions) == 2
     assert result.bars.index.equals(pd.RangeIndex(len(result.bars)))
+    assert result.provider_by_symbol == dict.fromkeys(["AAPL", "MSFT", "IBM", "IPOX"], "yfinance")
 
 
 # -------------------------------------------------------------------- rate limits
