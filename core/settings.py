@@ -9,16 +9,17 @@ import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "FACTORFLOW_"
 
 
 class Settings(BaseSettings):
     """Runtime configuration. Read from ``FACTORFLOW_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="FACTORFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Field(
         default=Path(".factorflow"),
@@ -79,6 +80,17 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Sessions without data before a symbol is marked delisted."
     )
 
+    @field_validator("retry_delays")
+    @classmethod
+    def _retry_delays_are_seconds(cls, value: str) -> str:
+        try:
+            delays = [float(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            delays = [-1.0]
+        if any(d < 0 for d in delays):
+            raise ValueError("expected comma-separated seconds >= 0, e.g. 2,5,15")
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -92,6 +104,25 @@ class Settings(BaseSettings):
     @property
     def provider_chain(self) -> list[str]:
         return [p.strip().lower() for p in self.price_provider.split(",") if p.strip()]
+
+
+# Inputs never echoed in an error: they may hold a password.
+_SECRET_FIELDS = frozenset({"database_url"})
+
+
+def settings_error_message(exc: ValidationError) -> str:
+    """One line naming every ``FACTORFLOW_*`` variable that failed validation and why,
+    e.g. ``FACTORFLOW_LOOKBACK_DAYS: Input should be greater than or equal to 200 (got
+    '10')``."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error.get("loc") else ""
+        variable = ENV_PREFIX + field.upper() if field else "FACTORFLOW_*"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if field not in _SECRET_FIELDS and "input" in error:
+            message += f" (got {error['input']!r})"
+        parts.append(f"{variable}: {' '.join(message.split())}")
+    return "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

@@ -381,6 +381,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _configuration_error(exc: Exception) -> str | None:
+    """One line naming the ``FACTORFLOW_*`` variable behind ``exc`` (a setting that fails
+    validation, a database URL that is wrong or unreachable), or None for other errors."""
+    from pydantic import ValidationError
+
+    from core.db.engine import database_error_message
+    from core.settings import Settings, get_settings, settings_error_message
+
+    if isinstance(exc, ValidationError) and exc.title == Settings.__name__:
+        return settings_error_message(exc)
+    try:
+        url = get_settings().resolved_database_url
+    except ValidationError as invalid:
+        return settings_error_message(invalid)
+    return database_error_message(exc, url)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``factorflow`` console script."""
     args = build_parser().parse_args(argv)
@@ -395,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # a named error with its message, not a traceback
+        configuration = _configuration_error(exc)
+        if configuration is not None:
+            print(f"factorflow: {configuration}", file=sys.stderr)
+            return 1
         from core.portfolio_refresh import PortfolioRefreshError
         from core.symbol_batch import SymbolBatchError
 
