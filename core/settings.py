@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         default="2,5,15",
         description="Seconds between retries of a provider task (comma-separated; one per retry).",
     )
+    refetch_sessions: int = Field(
+        default=10, ge=0,
+        description="Recent sessions in which a hole inside a symbol's stored range is asked "
+        "for again on every run (older holes are recorded as known-missing; 0: never).",
+    )
     delist_after_sessions: int = Field(
         default=10, ge=1, description="Sessions without data before a symbol is marked delisted."
     )

@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +20,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import calendar
+from core import calendar, price_store, run_lock
 from core.db.engine import flow_engine, reading, transaction
+from core.db.errors import StorageError, as_storage_error, is_storage_error, short_error
 from core.db.models import SymbolKind, SymbolStatus
-from core.factors.definitions import FACTORS, MAX_WINDOW, REFERENCE_ETFS
+from core.factors.definitions import FACTORS, MAX_WINDOW, REFERENCE_ETFS, RIDGE_ETFS
 from core.factors.engine import compute_factor_exposures
 from core.factors.returns import simple_returns
+from core.faults import fault_point
 from core.metrics import symbol_daily_metrics
 from core.providers.base import PriceProvider
 from core.quality import Finding, blocking_reasons, check_series, validate_bars
@@ -40,7 +42,7 @@ from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 HISTORY_SESSIONS = 260
 """Price rows loaded per date: 252 for the 1-year metrics plus a margin for YTD."""
 
-FETCH_CHECKS = ("fetch_error", "rejected_rows")
+FETCH_CHECKS = ("fetch_error", "rejected_rows", "restatement_rejected")
 SERIES_CHECKS = ("gaps", "unexplained_jump", "stale", "non_positive_price")
 
 
@@ -113,35 +115,121 @@ def plan_fetch(
     chunk_size: int,
     history_start: dt.date | None = None,
     reference_start: dt.date | None = None,
+    repair_from: dict[str, dt.date] | None = None,
 ) -> list[FetchRequest]:
     """Fetch requests so each market symbol gets only what it lacks up to ``end``.
 
     A symbol with no prices gets ``lookback_days`` calendar days; one with prices
     gets the sessions after its last date. ``history_start`` (backfill mode) also
-    fetches from there for symbols whose stored history starts later. A new reference
-    ETF starts at ``reference_start`` (long history for the stress replays).
+    fetches from there for symbols whose stored history starts later (through their
+    first stored session at least, so the delivery overlaps what is stored and its
+    adjusted basis can be aligned). A new reference ETF starts at ``reference_start``
+    (long history for the stress replays). ``repair_from`` (symbol → session) asks again
+    for stored ranges with holes or rows that failed their checks
+    (:func:`plan_repairs`).
     """
-    by_start: dict[dt.date, list[str]] = {}
+    by_range: dict[tuple[dt.date, dt.date], list[str]] = {}
     default_start = min(end - dt.timedelta(days=lookback_days), history_start or end)
+    repair_from = repair_from or {}
     for s in states:
         if s.kind == SymbolKind.private or not is_market_symbol(s.symbol):
             continue
+        stop = end
+        start: dt.date | None
         if s.last_price_date is None:
             start = default_start
             if s.kind == SymbolKind.etf and reference_start is not None:
                 start = min(start, reference_start)
         elif history_start and s.first_price_date and s.first_price_date > history_start:
-            start = history_start
+            start, stop = history_start, max(end, s.first_price_date)
         elif s.last_price_date >= end:
-            continue
+            start = None
         else:
             start = calendar.next_session(s.last_price_date)
-        by_start.setdefault(start, []).append(s.symbol)
+        again = repair_from.get(s.symbol)
+        if again is not None:
+            start = again if start is None else min(start, again)
+        if start is None:
+            continue
+        by_range.setdefault((start, stop), []).append(s.symbol)
     return [
-        FetchRequest(tuple(part), start, end)
-        for start, syms in sorted(by_start.items())
+        FetchRequest(tuple(part), start, stop)
+        for (start, stop), syms in sorted(by_range.items())
         for part in chunked(sorted(syms), chunk_size)
     ]
+
+
+SUSPECT_CHECKS = ("unexplained_jump", "non_positive_price")
+"""Series checks whose first offending session is asked for again (a corrected delivery
+replaces a stored price that failed its checks)."""
+
+
+@dataclass
+class RepairPlan:
+    """Stored ranges to ask for again, and the sessions given up as known-missing."""
+
+    repair_from: dict[str, dt.date] = field(default_factory=dict)
+    holes: int = 0
+    suspects: int = 0
+    known_missing: list[dict] = field(default_factory=list)
+
+
+async def plan_repairs(
+    states: Sequence[symbol_repo.SymbolState], target: dt.date, sessions: int,
+    engine: AsyncEngine | None = None,
+) -> RepairPlan:
+    """What a run asks for again, besides the sessions after each symbol's last price.
+
+    * **holes**: sessions inside a symbol's stored range, among the last ``sessions``
+      sessions through ``target``, with no stored price (a row the checks rejected, a day
+      the provider skipped) and not recorded as known-missing → asked again from the
+      first such session. A hole older than that window (it was asked for on every run
+      while inside it) is recorded in ``known_missing_prices`` and no longer asked for.
+    * **suspects**: symbols whose latest data checks found an unexplained jump or a
+      non-positive close → asked again from the session before the first one, so a
+      corrected delivery can replace the stored row that failed (``core.price_store``).
+
+    The marking is written here (in its own transaction).
+    """
+    engine = engine or flow_engine()
+    plan = RepairPlan()
+    live = [s for s in states if s.kind != SymbolKind.private and is_market_symbol(s.symbol)
+            and s.last_price_date is not None and s.first_price_date is not None]
+    if not live or sessions <= 0:
+        return plan
+    window_start = calendar.sessions_back(target, sessions - 1)
+    scan_start = calendar.sessions_back(target, 2 * sessions - 1)
+    syms = [s.symbol for s in live]
+    async with reading(engine) as conn:
+        pm = await price_repo.load_price_matrix(conn, syms, scan_start, target)
+        known = await price_repo.known_missing(conn, syms, scan_start)
+        suspects = await finding_repo.first_days(conn, target, SUSPECT_CHECKS)
+    days = np.array(pm.sessions, dtype=object)
+    for j, st in enumerate(live):
+        inside = (days >= st.first_price_date) & (days <= st.last_price_date)
+        holes = [d for d in days[inside & ~np.isfinite(pm.close[:, j])]
+                 if (st.symbol, d) not in known]
+        if not holes:
+            continue
+        recent = [d for d in holes if d >= window_start]
+        if recent:
+            plan.repair_from[st.symbol] = recent[0]
+            plan.holes += len(recent)
+        plan.known_missing += [
+            {"symbol": st.symbol, "date": d, "marked_as_of": target,
+             "detail": f"no price delivered for {d}: asked for again on every run while it "
+                       f"was among the last {sessions} sessions (through {target})"}
+            for d in holes if d < window_start]
+    by_symbol = {s.symbol: s for s in live}
+    for sym, day in suspects.items():
+        if sym in by_symbol and day is not None and day <= target:
+            again = calendar.previous_session(day)
+            plan.repair_from[sym] = min(plan.repair_from.get(sym, again), again)
+            plan.suspects += 1
+    if plan.known_missing:
+        async with transaction(engine) as conn:
+            await price_repo.mark_known_missing(conn, plan.known_missing)
+    return plan
 
 
 @dataclass
@@ -158,6 +246,9 @@ class FetchReport:
     provider: str = ""
     profiles: int = 0
     profile_error: str | None = None
+    replaced: int = 0
+    rebased_rows: int = 0
+    restatements_rejected: int = 0
     seconds: float = 0.0
 
 
@@ -181,6 +272,12 @@ def _merge_refetch(bars: pd.DataFrame, fresh: pd.DataFrame, symbols: Sequence[st
     return pd.concat([keep, fresh], ignore_index=True)
 
 
+def _concerns_present(st: symbol_repo.SymbolState | None, request: FetchRequest) -> bool:
+    """True when ``request`` reaches the symbol's latest stored session: only such a fetch
+    may change its status (a backfill writes history, never the present)."""
+    return st is None or st.last_price_date is None or request.end >= st.last_price_date
+
+
 async def fetch_and_store(
     request: FetchRequest,
     provider: PriceProvider,
@@ -188,58 +285,98 @@ async def fetch_and_store(
     as_of: dt.date,
     engine: AsyncEngine | None = None,
 ) -> FetchReport:
-    """Fetch one chunk, validate it, store it and update the symbols' states.
+    """Fetch one chunk, validate it, store it under the data-trust rules and update the
+    symbols' states (``core.price_store``).
 
-    Rows the checks reject are never stored, so nothing stored is overwritten with
-    worse data. A new split or dividend re-fetches that symbol's whole stored history
-    so its adjusted closes stay on one basis. Provider-wide failures raise
-    ``core.providers.base.ProviderError`` (the task retries them).
+    Rows the checks reject are never stored; a stored row is replaced only by one that
+    passes the checks and loses no field (refusals and replacements are audited in
+    ``price_revisions``). A new split or dividend re-fetches that symbol's whole stored
+    history so its adjusted closes stay on one basis. Provider-wide failures raise
+    ``core.providers.base.ProviderError`` (the task retries them); a database failure
+    raises ``StorageError`` (the run fails).
     """
+    try:
+        return await _fetch_and_store(request, provider, settings, as_of,
+                                      engine or flow_engine())
+    except Exception as exc:
+        if is_storage_error(exc) and not isinstance(exc, StorageError):
+            raise as_storage_error(exc, "storing prices failed") from None
+        raise
+
+
+async def _fetch_and_store(
+    request: FetchRequest, provider: PriceProvider, settings: Settings, as_of: dt.date,
+    engine: AsyncEngine,
+) -> FetchReport:
     t0 = time.perf_counter()
-    engine = engine or flow_engine()
     report = FetchReport(requested=len(request.symbols))
     syms = list(request.symbols)
     result = await asyncio.to_thread(provider.fetch, syms, request.start, request.end)
     report.provider = result.provider or getattr(provider, "name", "")
+    by_symbol = dict(getattr(result, "provider_by_symbol", None) or {})
     bars, findings = validate_bars(result.bars)
+    bars = price_store.provider_column(bars, by_symbol, report.provider)
     rejected = len(result.bars) - len(bars)
     actions = result.actions
     async with reading(engine) as conn:
         states = {s.symbol: s for s in await symbol_repo.get_states(conn, request.symbols)}
-    acted = sorted(set(actions["symbol"]) if not actions.empty else set())
-    stored_since = {s: st.first_price_date for s, st in states.items() if st.first_price_date}
-    stale_basis = [s for s in acted if s in stored_since and stored_since[s] < request.start]
-    if stale_basis:
-        since = min(stored_since[s] for s in stale_basis)
-        again = await asyncio.to_thread(provider.fetch, stale_basis, since, request.end)
+        stored_actions = await price_repo.load_actions(conn, syms)
+    acted = set(price_store.new_actions(actions, stored_actions)["symbol"])
+    stored_range = {s: (st.first_price_date, st.last_price_date) for s, st in states.items()
+                    if st.first_price_date is not None and st.last_price_date is not None}
+    rebase = {s for s in acted if s in stored_range}
+    refetch = sorted(s for s in rebase if stored_range[s][0] < request.start
+                     or stored_range[s][1] > request.end)
+    if refetch:
+        since = min(stored_range[s][0] for s in refetch)
+        until = max([request.end, *(stored_range[s][1] for s in refetch)])
+        again = await asyncio.to_thread(provider.fetch, refetch, since, until)
         fresh, more = validate_bars(again.bars)
+        fresh = price_store.provider_column(
+            fresh, dict(getattr(again, "provider_by_symbol", None) or {}),
+            again.provider or report.provider)
         rejected += len(again.bars) - len(fresh)
-        bars = _merge_refetch(bars, fresh, stale_basis)
+        bars = _merge_refetch(bars, fresh, refetch)
         actions = pd.concat([actions, again.actions], ignore_index=True).drop_duplicates(
             ["symbol", "date", "kind"], keep="last"
         )
         findings += more
-        report.refetched = stale_basis
+        report.refetched = refetch
     report.rejected_rows = rejected
     offered = set(result.bars["symbol"]) if not result.bars.empty else set()
+    async with reading(engine) as conn:
+        plan = await price_store.plan_writes(
+            conn, bars, pd.concat([stored_actions, actions], ignore_index=True), states,
+            rebase, as_of, settings.jump_threshold)
+        known = await price_repo.known_missing(
+            conn, sorted({p[0] for p in plan.inserted_pairs}),
+            min((p[1] for p in plan.inserted_pairs), default=request.start))
+    report.replaced, report.rebased_rows = plan.replaced, plan.rebased
+    report.restatements_rejected = plan.rejected
 
     updates: list[dict] = []
     got = bars.groupby("symbol")["date"].agg(["min", "max"]) if not bars.empty else None
     for sym in request.symbols:
         st = states.get(sym)
+        present = _concerns_present(st, request)
         if got is not None and sym in got.index:
             lo, hi = got.loc[sym, "min"].date(), got.loc[sym, "max"].date()
-            first = min(lo, st.first_price_date) if st and st.first_price_date else lo
-            last = max(hi, st.last_price_date) if st and st.last_price_date else hi
-            status, reason = SymbolStatus.active.value, None
-            if calendar.session_count_between(last, request.end) > settings.delist_after_sessions:
-                status, reason = SymbolStatus.delisted.value, f"no prices since {last}"
-                report.delisted[sym] = reason
-            updates.append({"symbol": sym, "first_price_date": first, "last_price_date": last,
-                            "status": status, "error_reason": reason})
+            update: dict[str, Any] = {"symbol": sym, "first_price_date": lo,
+                                      "last_price_date": hi}
+            if present:
+                last = max(hi, st.last_price_date) if st and st.last_price_date else hi
+                update.update(status=SymbolStatus.active.value, error_reason=None)
+                if calendar.session_count_between(last, request.end) > (
+                        settings.delist_after_sessions):
+                    report.delisted[sym] = f"no prices since {last}"
+                    update.update(status=SymbolStatus.delisted.value,
+                                  error_reason=report.delisted[sym])
+            updates.append(update)
         elif sym in result.errors or sym in offered:
             reason = result.errors.get(sym) or "no_data: every row failed the data checks"
             report.errors[sym] = reason
+            if not present:
+                continue
             if st is None or st.last_price_date is None:
                 updates.append({"symbol": sym, "status": SymbolStatus.error.value,
                                 "error_reason": reason})
@@ -256,7 +393,7 @@ async def fetch_and_store(
         Finding(symbol=f.symbol, check="rejected_rows", severity="warning", day=f.day,
                 detail=f"{f.check}: {f.detail}")
         for f in findings
-    ]
+    ] + plan.findings
     profiles = None
     if got is not None:
         async with reading(engine) as conn:
@@ -265,12 +402,16 @@ async def fetch_and_store(
             try:
                 profiles = await asyncio.to_thread(provider.fetch_profiles, need)
             except Exception as exc:  # profiles are descriptive: never fail prices for them
-                report.profile_error = f"{type(exc).__name__}: {exc}"
+                report.profile_error = short_error(exc)
     async with transaction(engine) as conn:
-        report.rows = await price_repo.upsert_bars(conn, bars)
+        report.rows = await price_repo.upsert_bars(conn, plan.bars)
+        fault_point("symbol-batch:inside-price-writes")
         if profiles is not None:
             report.profiles = await profile_repo.upsert_profiles(conn, profiles)
         await price_repo.upsert_actions(conn, actions)
+        await price_repo.insert_revisions(conn, plan.revisions)
+        await price_repo.forget_known_missing(
+            conn, price_store.known_missing_resolved(plan.inserted_pairs, known))
         await symbol_repo.update_states(conn, updates)
         await finding_repo.replace_findings(
             conn, as_of, list(request.symbols), fetch_findings, checks=FETCH_CHECKS
@@ -312,6 +453,44 @@ class FactorReport:
     load_seconds: float = 0.0
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    reference_blocked: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Date → factor → why it was not computed for any symbol (a reference ETF failed)."""
+
+
+def reference_blocked_factors(
+    sessions: Sequence[dt.date],
+    close: np.ndarray,
+    split_ratio: np.ndarray,
+    as_of: dt.date,
+    jump_threshold: float = 0.5,
+    stale_sessions: int = 3,
+) -> dict[str, str]:
+    """Factors that must not be computed because a reference ETF failed a data check.
+
+    ``close``/``split_ratio``: (T, 8) raw closes and split ratios of ``REFERENCE_ETFS`` (in
+    that order) on the ``T ≥ MAX_WINDOW + 1`` sessions ending at ``as_of``. Each factor
+    family looks at its own window (90 or 180 returns → 91 or 181 prices): an error
+    finding of :func:`core.quality.check_series` for an ETF the factor is defined on
+    (for the style ridge: any of the six ridge ETFs) holds the factor back for every
+    symbol. Returns factor → ``"reference_data: <ETF> failed …"``.
+    """
+    out: dict[str, str] = {}
+    t_len = len(sessions)
+    for window in sorted({f.window for f in FACTORS}):
+        lo = max(0, t_len - window - 1)
+        bad = blocking_reasons(check_series(
+            list(REFERENCE_ETFS), sessions[lo:], close[lo:], split_ratio[lo:], as_of,
+            jump_threshold=jump_threshold, stale_sessions=stale_sessions))
+        for spec in FACTORS:
+            if spec.window != window:
+                continue
+            needs = RIDGE_ETFS if spec.family == "ridge" else spec.etfs
+            failed = [e for e in needs if e in bad]
+            if failed:
+                out[spec.name] = "reference_data: " + "; ".join(
+                    f"{e} failed its data checks in the {window}-return window ({bad[e]})"
+                    for e in failed)
+    return out
 
 
 def _reason_code(reason: str) -> str:
@@ -359,6 +538,16 @@ async def compute_and_store_factors(
         returns = simple_returns(pm.adj_close[lo : e + 1])  # shape: (MAX_WINDOW, N + extra)
         etf_returns = {etf: returns[:, col[etf]] for etf in REFERENCE_ETFS}
         fx = compute_factor_exposures(returns[:, :n], etf_returns, blocked=blocked)
+        ref = [col[e] for e in REFERENCE_ETFS]
+        held = reference_blocked_factors(
+            pm.sessions[lo : e + 1], pm.close[lo : e + 1, ref], pm.split_ratio[lo : e + 1, ref],
+            day, settings.jump_threshold, settings.stale_sessions)
+        for name, why in held.items():
+            fi = fx.factors.index(name)
+            fx.beta[fi], fx.r_squared[fi], fx.resid_vol[fi] = np.nan, np.nan, np.nan
+            fx.n_obs[fi], fx.reason[fi], fx.flag[fi] = 0, why, None
+        if held:
+            report.reference_blocked[day.isoformat()] = held
         hlo = max(0, e - HISTORY_SESSIONS + 1)
         metrics = symbol_daily_metrics(pm.adj_close[hlo : e + 1, :n], pm.sessions[hlo : e + 1])
         report.compute_seconds += time.perf_counter() - t1
@@ -460,29 +649,26 @@ async def reject_invalid_symbols(
     return invalid
 
 
-BATCH_LOCK_TTL = dt.timedelta(hours=2)
+BATCH_LOCK = "symbol-batch"
+"""One symbol batch at a time per database (whatever its dates: runs share symbols' rows)."""
 
 
-def batch_lock_name(target: dt.date) -> str:
-    """The lock that lets one symbol batch at a time work on ``target``."""
-    return f"symbol-batch:{target.isoformat()}"
-
-
-async def lock_batch(target: dt.date, holder: str, engine: AsyncEngine | None = None) -> None:
-    """Take the batch lock for ``target`` or raise ``BatchAlreadyRunning`` naming the holder."""
-    from core.repositories import locks
-
-    async with transaction(engine or flow_engine()) as conn:
-        state = await locks.acquire(conn, batch_lock_name(target), holder, BATCH_LOCK_TTL)
-    if state.holder != holder:
+async def lock_batch(
+    owner: run_lock.LockOwner,
+    holder_gone: Callable[[run_lock.LockState], bool] | None = None,
+    engine: AsyncEngine | None = None,
+) -> run_lock.LockState:
+    """Take the symbol-batch lock (taking it over from a dead holder) or raise
+    ``BatchAlreadyRunning`` naming the live holder."""
+    try:
+        return await run_lock.acquire(BATCH_LOCK, owner, holder_gone=holder_gone, engine=engine)
+    except run_lock.LockHeld as exc:
         raise BatchAlreadyRunning(
-            f"a symbol batch for {target} is already running (run {state.holder}, lock until "
-            f"{state.expires_at:%Y-%m-%d %H:%M} UTC); this run exits without writing")
+            f"another symbol batch is running ({exc}); this run stops without writing. "
+            "Run it again once that one has finished (`factorflow runs` lists runs and "
+            "locks)") from None
 
 
-async def unlock_batch(target: dt.date, holder: str, engine: AsyncEngine | None = None) -> None:
-    """Release the batch lock for ``target`` if ``holder`` holds it."""
-    from core.repositories import locks
-
-    async with transaction(engine or flow_engine()) as conn:
-        await locks.release(conn, batch_lock_name(target), holder)
+async def unlock_batch(holder: str, engine: AsyncEngine | None = None) -> None:
+    """Release the symbol-batch lock if ``holder`` holds it."""
+    await run_lock.release(BATCH_LOCK, holder, engine)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+import logging
+import uuid
 from typing import Any
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.db.engine import transaction
+from core.db.errors import short_error
 from core.db.models import RunStatus
 from core.repositories import batch_runs
+from core.run_lock import LockState
 from core.settings import get_settings
 
 
@@ -45,10 +50,19 @@ def jsonable(value: Any) -> Any:
 
 
 async def record_start(
-    job_type: str, target: dt.date, start: dt.date | None, flow_run_id: str | None
+    job_type: str, target: dt.date, start: dt.date | None, flow_run_id: str | None,
+    close_crashed: bool = False,
 ) -> str:
-    """Insert the ``running`` batch-run row."""
+    """Insert the ``running`` batch-run row. With ``close_crashed`` (the caller holds the
+    job's run lock), first mark the job's runs left ``running`` by a dead process as
+    ``crashed``."""
     async with transaction() as conn:
+        if close_crashed:
+            closed = await batch_runs.close_crashed(conn, job_type)
+            if closed:
+                logging.getLogger(__name__).warning(
+                    "%s: %d earlier run(s) left running by a dead process marked crashed",
+                    job_type, closed)
         return await batch_runs.start_run(conn, job_type, target, start, flow_run_id)
 
 
@@ -66,23 +80,67 @@ async def record_finish(
         )
 
 
-class Progress:
-    """A Prefect progress artifact, advanced one step per finished chunk (visible in the UI
-    while a long run goes on)."""
+def record_failure(run_id: str, phases: dict[str, float], errors: dict[str, Any],
+                   counts: dict[str, Any] | None = None) -> None:
+    """Close the batch-run row as ``failed``. If even that cannot be written (the database
+    is what failed), log it: the next run closes the row as ``crashed``."""
+    try:
+        asyncio.run(record_finish(run_id, RunStatus.failed, counts or {}, phases, errors))
+    except Exception as exc:
+        logging.getLogger(__name__).error("could not record the failure of run %s: %s",
+                                          run_id, short_error(exc))
 
-    def __init__(self, steps: int, description: str) -> None:
+
+def prefect_run_ended(lock: LockState) -> bool:
+    """True when Prefect knows the lock holder's flow run ended (crashed, failed,
+    cancelled, completed): its lock may be taken over at once."""
+    if not lock.flow_run_id:
+        return False
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(uuid.UUID(lock.flow_run_id))
+    except Exception:  # unknown run, other server, no server: cannot tell
+        return False
+    return bool(run.state is not None and run.state.is_final())
+
+
+class Progress:
+    """A Prefect progress artifact over a run's phases (visible in the UI while a long run
+    goes on): each phase gets a share of 0–100 %, advanced one step per finished chunk;
+    :meth:`finish` reaches 100 %, :meth:`fail` says what failed where it stopped."""
+
+    def __init__(self, description: str) -> None:
         from prefect.artifacts import create_progress_artifact
 
-        self.steps, self.done = max(steps, 1), 0
+        self.description = description
+        self.base, self.share, self.steps, self.done = 0.0, 100.0, 1, 0
         self.id: Any = create_progress_artifact(progress=0.0, description=description)
 
-    def step(self, description: str | None = None) -> None:
+    @property
+    def percent(self) -> float:
+        return min(100.0, self.base + self.share * self.done / self.steps)
+
+    def _update(self, progress: float, note: str) -> None:
         from prefect.artifacts import update_progress_artifact
 
-        self.done += 1
-        update_progress_artifact(self.id, progress=min(100.0, 100.0 * self.done / self.steps),
-                                 description=description)
+        try:
+            update_progress_artifact(self.id, progress=progress,
+                                     description=f"{self.description}: {note}")
+        except Exception as exc:  # the UI's progress bar never fails a run
+            logging.getLogger(__name__).warning("progress artifact: %s", exc)
 
-    def restart(self, steps: int, description: str) -> None:
-        """Start a new artifact for the next phase."""
-        self.__init__(steps, description)  # type: ignore[misc]
+    def phase(self, steps: int, start: float, end: float) -> None:
+        """Start a phase of ``steps`` chunks that goes from ``start`` to ``end`` percent."""
+        self.base, self.share, self.steps, self.done = start, end - start, max(steps, 1), 0
+
+    def step(self, note: str) -> None:
+        self.done += 1
+        self._update(self.percent, note)
+
+    def finish(self, note: str) -> None:
+        self._update(100.0, note)
+
+    def fail(self, note: str) -> None:
+        self._update(self.percent, f"FAILED: {note}")

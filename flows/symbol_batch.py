@@ -21,21 +21,26 @@ from prefect.runtime import flow_run
 
 from core import onboarding as onboarding_queue
 from core.db.engine import reading
+from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
+from core.faults import fault_point
 from core.providers.base import ProviderError
 from core.repositories import symbols as symbol_repo
+from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
 from core.symbol_batch import (
-    BatchAlreadyRunning,
+    BATCH_LOCK,
     FactorReport,
     FetchReport,
     FetchRequest,
     ReferenceDataError,
+    RepairPlan,
     chunked,
     compute_and_store_factors,
     fetch_and_store,
     lock_batch,
     plan_fetch,
+    plan_repairs,
     provider_for,
     record_fetch_failures,
     reference_gaps,
@@ -45,11 +50,25 @@ from core.symbol_batch import (
     unlock_batch,
 )
 from core.symbols import is_market_symbol
-from flows.common import Progress, jsonable, record_finish, record_start, task_runner
+from flows.common import (
+    Progress,
+    jsonable,
+    prefect_run_ended,
+    record_failure,
+    record_finish,
+    record_start,
+    task_runner,
+)
 
 JOB = "symbol-batch"
 COMPLETED_EVENT = "factorflow.symbol-batch.completed"
+ALERT_EVENT = "factorflow.symbol-batch.alert"
+"""Emitted (with an error log) when factors are held back by a reference ETF's data."""
 RESOURCE_ID = "factorflow.symbol-batch"
+
+
+def _resource() -> dict[str, str]:
+    return {"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "symbol-batch"}
 
 
 @task(name="load-universe", cache_policy=NO_CACHE)
@@ -92,11 +111,15 @@ def fetch_prices(request: FetchRequest, as_of: dt.date) -> FetchReport:
 
 
 @task(name="check-reference-data", cache_policy=NO_CACHE)
-def check_reference_data(dates: list[dt.date]) -> None:
-    """Fail the run (named error) when a reference ETF lacks a price on a target date."""
+def check_reference_data(dates: list[dt.date], fetch_failures: dict[str, str]) -> None:
+    """Fail the run (named error) when a reference ETF lacks a price on a target date,
+    naming the cause (the ETF's fetch failure) when there is one."""
     gaps = asyncio.run(reference_gaps(dates))
     if gaps:
-        detail = ", ".join(f"{k}: {v}" for k, v in sorted(gaps.items()))
+        detail = ", ".join(
+            f"{k}: {v}" + (f" — its fetch failed: {fetch_failures[k]}" if k in fetch_failures
+                           else "")
+            for k, v in sorted(gaps.items()))
         raise ReferenceDataError(f"reference ETF prices missing, factors not computed ({detail})")
 
 
@@ -148,6 +171,9 @@ def _summarise(
         "factor_values": sum(sum(r.values_by_family.values()) for r in factors),
         "blocked_by_checks": sum(len(r.blocked) for r in factors),
         "flagged_values": sum(r.flagged for r in factors),
+        "prices_replaced": sum(r.replaced for r in fetches),
+        "restatements_rejected": sum(r.restatements_rejected for r in fetches),
+        "prices_rebased": sum(r.rebased_rows for r in fetches),
     }
     by_family: dict[str, int] = {}
     no_value: dict[str, int] = {}
@@ -188,6 +214,24 @@ def _artifact(as_of: dt.date, status: RunStatus, counts: dict, phases: dict, err
         )
 
 
+def _failure_artifact(as_of: dt.date, cause: str, fetch_failures: dict[str, str]) -> None:
+    """The summary of a failed run: its cause, and the symbols whose fetch failed."""
+    try:
+        rows = [{"item": "status", "value": "failed"}, {"item": "cause", "value": cause}]
+        rows += [{"item": f"fetch failed: {s}", "value": e}
+                 for s, e in sorted(fetch_failures.items())[:50]]
+        create_table_artifact(key="symbol-batch-summary", table=rows,
+                              description=f"symbol-batch for {as_of}: FAILED: {cause}")
+    except Exception as exc:  # never hide the run's own error
+        get_run_logger().warning("could not publish the failure artifact: %s", exc)
+
+
+@task(name="plan-repairs", cache_policy=NO_CACHE)
+def plan_repairs_task(universe: list[symbol_repo.SymbolState], target: dt.date) -> RepairPlan:
+    """Stored sessions to ask for again (holes, rows that failed their checks)."""
+    return asyncio.run(plan_repairs(universe, target, get_settings().refetch_sessions))
+
+
 @flow(name="symbol-batch", task_runner=task_runner(), log_prints=False)
 def symbol_batch(
     as_of: dt.date | None = None,
@@ -198,91 +242,131 @@ def symbol_batch(
 
     ``as_of`` defaults to the latest completed NYSE session; ``start``/``end`` backfill
     every session in the range. Returns the run summary (also stored in ``batch_runs``).
+    One symbol batch runs at a time: another live run makes this one fail with
+    ``BatchAlreadyRunning`` (a lock left by a dead run is taken over at once).
     """
-    logger = get_run_logger()
     dates = resolve_target_dates(as_of, start, end)
-    target = dates[-1]
-    holder = flow_run.get_id() or str(uuid.uuid4())
+    run_id_prefect = flow_run.get_id()
+    holder = run_id_prefect or str(uuid.uuid4())
+    asyncio.run(lock_batch(this_process(holder, run_id_prefect), prefect_run_ended))
     try:
-        asyncio.run(lock_batch(target, holder))
-    except BatchAlreadyRunning as exc:
-        logger.warning(str(exc))
-        return {"status": "skipped", "as_of": target.isoformat(), "reason": str(exc)}
-    try:
-        return _run(dates, holder, backfill=start is not None)
+        with Heartbeat(BATCH_LOCK, holder):
+            return _run(dates, holder, backfill=start is not None)
     finally:
-        asyncio.run(unlock_batch(target, holder))
+        try:
+            asyncio.run(unlock_batch(holder))
+        except Exception as exc:  # the lock is taken over once this process is gone
+            get_run_logger().warning("could not release the batch lock: %s", short_error(exc))
+
+
+def _chunk_failure(exc: BaseException) -> str:
+    kind = "storage_error" if is_storage_error(exc) else "provider_error"
+    return f"{kind}: {short_error(exc)}"
 
 
 def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
     logger = get_run_logger()
     settings = get_settings()
     target = dates[-1]
-    run_id = asyncio.run(
-        record_start(JOB, target, dates[0] if len(dates) > 1 else None, holder)
-    )
+    run_id = asyncio.run(record_start(
+        JOB, target, dates[0] if len(dates) > 1 else None, holder, close_crashed=True))
     phases: dict[str, float] = {}
     fetch_failures: dict[str, str] = {}
+    progress = Progress(f"symbol-batch {target}")
     t = time.perf_counter()
     try:
         universe = load_universe()
         invalid = asyncio.run(reject_invalid_symbols(universe))
         universe = [u for u in universe if u.symbol not in invalid]
         fetch_failures.update(invalid)
+        repairs = plan_repairs_task(universe, target)
         history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if backfill else None
         plan = plan_fetch(
             universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start,
-            reference_start=settings.reference_history_start,
+            reference_start=settings.reference_history_start, repair_from=repairs.repair_from,
         )
         logger.info("as_of %s: %d symbols, %d fetch chunks", target, len(universe), len(plan))
         futures = fetch_prices.map(plan, unmapped(target))
         fetches: list[FetchReport] = []
-        progress = Progress(len(plan) + 1, f"symbol-batch {target}")
+        storage: BaseException | None = None
+        progress.phase(len(plan), 0.0, 50.0)
         for req, fut in zip(plan, futures, strict=True):
             res = fut.result(raise_on_failure=False)
-            progress.step(f"prices: chunk from {req.symbols[0]} done")
             if isinstance(res, BaseException):
+                why = _chunk_failure(res)
+                storage = storage or (res if is_storage_error(res) else None)
+                progress.step(f"prices: chunk from {req.symbols[0]} FAILED: {why}")
                 for sym in req.symbols:
-                    fetch_failures[sym] = f"provider_error: {type(res).__name__}: {res}"
+                    fetch_failures[sym] = why
             else:
+                progress.step(f"prices: chunk from {req.symbols[0]} stored")
                 fetches.append(res)
+            fault_point("symbol-batch:after-first-price-chunk")
+        if storage is not None:
+            raise StorageError(f"storing prices failed: {short_error(storage)}")
         asyncio.run(record_fetch_failures(target, fetch_failures))
         phases["prices"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        check_reference_data(dates)
+        check_reference_data(dates, fetch_failures)
         symbols = active_market_symbols()
         chunks = chunked(symbols, settings.factor_chunk_size)
         ffutures = compute_factors.map(chunks, unmapped(dates))
         factors: list[FactorReport] = []
         factor_failures: dict[str, str] = {}
-        progress.restart(len(chunks), f"symbol-batch {target}: factors")
+        progress.phase(len(chunks), 50.0, 95.0)
         for chunk, ffut in zip(chunks, ffutures, strict=True):
             fres = ffut.result(raise_on_failure=False)
-            progress.step(f"factors: chunk from {chunk[0]} done")
             if isinstance(fres, BaseException):
-                factor_failures[f"{chunk[0]}..{chunk[-1]}"] = f"{type(fres).__name__}: {fres}"
+                why = _chunk_failure(fres)
+                storage = storage or (fres if is_storage_error(fres) else None)
+                progress.step(f"factors: chunk from {chunk[0]} FAILED: {why}")
+                factor_failures[f"{chunk[0]}..{chunk[-1]}"] = why
             else:
+                progress.step(f"factors: chunk from {chunk[0]} stored")
                 factors.append(fres)
+        if storage is not None:
+            raise StorageError(f"storing factors failed: {short_error(storage)}")
         phases["factors"] = time.perf_counter() - t
         phases["factors_load"] = sum(r.load_seconds for r in factors)
         phases["factors_compute"] = sum(r.compute_seconds for r in factors)
         phases["factors_write"] = sum(r.write_seconds for r in factors)
         jobs_closed = asyncio.run(onboarding_queue.close_jobs_settled_by_batch())
     except BaseException as exc:
-        asyncio.run(record_finish(run_id, RunStatus.failed, {}, phases, {
-            "error": f"{type(exc).__name__}: {exc}", "symbols": fetch_failures}))
+        cause = short_error(exc)
+        errors = {"error": cause, "symbols": fetch_failures}
+        record_failure(run_id, phases, errors)
+        progress.fail(cause)
+        _failure_artifact(target, cause, fetch_failures)
         raise
 
     counts, errors = _summarise(dates, universe, fetches, fetch_failures, factors, factor_failures)
     counts["onboarding_jobs_closed"] = jobs_closed
+    counts.update(repairs_requested=len(repairs.repair_from), repair_holes=repairs.holes,
+                  repair_suspects=repairs.suspects, known_missing_marked=len(repairs.known_missing))
+    held = {d: f for r in factors for d, f in r.reference_blocked.items()}
+    if held:
+        errors["reference_data"] = held
+        first_day = min(held)
+        message = (f"factors held back because a reference ETF failed its data checks "
+                   f"(first on {first_day}: " + "; ".join(
+                       f"{k}: {v}" for k, v in sorted(held[first_day].items())) + ")")
+        record_failure(run_id, phases, {**errors, "error": message}, counts)
+        progress.fail(message)
+        _artifact(target, RunStatus.failed, counts, phases, errors)
+        logger.error("symbol-batch for %s: %s", target, message)
+        emit_event(event=ALERT_EVENT, resource=_resource(), payload={
+            "as_of": target.isoformat(), "run_id": run_id, "reason": message,
+            "factors": sorted({f for day in held.values() for f in day})})
+        raise ReferenceDataError(message)
     failed = bool(errors["symbols"] or errors["chunks"])
     status = RunStatus.completed_with_failures if failed else RunStatus.completed
     asyncio.run(record_finish(run_id, status, counts, phases, errors))
     _artifact(target, status, counts, phases, errors)
+    progress.finish(status.value)
     emit_event(
         event=COMPLETED_EVENT,
-        resource={"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "symbol-batch"},
+        resource=_resource(),
         payload={"as_of": target.isoformat(), "start": dates[0].isoformat(),
                  "status": status.value, "run_id": run_id},
     )

@@ -45,6 +45,8 @@ class RunStatus(enum.StrEnum):
     completed = "completed"
     completed_with_failures = "completed_with_failures"
     failed = "failed"
+    crashed = "crashed"
+    """Its process ended without closing the row (killed, power loss); set by the next run."""
 
 
 class Symbol(SQLModel, table=True):
@@ -81,6 +83,56 @@ class Price(SQLModel, table=True):
     close: Decimal = Field(sa_column=Column(PRICE, nullable=False))
     adj_close: Decimal = Field(sa_column=Column(PRICE, nullable=False))
     volume: float | None = Field(default=None, sa_column=Column(sa.Float))
+    provider: str | None = Field(default=None, max_length=64)
+    """The provider that delivered the stored values (NULL: stored before it was recorded)."""
+
+
+class PriceRevision(SQLModel, table=True):
+    """The audit of re-deliveries of a stored price: what was replaced, or what was refused.
+
+    ``outcome`` is ``replaced`` (the stored values, now overwritten, are kept here) or
+    ``rejected`` (the offered values failed the checks; the stored row was kept).
+    ``stored_*`` are the values stored before, ``offered_*`` what the provider delivered.
+    """
+
+    __tablename__ = "price_revisions"
+    __table_args__ = (sa.Index("ix_price_revisions_symbol_date", "symbol", "date"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    symbol: str = Field(max_length=32)
+    date: dt.date
+    as_of: dt.date
+    outcome: str = Field(max_length=16)
+    reason: str = Field(sa_column=Column(sa.Text, nullable=False))
+    provider: str | None = Field(default=None, max_length=64)
+    stored_provider: str | None = Field(default=None, max_length=64)
+    stored_open: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    stored_high: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    stored_low: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    stored_close: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    stored_adj_close: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    stored_volume: float | None = Field(default=None, sa_column=Column(sa.Float))
+    offered_open: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    offered_high: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    offered_low: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    offered_close: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    offered_adj_close: Decimal | None = Field(default=None, sa_column=Column(PRICE))
+    offered_volume: float | None = Field(default=None, sa_column=Column(sa.Float))
+    recorded_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+
+
+class KnownMissingPrice(SQLModel, table=True):
+    """A session inside a symbol's stored range that providers were asked for again and did
+    not deliver: no longer requested (a gap the data checks report, not a failure)."""
+
+    __tablename__ = "known_missing_prices"
+
+    symbol: str = Field(primary_key=True, max_length=32)
+    date: dt.date = Field(primary_key=True)
+    marked_as_of: dt.date
+    detail: str = Field(sa_column=Column(sa.Text, nullable=False))
 
 
 class CorporateAction(SQLModel, table=True):
@@ -417,7 +469,13 @@ class OnboardingJob(SQLModel, table=True):
 
 
 class RunLock(SQLModel, table=True):
-    """A named lock held by one run (e.g. ``symbol-batch:2026-11-20``) until it expires."""
+    """A named lock held by one live run (e.g. ``symbol-batch``).
+
+    The holder's process (``host``, ``pid``, ``process_token``: its start time, so a reused
+    pid is not mistaken for it) lets another process on the same host see at once that
+    the holder died; ``expires_at`` is pushed forward by the holder's heartbeat, so a
+    holder on another host that died loses the lock after at most one TTL.
+    """
 
     __tablename__ = "run_locks"
 
@@ -427,3 +485,7 @@ class RunLock(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
     )
     expires_at: dt.datetime = Field(sa_column=Column(sa.DateTime(timezone=True), nullable=False))
+    host: str | None = Field(default=None, max_length=255)
+    pid: int | None = None
+    process_token: str | None = Field(default=None, max_length=64)
+    flow_run_id: str | None = Field(default=None, max_length=36)

@@ -75,3 +75,19 @@ async def list_runs(conn: AsyncConnection, job_type: str | None = None, limit: i
     if job_type:
         stmt = stmt.where(B.c.job_type == job_type)
     return list((await conn.execute(stmt)).all())
+
+
+CRASHED_REASON = "its process ended without closing this run (killed, out of memory, power loss)"
+
+
+async def close_crashed(conn: AsyncConnection, job_type: str) -> int:
+    """Mark every ``running`` run of ``job_type`` as ``crashed``; returns how many.
+
+    Call it only while holding the job's run lock: then no other run of the job is
+    alive, and a ``running`` row is one whose process died before closing it.
+    """
+    result = await conn.execute(
+        sa.update(B).where(B.c.job_type == job_type, B.c.status == RunStatus.running.value)
+        .values(status=RunStatus.crashed.value, finished_at=dt.datetime.now(dt.UTC),
+                error_summary={"error": CRASHED_REASON}))
+    return int(result.rowcount or 0)

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.db.models import DataCheckFinding
+from core.db.models import DataCheckFinding, SymbolFactorExposure
 from core.db.upsert import upsert_rows
 
 if TYPE_CHECKING:
     from core.quality import Finding
 
 F = DataCheckFinding.__table__  # type: ignore[attr-defined]
+X = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
 
 
 async def replace_findings(
@@ -59,3 +60,19 @@ async def load_findings(conn: AsyncConnection, as_of: dt.date) -> list[sa.Row]:
     """All findings at ``as_of``, ordered by severity (errors first) and symbol."""
     stmt = sa.select(F).where(F.c.as_of == as_of).order_by(F.c.severity, F.c.symbol, F.c.check)
     return list((await conn.execute(stmt)).all())
+
+
+async def first_days(
+    conn: AsyncConnection, as_of: dt.date, checks: Sequence[str]
+) -> dict[str, dt.date | None]:
+    """Symbol → first offending session of its error findings of ``checks`` at the latest
+    date on or before ``as_of`` for which factors were computed (the series checks run
+    with them, so a check that found nothing then has no row)."""
+    latest = (await conn.execute(
+        sa.select(sa.func.max(X.c.date)).where(X.c.date <= as_of))).scalar_one_or_none()
+    if latest is None:
+        return {}
+    stmt = sa.select(F.c.symbol, sa.func.min(F.c.day)).where(
+        F.c.as_of == latest, F.c.check.in_(list(checks)), F.c.severity == "error",
+    ).group_by(F.c.symbol)
+    return {s: d for s, d in (await conn.execute(stmt)).all()}

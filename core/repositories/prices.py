@@ -16,11 +16,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import calendar
-from core.db.models import CorporateAction, Price
+from core.db.models import CorporateAction, KnownMissingPrice, Price, PriceRevision
 from core.db.upsert import upsert_rows
 
 P = Price.__table__  # type: ignore[attr-defined]
 A = CorporateAction.__table__  # type: ignore[attr-defined]
+R = PriceRevision.__table__  # type: ignore[attr-defined]
+K = KnownMissingPrice.__table__  # type: ignore[attr-defined]
+FIELDS = ("open", "high", "low", "close", "adj_close", "volume")
 _IN_CHUNK = 900  # symbols per IN (...) list: below SQLite's bound-parameter limit
 _PG_SYMBOLS_PER_READ = 5000  # PostgreSQL: one array parameter, any length; bounds memory
 
@@ -30,13 +33,16 @@ def _none_if_nan(values: np.ndarray) -> list:
 
 
 async def upsert_bars(conn: AsyncConnection, bars: pd.DataFrame) -> int:
-    """Upsert validated bars (``core.providers.base.BAR_COLUMNS``); returns rows written.
+    """Upsert validated bars (``core.providers.base.BAR_COLUMNS``, plus an optional
+    ``provider`` column naming who delivered each row); returns rows written.
 
-    Prices are rounded to 6 decimals, the precision of the ``prices`` columns.
+    Prices are rounded to 6 decimals, the precision of the ``prices`` columns. Callers
+    decide which rows may be written (``core.quality.review_redelivery``).
     """
     if bars.empty:
         return 0
     n = len(bars)
+    providers = bars["provider"].tolist() if "provider" in bars.columns else [None] * n
     days = pd.to_datetime(bars["date"]).dt.date.tolist()
     cols = {c: _none_if_nan(np.round(bars[c].to_numpy(dtype=float), 6)) for c in
             ("open", "high", "low", "close", "adj_close")}
@@ -46,11 +52,112 @@ async def upsert_bars(conn: AsyncConnection, bars: pd.DataFrame) -> int:
         {
             "symbol": syms[i], "date": days[i], "open": cols["open"][i], "high": cols["high"][i],
             "low": cols["low"][i], "close": cols["close"][i], "adj_close": cols["adj_close"][i],
-            "volume": vol[i],
+            "volume": vol[i], "provider": providers[i],
         }
         for i in range(n)
     )
     return await upsert_rows(conn, P, rows, key=["symbol", "date"])
+
+
+@dataclass(frozen=True)
+class StoredPrices:
+    """Stored price rows aligned on consecutive NYSE sessions.
+
+    ``fields`` maps each of ``FIELDS`` to a (T, N) float64 array (NaN: no row or no
+    value); ``provider`` is (T, N) object (None where unknown or no row).
+    """
+
+    sessions: list[dt.date]
+    symbols: list[str]
+    fields: dict[str, np.ndarray]
+    provider: np.ndarray
+
+
+async def load_stored_prices(
+    conn: AsyncConnection, symbols: Sequence[str], start: dt.date, end: dt.date
+) -> StoredPrices:
+    """Every field of the stored rows of ``symbols`` on sessions in [start, end]."""
+    sessions = calendar.trading_days_between(start, end)
+    syms = list(symbols)
+    t, n = len(sessions), len(syms)
+    fields = {f: np.full((t, n), np.nan) for f in FIELDS}
+    provider = np.full((t, n), None, dtype=object)
+    if t and n:
+        row_of = {d: i for i, d in enumerate(sessions)}
+        col_of = {s: j for j, s in enumerate(syms)}
+        cols = [sa.type_coerce(P.c[f], sa.Float) for f in FIELDS]
+        for k in range(0, n, _IN_CHUNK):
+            stmt = sa.select(P.c.symbol, P.c.date, P.c.provider, *cols).where(
+                P.c.symbol.in_(syms[k : k + _IN_CHUNK]), P.c.date >= start, P.c.date <= end)
+            for row in (await conn.execute(stmt)).all():
+                i, j = row_of.get(row[1]), col_of.get(row[0])
+                if i is None or j is None:
+                    continue
+                provider[i, j] = row[2]
+                for f, v in zip(FIELDS, row[3:], strict=True):
+                    if v is not None:
+                        fields[f][i, j] = v
+    return StoredPrices(sessions, syms, fields, provider)
+
+
+async def load_actions(conn: AsyncConnection, symbols: Sequence[str]) -> pd.DataFrame:
+    """Every stored corporate action of ``symbols`` (``ACTION_COLUMNS``, date as datetime64)."""
+    rows: list[tuple] = []
+    for i in range(0, len(symbols), _IN_CHUNK):
+        stmt = sa.select(A.c.symbol, A.c.date, A.c.kind, A.c.value).where(
+            A.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])))
+        rows.extend(tuple(r) for r in (await conn.execute(stmt)).all())
+    frame = pd.DataFrame(rows, columns=["symbol", "date", "kind", "value"])
+    frame["date"] = pd.to_datetime(frame["date"])
+    frame["value"] = frame["value"].astype(float)
+    return frame
+
+
+async def insert_revisions(conn: AsyncConnection, rows: Sequence[dict]) -> int:
+    """Append audit rows of ``price_revisions``; a rejection already recorded with the same
+    offered values for that (symbol, date) is not recorded again (reruns add nothing)."""
+    if not rows:
+        return 0
+    rejected = [r for r in rows if r["outcome"] == "rejected"]
+    seen: set[tuple] = set()
+    for i in range(0, len(rejected), _IN_CHUNK):
+        part = rejected[i : i + _IN_CHUNK]
+        stmt = sa.select(R.c.symbol, R.c.date, sa.type_coerce(R.c.offered_close, sa.Float),
+                         sa.type_coerce(R.c.offered_adj_close, sa.Float)).where(
+            R.c.outcome == "rejected", R.c.symbol.in_({r["symbol"] for r in part}),
+            R.c.date.in_({r["date"] for r in part}))
+        seen.update((s, d, round(float(c), 6), round(float(a), 6))
+                    for s, d, c, a in (await conn.execute(stmt)).all())
+    fresh = [r for r in rows if r["outcome"] != "rejected" or (
+        r["symbol"], r["date"], round(float(r["offered_close"]), 6),
+        round(float(r["offered_adj_close"]), 6)) not in seen]
+    if fresh:
+        await conn.execute(sa.insert(R), fresh)
+    return len(fresh)
+
+
+async def known_missing(
+    conn: AsyncConnection, symbols: Sequence[str], start: dt.date
+) -> set[tuple[str, dt.date]]:
+    """(symbol, date) of the sessions recorded as known-missing on or after ``start``."""
+    out: set[tuple[str, dt.date]] = set()
+    for i in range(0, len(symbols), _IN_CHUNK):
+        stmt = sa.select(K.c.symbol, K.c.date).where(
+            K.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])), K.c.date >= start)
+        out.update((s, d) for s, d in (await conn.execute(stmt)).all())
+    return out
+
+
+async def mark_known_missing(conn: AsyncConnection, rows: Sequence[dict]) -> int:
+    """Record sessions as known-missing (``symbol``, ``date``, ``marked_as_of``, ``detail``);
+    an existing record is kept as it is."""
+    return await upsert_rows(conn, K, rows, key=["symbol", "date"], update=())
+
+
+async def forget_known_missing(conn: AsyncConnection, pairs: Sequence[tuple[str, dt.date]]) -> None:
+    """Drop known-missing records of sessions that now have a stored price."""
+    for symbol, day in pairs:
+        await conn.execute(sa.delete(K).where(K.c.symbol == symbol, K.c.date == day))
 
 
 async def upsert_actions(conn: AsyncConnection, actions: pd.DataFrame) -> int:

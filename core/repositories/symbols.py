@@ -73,10 +73,22 @@ async def get_states(
     return sorted(out, key=lambda s: s.symbol)
 
 
+FORWARD_ONLY = ("last_price_date", "last_factor_date")
+"""Latest-state dates: an update only moves them forward (a backfill writes history)."""
+BACKWARD_ONLY = ("first_price_date",)
+
+
+def _bounded(column: sa.Column, value: sa.BindParameter, later: bool) -> sa.Case:
+    newer = value > column if later else value < column
+    return sa.case((sa.or_(column.is_(None), newer), value), else_=column)
+
+
 async def update_states(conn: AsyncConnection, updates: Sequence[dict]) -> None:
     """Bulk-update symbol rows. Each dict holds ``symbol`` plus the columns to set.
 
-    Dicts are grouped by their key set so each group is one executemany.
+    ``last_price_date`` and ``last_factor_date`` only move forward and
+    ``first_price_date`` only backward, whatever order runs commit in. Dicts are grouped
+    by their key set so each group is one executemany.
     """
     groups: dict[tuple[str, ...], list[dict]] = {}
     for u in updates:
@@ -87,7 +99,8 @@ async def update_states(conn: AsyncConnection, updates: Sequence[dict]) -> None:
         stmt = (
             sa.update(T)
             .where(T.c.symbol == sa.bindparam("_symbol"))
-            .values({c: sa.bindparam(c) for c in cols})
+            .values({c: _bounded(T.c[c], sa.bindparam(c), c in FORWARD_ONLY)
+                     if c in FORWARD_ONLY + BACKWARD_ONLY else sa.bindparam(c) for c in cols})
         )
         payload = [{"_symbol": r["_symbol"], **{c: r[c] for c in cols}} for r in rows]
         await conn.execute(stmt, payload)

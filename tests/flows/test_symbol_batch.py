@@ -260,14 +260,54 @@ def test_malformed_csv_is_a_named_error_per_symbol(database_url: str, tmp_path: 
     assert all("adj_close" in d for d in f.detail)  # the missing column is named
 
 
-def test_second_run_for_a_date_exits_while_one_holds_it(database_url: str) -> None:
-    from core.symbol_batch import lock_batch, unlock_batch
+def _holder(pid: int, name: str = "another-run"):
+    import socket
+
+    from core.run_lock import LockOwner, process_token
+
+    return LockOwner(name, socket.gethostname(), pid, process_token(pid))
+
+
+def test_a_run_while_another_live_run_holds_the_lock_fails_and_writes_nothing(
+    database_url: str,
+) -> None:
+    import subprocess
+
+    from core.symbol_batch import BatchAlreadyRunning, lock_batch, unlock_batch
+    from flows.symbol_batch import symbol_batch
 
     register(["MKTA"])
-    asyncio.run(lock_batch(AS_OF, "another-run"))
-    summary = run_flow(as_of=AS_OF)
-    assert summary["status"] == "skipped" and "already running" in summary["reason"]
-    assert query(database_url, "SELECT COUNT(*) AS n FROM prices").n[0] == 0
-    assert query(database_url, "SELECT COUNT(*) AS n FROM batch_runs").n[0] == 0
-    asyncio.run(unlock_batch(AS_OF, "another-run"))
+    live = subprocess.Popen(["sleep", "120"])
+    try:
+        asyncio.run(lock_batch(_holder(live.pid)))
+        state = symbol_batch(as_of=AS_OF, return_state=True)
+        assert state.is_failed()  # an operator sees it as not done
+        with pytest.raises(BatchAlreadyRunning, match=f"pid {live.pid}"):
+            state.result()
+        assert query(database_url, "SELECT COUNT(*) AS n FROM prices").n[0] == 0
+        assert query(database_url, "SELECT COUNT(*) AS n FROM batch_runs").n[0] == 0
+    finally:
+        live.kill()
+        live.wait()
+    asyncio.run(unlock_batch("another-run"))
     assert run_flow(as_of=AS_OF)["status"] == "completed"
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_at_once(database_url: str) -> None:
+    import subprocess
+
+    from core.symbol_batch import lock_batch
+
+    register(["MKTA"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    asyncio.run(lock_batch(_holder(dead.pid, "killed-run")))
+    execute(database_url,  # the row a killed run leaves behind
+            "INSERT INTO batch_runs (id, job_type, target_date, status, started_at, counts, "
+            "phase_seconds, error_summary) VALUES ('killed', 'symbol-batch', ?, 'running', "
+            "'2026-11-19 22:00:00.000000', '{}', '{}', '{}')", (AS_OF.isoformat(),))
+    assert run_flow(as_of=AS_OF)["status"] == "completed"
+    runs = query(database_url, "SELECT id, status, error_summary FROM batch_runs ORDER BY id")
+    assert dict(zip(runs.id, runs.status, strict=True))["killed"] == "crashed"
+    assert "ended without closing" in runs.error_summary[runs.id == "killed"].iloc[0]
+    assert query(database_url, "SELECT COUNT(*) AS n FROM run_locks").n[0] == 0
