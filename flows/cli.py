@@ -169,10 +169,12 @@ def _portfolio_refresh(args: argparse.Namespace) -> int:
 
 
 def _symbol_batch(args: argparse.Namespace) -> int:
+    from core.config_check import ensure_configuration
     from core.db import migrate
     from core.symbol_batch import resolve_target_dates
 
     resolve_target_dates(args.as_of, args.start, args.end)  # fail fast, before Prefect starts
+    ensure_configuration()
     migrate.upgrade()
     summary = _run_symbol_batch(as_of=args.as_of, start=args.start, end=args.end)
     _emit(summary, args.json, _format_batch(summary))
@@ -194,11 +196,13 @@ def _demo_symbols(n: int) -> list[str]:
 
 def _demo(args: argparse.Namespace) -> int:
     from core import calendar
+    from core.config_check import ensure_configuration
     from core.db import migrate
     from core.demo import demo_symbols, seed_portfolios
     from core.settings import get_settings
     from core.symbol_batch import register_universe
 
+    ensure_configuration()
     settings = get_settings()
     t0 = time.perf_counter()
     migrate.upgrade()
@@ -246,9 +250,11 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from core.config_check import ensure_configuration
     from core.db import migrate
     from core.settings import get_settings
 
+    ensure_configuration()
     url = get_settings().resolved_database_url
     migrate.upgrade(url)
     print(f"factorflow API on http://{args.host}:{args.port} (OpenAPI: /schema, "
@@ -260,9 +266,14 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from core.config_check import configuration_problems
     from core.db import migrate
     from flows.serve import serve
 
+    problems = configuration_problems()  # refuse at once what would fail every run later
+    if problems:
+        print(f"factorflow serve: refusing to start: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     migrate.upgrade()
     return serve(start_server=args.start_server, port=args.server_port)
 
