@@ -321,14 +321,18 @@ async def _fetch_and_store(
     async with reading(engine) as conn:
         states = {s.symbol: s for s in await symbol_repo.get_states(conn, request.symbols)}
         stored_actions = await price_repo.load_actions(conn, syms)
-    acted = set(price_store.new_actions(actions, stored_actions)["symbol"])
     stored_range = {s: (st.first_price_date, st.last_price_date) for s, st in states.items()
                     if st.first_price_date is not None and st.last_price_date is not None}
-    rebase = {s for s in acted if s in stored_range}
+    # an action changes the adjusted basis of the prices before it: only one after the
+    # first stored price moves the stored basis
+    fresh_actions = price_store.new_actions(actions, stored_actions)
+    rebase = {s for s, d in zip(fresh_actions["symbol"], pd.to_datetime(fresh_actions["date"]),
+                                strict=True)
+              if s in stored_range and d.date() > stored_range[s][0]}
     refetch = sorted(s for s in rebase if stored_range[s][0] < request.start
                      or stored_range[s][1] > request.end)
     if refetch:
-        since = min(stored_range[s][0] for s in refetch)
+        since = min([request.start, *(stored_range[s][0] for s in refetch)])
         until = max([request.end, *(stored_range[s][1] for s in refetch)])
         again = await asyncio.to_thread(provider.fetch, refetch, since, until)
         fresh, more = validate_bars(again.bars)
@@ -503,6 +507,22 @@ async def compute_and_store_factors(
     settings: Settings,
     engine: AsyncEngine | None = None,
 ) -> FactorReport:
+    """Data checks, factor exposures and daily metrics of ``symbols`` for each of ``dates``
+    (see :func:`_compute_and_store_factors`); a database failure raises ``StorageError``."""
+    try:
+        return await _compute_and_store_factors(symbols, dates, settings, engine)
+    except Exception as exc:
+        if is_storage_error(exc) and not isinstance(exc, StorageError):
+            raise as_storage_error(exc, "storing factors failed") from None
+        raise
+
+
+async def _compute_and_store_factors(
+    symbols: Sequence[str],
+    dates: Sequence[dt.date],
+    settings: Settings,
+    engine: AsyncEngine | None = None,
+) -> FactorReport:
     """Data checks, factor exposures and daily metrics of ``symbols`` for each of ``dates``.
 
     Prices are read once for the chunk (``HISTORY_SESSIONS`` sessions before the
@@ -555,6 +575,7 @@ async def compute_and_store_factors(
         has_value: np.ndarray = np.asarray(np.isfinite(fx.beta).any(axis=0))
         async with transaction(engine) as conn:
             report.exposure_rows += await factor_repo.upsert_exposures(conn, day, syms, fx)
+            fault_point("symbol-batch:inside-factor-writes")
             await factor_repo.upsert_metrics(conn, syms, metrics)
             await finding_repo.replace_findings(conn, day, syms, findings, checks=SERIES_CHECKS)
             if day == max(dates):

@@ -19,18 +19,58 @@ class StorageError(Exception):
     """The database could not store or read what a run needs; the run fails."""
 
 
+STORAGE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+"""PostgreSQL error classes of a failing server or disk: connection exception, insufficient
+resources (disk full, out of memory), operator intervention, system error."""
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for attr in ("sqlstate", "pgcode"):
+        code = getattr(exc, attr, None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen) or len(seen) > 10:
+            continue
+        seen.append(e)
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return seen
+
+
 def is_storage_error(exc: BaseException) -> bool:
-    """True for a failure of the database or its disk (not of the data or the code)."""
-    if isinstance(exc, StorageError):
-        return True
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.InternalError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-        return True
-    name = type(exc).__name__
-    return name in ("DiskFullError", "ConnectionDoesNotExistError", "CannotConnectNowError")
+    """True for a failure of the database or its disk (not of the data or the code).
+
+    SQLite: ``OperationalError`` (disk full, I/O error, database locked past the busy
+    timeout, read-only). PostgreSQL: SQLSTATE classes ``STORAGE_SQLSTATE_CLASSES`` or a
+    lost connection. Either: ``OSError`` ENOSPC/EDQUOT/EROFS.
+    """
+    for e in _chain(exc):
+        if isinstance(e, StorageError):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return True
+        code = _sqlstate(e)
+        if code is not None:
+            return code[:2] in STORAGE_SQLSTATE_CLASSES
+        if isinstance(e, sa_exc.OperationalError) and not _is_postgres(e):
+            return True
+        if type(e).__name__ in ("ConnectionDoesNotExistError", "CannotConnectNowError",
+                                "ConnectionRefusedError"):
+            return True
+    return False
+
+
+def _is_postgres(exc: sa_exc.DBAPIError) -> bool:
+    return "asyncpg" in type(exc.orig).__module__ if exc.orig is not None else False
 
 
 def short_error(exc: BaseException, limit: int = MAX_MESSAGE) -> str:

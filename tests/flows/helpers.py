@@ -176,3 +176,100 @@ def adj_close_matrix(url: str, symbols: list[str], sessions: list) -> pd.DataFra
     df["date"] = pd.to_datetime(df["date"]).dt.date
     wide = df.pivot(index="date", columns="symbol", values="adj_close")
     return wide.reindex(index=sessions, columns=symbols).astype(float)
+
+
+# --- comparing whole databases ------------------------------------------------------------------
+
+LOG_TABLES = ("batch_runs", "run_locks", "alembic_version")
+"""Tables that log what happened (run records, locks): not part of a database's content."""
+VOLATILE_COLUMNS = frozenset({
+    "created_at", "updated_at", "recorded_at", "acquired_at", "expires_at", "requested_at",
+    "started_at", "finished_at", "id",
+})
+"""Columns whose value is a wall-clock time or a generated id, not data."""
+
+
+def _tables(url: str) -> list[str]:
+    if is_sqlite(url):
+        names = _fetch(url, "SELECT name FROM sqlite_master WHERE type='table' "
+                            "AND name NOT LIKE 'sqlite_%'")[1]
+    else:
+        names = _fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname='public'")[1]
+    return sorted(n[0] for n in names if n[0] not in LOG_TABLES)
+
+
+def table_signature(url: str, keep: frozenset[str] = frozenset()) -> dict[str, list[tuple]]:
+    """Every row of every table but the logs, sorted, without volatile columns (times,
+    generated ids) unless named in ``keep``: two databases with equal signatures hold the
+    same data. Tables whose key is a generated id (``price_revisions``) keep their other
+    columns."""
+    out: dict[str, list[tuple]] = {}
+    for table in _tables(url):
+        names, rows = _fetch(url, f"SELECT * FROM {table}")
+        cols = [i for i, n in enumerate(names) if n not in VOLATILE_COLUMNS or n in keep
+                or (n == "id" and table in ("portfolios", "positions", "users"))]
+        out[table] = sorted((tuple(r[i] for i in cols) for r in rows), key=repr)
+    return out
+
+
+def signature_diff(a: dict[str, list[tuple]], b: dict[str, list[tuple]], limit: int = 5) -> str:
+    """A short description of how two signatures differ ('' when equal)."""
+    lines = []
+    for table in sorted(set(a) | set(b)):
+        ra, rb = a.get(table, []), b.get(table, [])
+        if ra != rb:
+            sa_, sb_ = set(ra), set(rb)
+            lines.append(f"{table}: {len(ra)} vs {len(rb)} rows; only first: "
+                         f"{sorted(sa_ - sb_, key=repr)[:limit]}; only second: "
+                         f"{sorted(sb_ - sa_, key=repr)[:limit]}")
+    return "\n".join(lines)
+
+
+def clone_database(url: str, suffix: str) -> str:
+    """A copy of the database at ``url`` (a file copy on SQLite, ``CREATE DATABASE …
+    TEMPLATE`` on PostgreSQL, dropped with the original's test server); returns its URL."""
+    if is_sqlite(url):
+        import shutil
+
+        src = db_path(url)
+        dst = src.with_name(f"{src.stem}-{suffix}{src.suffix}")
+        with sqlite3.connect(src) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copyfile(src, dst)
+        return f"sqlite+aiosqlite:///{dst}"
+    u = make_url(url)
+    name = f"{u.database}_{suffix}"[:63]
+
+    async def run() -> None:
+        import asyncpg
+
+        con = await asyncpg.connect(user=u.username, password=u.password, host=u.host,
+                                    port=u.port, database="postgres")
+        try:
+            await con.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await con.execute(f'CREATE DATABASE "{name}" TEMPLATE "{u.database}"')
+        finally:
+            await con.close()
+
+    asyncio.run(run())
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_clone(url: str) -> None:
+    """Remove a database made by :func:`clone_database`."""
+    if is_sqlite(url):
+        db_path(url).unlink(missing_ok=True)
+        return
+    u = make_url(url)
+
+    async def run() -> None:
+        import asyncpg
+
+        con = await asyncpg.connect(user=u.username, password=u.password, host=u.host,
+                                    port=u.port, database="postgres")
+        try:
+            await con.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+        finally:
+            await con.close()
+
+    asyncio.run(run())
