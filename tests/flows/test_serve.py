@@ -119,6 +119,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     def up() -> bool:
         assert proc.poll() is None, f"serve exited {proc.returncode}:\n{s.stderr()[-3000:]}"
+        if "one line per run start and end follows" not in s.stdout():  # the banner's end
+            return False
         health = _answers(f"{s.api}/health")
         return health is not None and health.status_code == 200 and s.client(deployments)
 
