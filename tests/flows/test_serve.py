@@ -260,3 +260,46 @@ def test_serve_refuses_a_configuration_that_cannot_work(
     assert len(lines) == 1, proc.stderr
     assert variable in lines[0] and TRACEBACK not in proc.stderr
     assert "ff:ff@" not in proc.stderr  # a password is never printed
+
+
+# --- the console handler alone ----------------------------------------------------------
+
+
+def _record(name: str, message: str, exc: BaseException | None = None,
+            level: int = 40, **extra: Any) -> Any:
+    import logging
+
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    record = logging.LogRecord(name, level, __file__, 1, message, None, exc_info)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_console_prints_a_failure_once_and_keeps_the_original_records() -> None:
+    from flows.serve_logging import ServeConsoleHandler
+
+    handler = ServeConsoleHandler()
+    try:
+        raise ValueError("the task's error")
+    except ValueError as caught:
+        error = caught
+    task = {"task_run_id": "t1"}
+    failed = _record("prefect.task_runs", "Task run failed with exception: ValueError(...)",
+                     error, **task)
+    one_line = handler.shown(failed)
+    assert one_line is not None and one_line.exc_info is None
+    assert failed.exc_info is not None  # the API handler still gets the traceback
+    assert handler.shown(_record("prefect.task_runs", "Finished in state Failed('x')",
+                                 **task)) is None
+    flow = _record("prefect.flow_runs", "Encountered exception during execution", error)
+    assert handler.shown(flow) is flow  # the flow's exception, with its traceback
+    assert handler.shown(_record("prefect.flow_runs", "Engine execution exited with "
+                                 "unexpected exception", error)) is None
+    try:
+        raise RuntimeError("wrapping") from error
+    except RuntimeError as wrapped:
+        shown = handler.shown(_record("prefect.engine", "exited", wrapped))
+    assert shown is not None and shown.exc_info is None  # its traceback is printed already
+    other = _record("prefect.flow_runs", "Encountered exception", KeyError("another run"))
+    assert handler.shown(other) is other
+    assert handler.shown(_record("prefect.flow_runs", "a warning", level=30)) is not None
