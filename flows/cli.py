@@ -30,6 +30,18 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def _no_orphaned_prefect_servers() -> None:
+    """In Prefect's local mode: stop temporary servers a killed earlier run left behind, and
+    make the one this process may start die with it (``flows/local_prefect.py``)."""
+    home = os.environ.get("PREFECT_HOME")
+    if os.environ.get("PREFECT_API_URL") or not home:
+        return
+    from flows.local_prefect import stop_orphaned_servers, tie_local_servers_to_this_process
+
+    stop_orphaned_servers(Path(home))
+    tie_local_servers_to_this_process()
+
+
 class _ShutdownNoise(logging.Filter):
     """Drops the harmless CancelledError tracebacks of a stopping ephemeral server."""
 
@@ -420,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _prefect_environment()
     _quiet_shutdown()
+    _no_orphaned_prefect_servers()
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # a named error with its message, not a traceback
