@@ -33,7 +33,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], variable: str,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
     line = lines[0]
-    assert line.startswith(f"factorflow: {variable}: "), line
+    assert line.startswith("factorflow") and f": {variable}: " in line, line
     for fragment in fragments:
         assert fragment in line, line
     assert SECRET not in proc.stderr + proc.stdout
