@@ -87,8 +87,6 @@ FRESH_SESSIONS = 1
 NIGHTLY_JOBS = ("symbol-batch", "portfolio-refresh")
 JOB_TYPES = (*NIGHTLY_JOBS, "onboarding")
 SYMBOL_BATCH_DEPLOYMENT = "symbol-batch/symbol-batch"
-RUNNING_RUN_HORIZON = dt.timedelta(hours=6)
-"""A ``running`` batch row older than this is considered abandoned (a crashed run)."""
 
 
 def today() -> dt.date:
@@ -1193,14 +1191,14 @@ async def start_symbol_batch(
         target = resolve_target_dates(as_of)[-1]
     except (TargetDateError, calendar.CalendarRangeError) as exc:
         raise _bad("as_of", str(exc)) from None
-    async with reading(engine) as conn:
-        running = (await conn.execute(sa.select(RUNS.c.id, RUNS.c.started_at).where(
-            RUNS.c.job_type == "symbol-batch", RUNS.c.status == "running",
-            RUNS.c.started_at >= dt.datetime.now(dt.UTC) - RUNNING_RUN_HORIZON,
-        ).limit(1))).first()
-    if running is not None:
-        raise Conflict(f"a symbol batch is already running (run {running.id}, started "
-                       f"{_utc(running.started_at).isoformat(timespec='seconds')})")
+    from core import run_lock
+    from core.symbol_batch import BATCH_LOCK
+
+    held = [lk for lk in await run_lock.list_locks(engine) if lk.name == BATCH_LOCK]
+    now = dt.datetime.now(dt.UTC)
+    if held and (held[0].alive or (held[0].alive is None and held[0].expires_at > now)):
+        # a lock whose holder died does not block: the new run takes it over at once
+        raise Conflict(f"a symbol batch is already running ({held[0].describe()})")
     if os.environ.get("PREFECT_API_URL"):
         from prefect.deployments import run_deployment
 

@@ -24,7 +24,7 @@ from core.db.engine import reading
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.faults import fault_point
-from core.providers.base import ProviderError
+from core.providers.base import PriceFileError, ProviderError
 from core.repositories import symbols as symbol_repo
 from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
@@ -86,9 +86,11 @@ def load_universe() -> list[symbol_repo.SymbolState]:
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry provider-wide failures (network, rate limits), not malformed data."""
+    """Retry provider-wide failures (network, rate limits), not malformed data or files."""
     try:
         state.result()
+    except PriceFileError:
+        return False
     except ProviderError:
         return True
     except Exception:

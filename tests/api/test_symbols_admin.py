@@ -104,14 +104,43 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
     assert_error(client.post("/v1/admin/symbol-batch", json={"asof": "2026-01-02"},
                              headers=h), 400, "unknown field", field="asof")
 
+    import asyncio
+    import socket
     import sqlite3
+    import subprocess
 
-    with sqlite3.connect(db_path(db_url)) as con:  # a run recorded as running elsewhere
+    from core.db.engine import create_engine
+    from core.run_lock import LockOwner, acquire, process_token
+    from core.run_lock import release as release_lock
+
+    with sqlite3.connect(db_path(db_url)) as con:  # left "running" by a run that was killed
         con.execute("INSERT INTO batch_runs (id, job_type, target_date, status, started_at, "
                     "counts, phase_seconds, error_summary) VALUES ('r1', 'symbol-batch', "
                     "?, 'running', ?, '{}', '{}', '{}')",
                     (seed.as_of.isoformat(), dt.datetime.now(dt.UTC).isoformat(" ")))
-    assert_error(client.post("/v1/admin/symbol-batch", headers=h), 409, "already running")
+    resp = client.post("/v1/admin/symbol-batch", headers=h)  # a dead run blocks nothing
+    assert resp.status_code == 202, resp.text
+    svc._batch_thread.join(60)
+
+    async def hold(pid: int, name: str) -> None:  # a live run elsewhere holds the lock
+        engine = create_engine(db_url)
+        try:
+            if pid:
+                await acquire("symbol-batch", LockOwner(
+                    name, socket.gethostname(), pid, process_token(pid)), engine=engine)
+            else:
+                await release_lock("symbol-batch", name, engine)
+        finally:
+            await engine.dispose()
+
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        asyncio.run(hold(live.pid, "elsewhere"))
+        assert_error(client.post("/v1/admin/symbol-batch", headers=h), 409, "already running")
+    finally:
+        live.kill()
+        live.wait()
+        asyncio.run(hold(0, "elsewhere"))
 
 
 def test_readiness_fails_with_the_failing_check(client: TestClient, db_url: str) -> None:

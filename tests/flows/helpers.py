@@ -258,7 +258,9 @@ def clone_database(url: str, suffix: str) -> str:
 def drop_clone(url: str) -> None:
     """Remove a database made by :func:`clone_database`."""
     if is_sqlite(url):
-        db_path(url).unlink(missing_ok=True)
+        path = db_path(url)
+        for extra in ("", "-wal", "-shm", ".migrate-lock"):
+            path.with_name(path.name + extra).unlink(missing_ok=True)
         return
     u = make_url(url)
 
