@@ -338,6 +338,59 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from core import run_lock
+    from core.db import migrate
+    from core.db.engine import create_engine
+    from core.repositories import batch_runs
+    from core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate.upgrade(url)
+
+    async def _call(fn: Any, *fn_args: Any) -> Any:
+        engine = create_engine(url)
+        try:
+            return await fn(*fn_args, engine)
+        finally:
+            await engine.dispose()
+
+    if args.action == "clear-lock":
+        try:
+            state = asyncio.run(_call(lambda n, e: run_lock.clear(n, args.force, e), args.name))
+        except KeyError:
+            print(f"factorflow: no lock named {args.name!r} (`factorflow runs` lists them)",
+                  file=sys.stderr)
+            return 1
+        except run_lock.LockHeld as exc:
+            print(f"factorflow: {exc}", file=sys.stderr)
+            return 1
+        _emit({"cleared": args.name, "holder": state.holder}, args.json,
+              f"cleared lock {args.name} (was held by {state.describe()})")
+        return 0
+
+    async def _list(engine: Any) -> tuple[list, list]:
+        async with engine.connect() as conn:
+            runs = await batch_runs.list_runs(conn, args.job, args.limit)
+        return runs, await run_lock.list_locks(engine)
+
+    runs, locks = asyncio.run(_call(_list))
+    alive = {True: "alive", False: "DEAD (taken over by the next run)", None: "on another host"}
+    lines = ["locks:" if locks else "locks: none"]
+    lines += [f"  {lk.name:<20} {lk.describe()}, expires {lk.expires_at:%H:%M:%S} UTC, "
+              f"holder {alive[lk.alive]}" for lk in locks]
+    lines.append(f"runs (newest {args.limit}):" if runs else "runs: none yet")
+    for r in runs:
+        took = (f"{(r.finished_at - r.started_at).total_seconds():7.1f} s"
+                if r.finished_at else "        –")
+        error = (r.error_summary or {}).get("error", "")
+        lines.append(f"  {r.started_at:%Y-%m-%d %H:%M} {r.job_type:<18} {r.target_date} "
+                     f"{r.status:<24} {took}  {r.id}" + (f"\n      {error}" if error else ""))
+    _emit({"locks": [vars(lk) for lk in locks],
+           "runs": [dict(r._mapping) for r in runs]}, args.json, "\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``factorflow``."""
     p = argparse.ArgumentParser(prog="factorflow", description=__doc__.splitlines()[0])
@@ -384,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--server-port", type=_port, default=4200,
                      help="port of that local server (default 4200)")
     srv.set_defaults(func=_serve)
+
+    listing_options = argparse.ArgumentParser(add_help=False)
+    listing_options.add_argument("--job", default=argparse.SUPPRESS,
+                                 help="only this job (symbol-batch, portfolio-refresh, onboarding)")
+    listing_options.add_argument("--limit", type=int, default=argparse.SUPPRESS,
+                                 help="runs shown (default 20)")
+    listing_options.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                 help="print as JSON (last line)")
+    runs = sub.add_parser("runs", parents=[listing_options],
+                          help="list recent runs and run locks, or clear a stale lock")
+    runs.set_defaults(func=_runs, action="list", job=None, limit=20, json=False)
+    runs_sub = runs.add_subparsers(dest="action")
+    runs_sub.add_parser("list", parents=[listing_options],
+                        help="recent runs (newest first) and the locks (the default)")
+    clear = runs_sub.add_parser(
+        "clear-lock", help="remove a run lock (refused while its holder is alive here)")
+    clear.add_argument("name", help="lock name, e.g. symbol-batch")
+    clear.add_argument("--force", action="store_true",
+                       help="remove it even if its holder looks alive")
+    clear.add_argument("--json", action="store_true", help="print as JSON (last line)")
 
     users = sub.add_parser("users", help="manage API users")
     users_sub = users.add_subparsers(dest="action", required=True)
