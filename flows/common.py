@@ -15,7 +15,7 @@ from core.db.engine import transaction
 from core.db.errors import short_error
 from core.db.models import RunStatus
 from core.repositories import batch_runs
-from core.run_lock import LockState
+from core.run_lock import LockState, process_alive, this_process
 from core.settings import get_settings
 
 
@@ -49,21 +49,30 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _process_dead(row: Any) -> bool:
+    return process_alive(row.host, row.pid, row.process_token) is False
+
+
 async def record_start(
     job_type: str, target: dt.date, start: dt.date | None, flow_run_id: str | None,
     close_crashed: bool = False,
 ) -> str:
-    """Insert the ``running`` batch-run row. With ``close_crashed`` (the caller holds the
-    job's run lock), first mark the job's runs left ``running`` by a dead process as
-    ``crashed``."""
+    """Insert the ``running`` batch-run row (with this process' host, pid and start time).
+
+    First mark the job's runs left ``running`` by a dead process as ``crashed``: with
+    ``close_crashed`` (the caller holds the job's run lock) every such row, else those
+    whose process on this host is gone.
+    """
+    owner = this_process(flow_run_id or "")
     async with transaction() as conn:
-        if close_crashed:
-            closed = await batch_runs.close_crashed(conn, job_type)
-            if closed:
-                logging.getLogger(__name__).warning(
-                    "%s: %d earlier run(s) left running by a dead process marked crashed",
-                    job_type, closed)
-        return await batch_runs.start_run(conn, job_type, target, start, flow_run_id)
+        closed = await batch_runs.close_crashed(
+            conn, job_type, None if close_crashed else _process_dead)
+        if closed:
+            logging.getLogger(__name__).warning(
+                "%s: %d earlier run(s) left running by a dead process marked crashed",
+                job_type, closed)
+        return await batch_runs.start_run(conn, job_type, target, start, flow_run_id,
+                                          (owner.host, owner.pid, owner.process_token))
 
 
 async def record_finish(

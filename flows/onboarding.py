@@ -21,12 +21,13 @@ from core import calendar
 from core import onboarding as queue
 from core.analytics_service import latest_data_date, refresh_portfolio_analytics
 from core.db.engine import reading
+from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.errors import NotReady
 from core.repositories import symbols as symbol_repo
 from core.settings import get_settings
 from core.symbol_batch import chunked, plan_fetch
-from flows.common import jsonable, record_finish, record_start, task_runner
+from flows.common import jsonable, record_failure, record_finish, record_start, task_runner
 from flows.symbol_batch import compute_factors, fetch_prices
 
 JOB = "onboarding"
@@ -115,14 +116,19 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
             for req, fut in zip(plan, fetch_prices.map(plan, unmapped(as_of)), strict=True):
                 res = fut.result(raise_on_failure=False)
                 if isinstance(res, BaseException):
-                    fetch_errors.update({s: f"provider_error: {res}" for s in req.symbols})
+                    if is_storage_error(res):  # the database failed, not the provider
+                        raise StorageError(f"storing prices failed: {short_error(res)}")
+                    fetch_errors.update({s: f"provider_error: {short_error(res)}"
+                                         for s in req.symbols})
                 else:
                     fetch_errors.update(res.errors)
             priced = [s.symbol for s in symbol_states(claimed.symbols)
                       if s.status == SymbolStatus.active and s.last_price_date]
             for ffut in compute_factors.map(chunked(priced, settings.factor_chunk_size),
                                             unmapped([as_of])):
-                ffut.result(raise_on_failure=False)
+                fres = ffut.result(raise_on_failure=False)
+                if isinstance(fres, BaseException) and is_storage_error(fres):
+                    raise StorageError(f"storing factors failed: {short_error(fres)}")
             outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
             # jobs close after the waiting portfolios are revalued: a symbol reads "ready"
             # only once the portfolios that hold it show it
@@ -137,9 +143,11 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
             errors["portfolios"].update(failed)
     except BaseException as exc:
         if unfinished:
-            asyncio.run(queue.release(unfinished))
-        asyncio.run(record_finish(run_id, RunStatus.failed, totals, {},
-                                  {"error": f"{type(exc).__name__}: {exc}", **errors}))
+            try:
+                asyncio.run(queue.release(unfinished))
+            except Exception as rexc:  # the API puts them back at its next start
+                logger.warning("could not give back the claimed jobs: %s", short_error(rexc))
+        record_failure(run_id, {}, {"error": short_error(exc), **errors}, totals)
         raise
     status = (RunStatus.completed_with_failures if errors["symbols"] or errors["portfolios"]
               else RunStatus.completed)

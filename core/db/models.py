@@ -246,6 +246,10 @@ class BatchRun(SQLModel, table=True):
     error_summary: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(sa.JSON, nullable=False)
     )
+    host: str | None = Field(default=None, max_length=255)
+    pid: int | None = None
+    process_token: str | None = Field(default=None, max_length=64)
+    """The run's process (see ``RunLock``): a ``running`` row whose process is dead crashed."""
 
 
 # --- the portfolio layer (reads the symbol layer, never the other way round) -------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,14 +22,18 @@ async def start_run(
     target_date: dt.date,
     start_date: dt.date | None = None,
     flow_run_id: str | None = None,
+    process: tuple[str, int, str | None] | None = None,
 ) -> str:
-    """Insert a ``running`` row; returns its id."""
+    """Insert a ``running`` row; returns its id. ``process``: (host, pid, process token) of
+    the process running it."""
     run_id = str(uuid.uuid4())
+    host, pid, token = process or (None, None, None)
     await conn.execute(
         sa.insert(B).values(
             id=run_id, job_type=job_type, target_date=target_date, start_date=start_date,
             status=RunStatus.running.value, flow_run_id=flow_run_id,
             started_at=dt.datetime.now(dt.UTC), counts={}, phase_seconds={}, error_summary={},
+            host=host, pid=pid, process_token=token,
         )
     )
     return run_id
@@ -80,14 +85,22 @@ async def list_runs(conn: AsyncConnection, job_type: str | None = None, limit: i
 CRASHED_REASON = "its process ended without closing this run (killed, out of memory, power loss)"
 
 
-async def close_crashed(conn: AsyncConnection, job_type: str) -> int:
-    """Mark every ``running`` run of ``job_type`` as ``crashed``; returns how many.
+async def close_crashed(
+    conn: AsyncConnection, job_type: str, is_dead: Callable[[sa.Row], bool] | None = None,
+) -> int:
+    """Mark ``running`` runs of ``job_type`` as ``crashed``; returns how many.
 
-    Call it only while holding the job's run lock: then no other run of the job is
-    alive, and a ``running`` row is one whose process died before closing it.
+    Without ``is_dead``, every such run: call it so only while holding the job's run lock
+    (no other run of the job is then alive). With it, only the rows it says are dead
+    (their process is gone).
     """
-    result = await conn.execute(
-        sa.update(B).where(B.c.job_type == job_type, B.c.status == RunStatus.running.value)
-        .values(status=RunStatus.crashed.value, finished_at=dt.datetime.now(dt.UTC),
-                error_summary={"error": CRASHED_REASON}))
-    return int(result.rowcount or 0)
+    stmt = sa.select(B.c.id, B.c.host, B.c.pid, B.c.process_token).where(
+        B.c.job_type == job_type, B.c.status == RunStatus.running.value)
+    rows = (await conn.execute(stmt)).all()
+    dead = [r.id for r in rows if is_dead is None or is_dead(r)]
+    if dead:
+        await conn.execute(
+            sa.update(B).where(B.c.id.in_(dead), B.c.status == RunStatus.running.value)
+            .values(status=RunStatus.crashed.value, finished_at=dt.datetime.now(dt.UTC),
+                    error_summary={"error": CRASHED_REASON}))
+    return len(dead)

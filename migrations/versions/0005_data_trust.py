@@ -50,12 +50,14 @@ def upgrade() -> None:
         sa.Column('detail', sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint('symbol', 'date'),
     )
+    for table in ('run_locks', 'batch_runs'):
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(sa.Column('host', sqlmodel.sql.sqltypes.AutoString(length=255),
+                                       nullable=True))
+            batch.add_column(sa.Column('pid', sa.Integer(), nullable=True))
+            batch.add_column(sa.Column('process_token',
+                                       sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True))
     with op.batch_alter_table('run_locks') as batch:
-        batch.add_column(sa.Column('host', sqlmodel.sql.sqltypes.AutoString(length=255),
-                                   nullable=True))
-        batch.add_column(sa.Column('pid', sa.Integer(), nullable=True))
-        batch.add_column(sa.Column('process_token', sqlmodel.sql.sqltypes.AutoString(length=64),
-                                   nullable=True))
         batch.add_column(sa.Column('flow_run_id', sqlmodel.sql.sqltypes.AutoString(length=36),
                                    nullable=True))
 
@@ -63,6 +65,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('run_locks') as batch:
         for c in ('flow_run_id', 'process_token', 'pid', 'host'):
+            batch.drop_column(c)
+    with op.batch_alter_table('batch_runs') as batch:
+        for c in ('process_token', 'pid', 'host'):
             batch.drop_column(c)
     op.drop_table('known_missing_prices')
     op.drop_index('ix_price_revisions_symbol_date', table_name='price_revisions')

@@ -50,3 +50,33 @@ def test_runs_lists_runs_and_locks_and_clears_only_a_dead_holders_lock(
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_new_run_closes_runs_left_running_by_a_dead_process_only(database_url: str) -> None:
+    """Jobs without a run lock (onboarding runs may overlap): a ``running`` row is closed as
+    ``crashed`` when its process on this host is gone, never when it is alive."""
+    import datetime as dt
+
+    from flows.common import record_finish, record_start
+
+    live = subprocess.Popen(["sleep", "60"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        for run_id, pid in (("live", live.pid), ("dead", dead.pid)):
+            execute(database_url,
+                    "INSERT INTO batch_runs (id, job_type, target_date, status, started_at, "
+                    "counts, phase_seconds, error_summary, host, pid, process_token) VALUES "
+                    "(?, 'onboarding', '2026-11-20', 'running', '2026-11-20 21:00:00.000000', "
+                    "'{}', '{}', '{}', ?, ?, ?)",
+                    (run_id, socket.gethostname(), pid, process_token(pid)))
+        new = asyncio.run(record_start("onboarding", dt.date(2026, 11, 20), None, None))
+        runs = query(database_url, "SELECT id, status FROM batch_runs")
+        assert dict(zip(runs.id, runs.status, strict=True)) == {
+            "live": "running", "dead": "crashed", new: "running"}
+        from core.db.models import RunStatus
+
+        asyncio.run(record_finish(new, RunStatus.completed, {}, {}, {}))
+    finally:
+        live.kill()
+        live.wait()
