@@ -513,11 +513,15 @@ def main(argv: list[str] | None = None) -> int:
         if configuration is not None:
             print(f"factorflow: {configuration}", file=sys.stderr)
             return 1
+        from core.db.errors import StorageError, is_storage_error, short_error
         from core.portfolio_refresh import PortfolioRefreshError
         from core.symbol_batch import SymbolBatchError
 
-        if isinstance(exc, SymbolBatchError | PortfolioRefreshError | ValueError):
+        if isinstance(exc, SymbolBatchError | PortfolioRefreshError | StorageError | ValueError):
             print(f"factorflow: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        if is_storage_error(exc):  # the database failed anywhere: one line, no SQL
+            print(f"factorflow: StorageError: {short_error(exc)}", file=sys.stderr)
             return 1
         raise
 
