@@ -231,7 +231,7 @@ class _Spawner:
 _spawner = _Spawner()
 
 
-def _tied_popen(args: Sequence[str], *popen_args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+def tied_popen(args: Sequence[str], *popen_args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen`` for Prefect's server: parent recorded, death signal armed."""
     parent = os.getpid()
     env = dict(kwargs.get("env") or os.environ)
@@ -246,7 +246,7 @@ def _patch(module: types.ModuleType) -> None:
         return
     tied = types.ModuleType("subprocess")
     tied.__dict__.update(subprocess.__dict__)
-    tied.Popen = _tied_popen  # type: ignore[attr-defined]
+    tied.Popen = tied_popen  # type: ignore[attr-defined]
     module.subprocess = tied  # type: ignore[attr-defined]
     module._factorflow_tied = True  # type: ignore[attr-defined]
 

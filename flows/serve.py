@@ -32,6 +32,7 @@ import httpx
 import yaml
 
 from core.settings import REPO_ROOT
+from flows.local_prefect import tied_popen
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 _CONSOLE_HANDLER = "flows.serve_logging.ServeConsoleHandler"
@@ -89,7 +90,8 @@ def start_local_server(home: Path, port: int = 4200, timeout: float = 120, *,
     env.pop("PREFECT_API_URL", None)
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 (kept open for the server's life)
-    proc = subprocess.Popen(
+    # tied to this process: a SIGKILLed `serve` takes its server with it (no orphan)
+    proc = tied_popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
