@@ -570,7 +570,10 @@ def review_redelivery(
         return Review(decision, reason)
     bad_stored = jump_endpoints(close_s, split_ratio, jump_threshold)
     merged = np.where(has_o, close_o, close_s)
-    bad_merged = jump_endpoints(merged, split_ratio, jump_threshold)
+    # a provider that split-adjusts history (Yahoo's "close") delivers no drop on the split
+    # day: its series passes when it is smooth read either way
+    bad_merged = (jump_endpoints(merged, split_ratio, jump_threshold)
+                  & jump_endpoints(merged, np.ones_like(split_ratio), jump_threshold))
     # a provider that split-adjusts history restates old closes by the later splits
     ratio = np.where(np.isfinite(split_ratio) & (split_ratio > 0), split_ratio, 1.0)
     later_splits = np.exp(np.cumsum(np.log(ratio)[::-1], axis=0)[::-1] - np.log(ratio))
