@@ -128,7 +128,8 @@ def test_an_identical_redelivery_changes_nothing(closes) -> None:
 
 
 def test_only_actions_not_stored_with_that_value_are_new() -> None:
-    stored = pd.DataFrame({"symbol": ["A", "A"], "date": pd.to_datetime(["2026-01-05", "2026-04-06"]),
+    stored = pd.DataFrame({"symbol": ["A", "A"],
+                           "date": pd.to_datetime(["2026-01-05", "2026-04-06"]),
                            "kind": ["dividend", "dividend"], "value": [0.2, 0.2]})
     delivered = pd.DataFrame({"symbol": ["A", "A", "B"],
                               "date": pd.to_datetime(["2026-01-05", "2026-04-06", "2026-04-06"]),
