@@ -45,8 +45,8 @@ async def request_onboarding(
 
     Returns symbol → ``"ready"`` (has prices), ``"pending"`` (queued now or already),
     ``"private"`` (never priced) or ``"error: <reason>"`` (invalid, unknown to the
-    provider, delisted). Does not start processing: call :func:`dispatch` after the
-    caller's transaction committed.
+    provider, delisted, removed from the universe by an operator). Does not start
+    processing: call :func:`dispatch` after the caller's transaction committed.
     """
     engine = engine or flow_engine()
     out: dict[str, str] = {}
@@ -69,7 +69,8 @@ async def request_onboarding(
             st = states.get(sym)
             if st is not None and st.status == SymbolStatus.active and st.last_price_date:
                 out[sym] = "ready"
-            elif st is not None and st.status in (SymbolStatus.error, SymbolStatus.delisted):
+            elif st is not None and st.status in (SymbolStatus.error, SymbolStatus.delisted,
+                                                  SymbolStatus.inactive):
                 out[sym] = f"error: {st.error_reason or st.status.value}"
             else:
                 out[sym] = "pending"

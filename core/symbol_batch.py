@@ -274,7 +274,10 @@ def _merge_refetch(bars: pd.DataFrame, fresh: pd.DataFrame, symbols: Sequence[st
 
 def _concerns_present(st: symbol_repo.SymbolState | None, request: FetchRequest) -> bool:
     """True when ``request`` reaches the symbol's latest stored session: only such a fetch
-    may change its status (a backfill writes history, never the present)."""
+    may change its status (a backfill writes history, never the present). A symbol an
+    operator removed (``inactive``) keeps that status whatever a delivery brings."""
+    if st is not None and st.status == SymbolStatus.inactive:
+        return False
     return st is None or st.last_price_date is None or request.end >= st.last_price_date
 
 

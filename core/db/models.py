@@ -38,6 +38,8 @@ class SymbolStatus(enum.StrEnum):
     active = "active"
     delisted = "delisted"
     error = "error"
+    inactive = "inactive"
+    """Removed from the universe by an operator: never fetched, its stored history kept."""
 
 
 class RunStatus(enum.StrEnum):
