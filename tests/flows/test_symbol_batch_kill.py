@@ -21,7 +21,9 @@ import pytest
 
 from tests.flows.helpers import (
     clone_database,
+    db_path,
     drop_clone,
+    is_sqlite,
     query,
     signature_diff,
     table_signature,
@@ -78,6 +80,11 @@ def test_a_run_killed_at_a_named_point_is_completed_by_a_plain_rerun(
 
         killed = _symbol_batch(database_url, prefect_server, tmp_path / "killed", fault=point)
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        if is_sqlite(database_url):  # a killed writer never damages the file (WAL)
+            import sqlite3
+
+            with sqlite3.connect(db_path(database_url)) as con:
+                assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         left = query(database_url, "SELECT name, pid FROM run_locks")
         assert list(left.name) == ["symbol-batch"]  # the dead run's lock is still there
         assert list(query(database_url, "SELECT status FROM batch_runs").status) == ["running"]
