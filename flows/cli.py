@@ -290,6 +290,187 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(start_server=args.start_server, port=args.server_port)
 
 
+def _symbols_added(report: Any) -> list[str]:
+    lines = []
+    if report.added:
+        fetched = [a["symbol"] for a in report.added if a["kind"] != "private"]
+        private = [a["symbol"] for a in report.added if a["kind"] == "private"]
+        if fetched:
+            lines.append(f"added {len(fetched)} (pending): {', '.join(fetched)}")
+        if private:
+            lines.append(f"added {len(private)} private identifier(s), never sent to a price "
+                         f"provider: {', '.join(private)}")
+    if report.reactivated:
+        lines.append(f"re-activated {len(report.reactivated)} (pending again): " + ", ".join(
+            f"{r['symbol']} (was {r['previous_status']})" for r in report.reactivated))
+    if report.already_present:
+        lines.append(f"already present {len(report.already_present)}: " + ", ".join(
+            f"{r['symbol']} ({r['status']})" for r in report.already_present))
+    if report.reference_added:
+        lines.append(f"also added the {len(report.reference_added)} reference ETFs the factors "
+                     f"need: {', '.join(report.reference_added)}")
+    if report.rejected:
+        lines.append(f"rejected {len(report.rejected)}:")
+        lines += [f"  {r['where']}: {r['input']!r}: {r['reason']}" for r in report.rejected]
+    if report.added or report.reactivated:
+        lines.append("the next symbol batch fetches pending symbols (a new one about a year "
+                     "of prices, a re-activated one the sessions it missed); `factorflow "
+                     "symbol-batch` fetches them now")
+    return lines
+
+
+def _symbols_removed(report: Any) -> list[str]:
+    def portfolios(ps: list[dict[str, str]]) -> str:
+        return ", ".join(f"{p['name']!r} of {p['owner']} ({p['id']})" for p in ps)
+
+    lines = []
+    if report.removed:
+        lines.append(f"removed {len(report.removed)} (inactive: no longer fetched, stored "
+                     "history kept; `factorflow symbols add` re-activates): " + ", ".join(
+                         f"{r['symbol']} (was {r['previous_status']})" for r in report.removed))
+        lines += [f"  {r['symbol']} is still held by {portfolios(r['held_by'])}: their "
+                  "snapshots become partial once its last price is older than the session "
+                  "they value" for r in report.removed if r["held_by"]]
+    if report.already_inactive:
+        lines.append(f"already inactive {len(report.already_inactive)}: "
+                     f"{', '.join(report.already_inactive)}")
+    for h in report.held:
+        lines.append(f"not removed: {h['symbol']} is held by {len(h['portfolios'])} live "
+                     f"portfolio(s): {portfolios(h['portfolios'])} (--force removes it anyway)")
+    for r in report.refused:
+        lines.append(f"not removed: {r['input']}: {r['reason']}")
+    return lines
+
+
+def _beta(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"
+
+
+def _symbols_refetched(report: Any) -> list[str]:
+    lines = []
+    for s in report.symbols:
+        head = f"{s.symbol}: history {s.start} → {s.end} re-requested"
+        if s.error:
+            lines.append(f"{head}: nothing delivered: {s.error}")
+            continue
+        lines.append(f"{head} from {s.provider or 'the provider chain'}: {s.replaced} "
+                     f"replaced, {s.refused} refused, {s.rebased} rebased, {s.inserted} "
+                     f"inserted (status {s.status})")
+        for r in s.revisions:
+            verb = "replaced" if r["outcome"] == "replaced" else "REFUSED"
+            lines.append(f"  {verb} {r['date']}: close {r['stored_close']} → "
+                         f"{r['offered_close']}: {r['reason']}")
+        if s.factor_date is None:
+            lines.append("  no factors computed yet: the next symbol batch computes them")
+            continue
+        valued = sum(v is not None for v in s.factors_after.values())
+        lines.append(f"  factors recomputed at {s.factor_date}: market_beta "
+                     f"{_beta(s.factors_before.get('market_beta'))} → "
+                     f"{_beta(s.factors_after.get('market_beta'))}; {valued} of "
+                     f"{len(s.factors_after)} factors have a value"
+                     + (f" (no value: {s.no_value_reason})" if s.no_value_reason else ""))
+    for day, n in sorted(report.recomputed.items()):
+        if n > len(report.symbols):
+            lines.append(f"a reference ETF changed: factors of all {n} symbols recomputed "
+                         f"at {day}")
+    if report.portfolios_invalidated:
+        lines.append(f"cached analytics of {report.portfolios_invalidated} portfolio(s) "
+                     "dropped: the API recomputes them from the new betas")
+    lines += [f"skipped {s['input']}: {s['reason']}" for s in report.skipped]
+    return lines
+
+
+def _symbols(args: argparse.Namespace) -> int:
+    from core import universe
+    from core.db import migrate
+    from core.db.engine import create_engine
+    from core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate.upgrade(url)
+    prefix = f"factorflow symbols {args.action}"
+
+    async def _call(fn: Any, *fn_args: Any, **kwargs: Any) -> Any:
+        engine = create_engine(url)
+        try:
+            return await fn(*fn_args, engine=engine, **kwargs)
+        finally:
+            await engine.dispose()
+
+    if args.action == "list":
+        try:
+            page = asyncio.run(_call(universe.list_symbols, status=args.status))
+        except universe.InvalidInput as exc:
+            print(f"{prefix}: {exc.message}", file=sys.stderr)
+            return 2
+        w = max([6, *(len(r.symbol) for r in page.items)])
+        lines = [f"{'symbol':<{w}}  {'kind':<7}  {'status':<8}  {'first price':<11}  "
+                 f"{'last price':<11}  {'last factor':<11}  reason"] if page.items else []
+        lines += [f"{r.symbol:<{w}}  {r.kind:<7}  {r.status:<8}  "
+                  f"{r.first_price_date or '–'!s:<11}  {r.last_price_date or '–'!s:<11}  "
+                  f"{r.last_factor_date or '–'!s:<11}  {r.error_reason or ''}".rstrip()
+                  for r in page.items]
+        counts = ", ".join(f"{k} {v}" for k, v in page.counts.items()) or "empty"
+        whole = sum(page.counts.values())
+        if not whole:
+            lines.append("no symbols yet: `factorflow symbols add SYM …` or `factorflow "
+                         "symbols import FILE`")
+        elif args.status:
+            lines.append(f"{page.total} of {whole} symbols with status {args.status.lower()}; "
+                         f"by status: {counts}")
+        else:
+            lines.append(f"{whole} symbols: {counts}")
+        _emit({"symbols": [vars(r) for r in page.items], "total": page.total,
+               "counts": page.counts}, args.json, "\n".join(lines))
+        return 0
+
+    if args.action in ("add", "import"):
+        try:
+            entries = (universe.read_ticker_file(args.file) if args.action == "import" else
+                       [universe.Entry(t, f"argument {i}") for i, t in enumerate(args.tickers, 1)])
+            report = asyncio.run(_call(universe.add_symbols, entries))
+        except universe.TickerFileError as exc:
+            print(f"{prefix}: {exc}", file=sys.stderr)
+            return 1
+        except universe.NoValidSymbols as exc:
+            _emit({**exc.report.to_dict(), "error": exc.message}, args.json,
+                  "\n".join(_symbols_added(exc.report)))
+            print(f"{prefix}: nothing valid to add: {exc.message}", file=sys.stderr)
+            return 1
+        _emit(report.to_dict(), args.json, "\n".join(_symbols_added(report)))
+        return 0
+
+    if args.action == "remove":
+        removed = asyncio.run(_call(universe.remove_symbols, args.tickers, force=args.force))
+        _emit(removed.to_dict(), args.json, "\n".join(_symbols_removed(removed)))
+        if not removed.ok:
+            n = len(removed.held) + len(removed.refused)
+            print(f"{prefix}: {n} symbol(s) not removed (" + "; ".join(
+                [f"{h['symbol']}: held by {len(h['portfolios'])} live portfolio(s), --force "
+                 "removes it" for h in removed.held]
+                + [f"{r['input']}: {r['reason']}" for r in removed.refused]) + ")",
+                file=sys.stderr)
+            return 1
+        return 0
+
+    from core.config_check import ensure_configuration
+
+    ensure_configuration()
+    try:
+        refetched = universe.refetch_blocking(args.tickers, url)
+    except universe.RefetchBlocked as exc:
+        print(f"{prefix}: {exc.message}", file=sys.stderr)
+        return 1
+    _emit(refetched.to_dict(), args.json, "\n".join(_symbols_refetched(refetched)))
+    if not any(s.error is None for s in refetched.symbols):
+        print(f"{prefix}: nothing refetched" + "".join(
+            f"; {s.symbol}: {s.error}" for s in refetched.symbols)
+            + "".join(f"; {s['input']}: {s['reason']}" for s in refetched.skipped),
+            file=sys.stderr)
+        return 1
+    return 0
+
+
 def _users(args: argparse.Namespace) -> int:
     from core import portfolio_service
     from core.db import migrate
@@ -474,6 +655,36 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true",
                          help="print the result as JSON (last line)")
         cmd.set_defaults(func=_users)
+
+    symbols = sub.add_parser("symbols", help="manage the universe: list, add, import, remove, "
+                                             "refetch symbols")
+    symbols_sub = symbols.add_subparsers(dest="action", required=True)
+    sym_list = symbols_sub.add_parser(
+        "list", help="every symbol: kind, status, price and factor dates, error reason")
+    sym_list.add_argument("--status", help="only this status (pending, active, delisted, "
+                                           "error, inactive)")
+    sym_add = symbols_sub.add_parser(
+        "add", help="add symbols (pending: the next symbol batch fetches them); re-activates "
+                    "removed ones")
+    # dest "tickers": main() reads an integer `symbols` option (demo --symbols)
+    sym_add.add_argument("tickers", nargs="+", metavar="SYMBOL", help="e.g. AAPL BRK-B")
+    sym_import = symbols_sub.add_parser(
+        "import", help="add the symbols of a file: one ticker per line, or a CSV with a "
+                       "'symbol' column (e.g. a price file); blank lines and # comments ignored")
+    sym_import.add_argument("file", metavar="FILE", help="the ticker file")
+    sym_remove = symbols_sub.add_parser(
+        "remove", help="stop fetching symbols (status inactive; stored history kept)")
+    sym_remove.add_argument("tickers", nargs="+", metavar="SYMBOL", help="tickers")
+    sym_remove.add_argument("--force", action="store_true",
+                            help="remove symbols that live portfolios hold too")
+    sym_refetch = symbols_sub.add_parser(
+        "refetch", help="re-request symbols' whole stored history now (corrected prices "
+                        "replace bad ones) and recompute their factors; not during a batch")
+    sym_refetch.add_argument("tickers", nargs="+", metavar="SYMBOL", help="tickers")
+    for cmd in (sym_list, sym_add, sym_import, sym_remove, sym_refetch):
+        cmd.add_argument("--json", action="store_true", help="print the result as JSON "
+                                                              "(last line)")
+        cmd.set_defaults(func=_symbols)
     return p
 
 
