@@ -31,6 +31,7 @@ from api.errors import handle_exception
 from api.health import HealthController
 from api.portfolios.controllers import PortfolioController, PositionController
 from api.symbols.controllers import SymbolController
+from api.universe.controllers import UniverseController
 from core.db.engine import create_engine
 from core.settings import get_settings
 
@@ -110,7 +111,7 @@ def create_app(database_url: str | None = None) -> Litestar:
     v1 = Router(
         path="/v1",
         route_handlers=[PortfolioController, PositionController, SymbolController,
-                        AdminController],
+                        AdminController, UniverseController],
         middleware=[DefineMiddleware(BearerTokenAuth)],
         security=[{SECURITY_SCHEME: []}],
     )

@@ -1025,8 +1025,9 @@ def _symbol_status(kind: str, status: str) -> str:
 
 
 async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
-    """A symbol's data state: ``status`` (ready / pending / error / delisted / private) with
-    the reason, data dates, last close, profile, latest metrics and factor exposures."""
+    """A symbol's data state: ``status`` (ready / pending / error / delisted / inactive /
+    private) with the reason, data dates, last close, profile, latest metrics and factor
+    exposures."""
     try:
         sym = validate_symbol(symbol)
     except InvalidSymbolError as exc:

@@ -684,7 +684,7 @@ async def refetch_symbols(
     except run_lock.LockHeld as exc:
         raise RefetchBlocked(
             f"a symbol batch is running ({exc}): refetch again when it has finished "
-            "(`factorflow runs` lists runs and locks)", "symbol") from None
+            "(`factorflow runs` lists runs and locks)") from None
     try:
         with run_lock.Heartbeat(BATCH_LOCK, owner.holder, engine=engine):
             await _refetch(wanted, engine, settings, provider or provider_for(settings),

@@ -53,10 +53,12 @@ class SymbolRead(msgspec.Struct):
     symbol: str
     kind: Annotated[str, Meta(description="equity, etf or private.")]
     status: Annotated[str, Meta(description="ready (prices stored), pending (being "
-                                            "onboarded), error, delisted, or private (never "
+                                            "onboarded), error, delisted, inactive (removed "
+                                            "from the universe by an operator: no longer "
+                                            "fetched, history kept), or private (never "
                                             "priced).")]
-    reason: Annotated[str | None, Meta(description="Why the symbol is in error or "
-                                                   "delisted.")]
+    reason: Annotated[str | None, Meta(description="Why the symbol is in error, delisted or "
+                                                   "inactive.")]
     first_price_date: dt.date | None
     last_price_date: dt.date | None
     last_factor_date: dt.date | None

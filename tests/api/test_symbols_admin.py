@@ -159,3 +159,133 @@ def test_readiness_fails_with_the_failing_check(client: TestClient, db_url: str)
         con.execute("UPDATE alembic_version SET version_num = '0001'")
     checks = client.get("/health/ready").json()["checks"]
     assert checks["migrations"]["ok"] is False and "head" in checks["migrations"]["detail"]
+
+
+# --- the universe routes (/v1/admin/symbols) ---------------------------------------------------
+
+def test_universe_list_add_and_remove(client: TestClient, seed: Seed) -> None:
+    from core.factors.definitions import REFERENCE_ETFS
+
+    h = auth(seed, "root")
+    assert_error(client.get("/v1/admin/symbols", headers=auth(seed)), 403, "admin role")
+    page = client.get("/v1/admin/symbols", headers=h).json()
+    n = len(seed.tickers) + len(REFERENCE_ETFS)
+    assert page["total"] == n and page["counts"] == {"active": n}
+    assert page["limit"] == 200 and page["offset"] == 0
+    mkta = next(r for r in page["items"] if r["symbol"] == "MKTA")
+    assert mkta == {"symbol": "MKTA", "kind": "equity", "status": "active",
+                    "first_price_date": mkta["first_price_date"],
+                    "last_price_date": seed.as_of.isoformat(),
+                    "last_factor_date": seed.as_of.isoformat(), "error_reason": None}
+    second = client.get("/v1/admin/symbols?limit=2&offset=1", headers=h).json()
+    assert [r["symbol"] for r in second["items"]] == [r["symbol"] for r in page["items"][1:3]]
+    assert_error(client.get("/v1/admin/symbols?status=gone", headers=h), 400,
+                 "unknown status 'gone'", field="status")
+    assert_error(client.get("/v1/admin/symbols?limit=0", headers=h), 400, field="limit")
+
+    resp = client.post("/v1/admin/symbols", headers=h, json={"symbols": ["aapl", "A$", "MKTA"]})
+    assert resp.status_code == 200, resp.text
+    added = resp.json()
+    assert added["added"] == [{"symbol": "AAPL", "kind": "equity"}]
+    assert added["already_present"] == [{"symbol": "MKTA", "status": "active"}]
+    assert added["rejected"] == [{"input": "A$", "where": "symbols[1]",
+                                  "reason": "characters '$' not allowed (only A-Z 0-9 . - ^ = _)"}]
+    assert added["valid"] == 2 and added["reference_added"] == []
+    assert client.get("/v1/admin/symbols?status=pending", headers=h).json()["total"] == 1
+    assert_error(client.post("/v1/admin/symbols", headers=h, json={"symbols": ["A$", "B C"]}),
+                 400, "invalid symbol 'A$'", "(and 1 more rejected)", field="symbols[0]")
+    assert_error(client.post("/v1/admin/symbols", headers=h, json={"symbols": []}), 400,
+                 field="symbols")
+    assert_error(client.post("/v1/admin/symbols", headers=h, json={"symbol": ["X"]}), 400,
+                 "unknown field", field="symbol")
+
+    created = client.post("/v1/portfolios", headers=auth(seed), json={
+        "name": "P", "positions": [position("MKTB")]}).json()
+    pid = created["portfolio"]["id"]
+    assert_error(client.delete("/v1/admin/symbols/MKTB", headers=h), 409,
+                 f"held by 1 live portfolio(s): 'P' of alice ({pid})", field="force")
+    resp = client.delete("/v1/admin/symbols/mktb?force=true", headers=h)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"removed": [{"symbol": "MKTB", "previous_status": "active",
+                                        "held_by": [{"id": pid, "name": "P", "owner": "alice"}]}],
+                           "already_inactive": []}
+    status = client.get("/v1/symbols/MKTB", headers=auth(seed)).json()
+    assert status["status"] == "inactive" and "removed from the universe" in status["reason"]
+    assert status["last_price_date"] == seed.as_of.isoformat()  # its history is kept
+    onboarded = client.post("/v1/portfolios", headers=auth(seed, "bob"), json={
+        "name": "Q", "positions": [position("MKTB")]}).json()
+    assert onboarded["symbols"]["MKTB"].startswith("error: inactive")  # never queued
+    assert client.delete("/v1/admin/symbols/MKTB", headers=h).json()["already_inactive"] == [
+        "MKTB"]
+    assert_error(client.delete("/v1/admin/symbols/SPY", headers=h), 400, "reference ETF",
+                 field="symbol")
+    assert_error(client.delete("/v1/admin/symbols/NOPE", headers=h), 404,
+                 "'NOPE' is not in the universe", field="symbol")
+    assert_error(client.delete("/v1/admin/symbols/A$", headers=h), 400, "invalid symbol",
+                 field="symbol")
+    assert_error(client.delete("/v1/admin/symbols/MKTA?force=maybe", headers=h), 400,
+                 field="force")
+    again = client.post("/v1/admin/symbols", headers=h, json={"symbols": ["MKTB"]}).json()
+    assert again["reactivated"][0]["previous_status"] == "inactive"
+
+
+def test_universe_refetch_replaces_a_bad_price_off_the_event_loop(
+        client: TestClient, seed: Seed, db_url: str) -> None:
+    import asyncio
+    import socket
+    import sqlite3
+    import subprocess
+
+    from core import calendar
+    from core.db.engine import flow_engine
+    from core.run_lock import LockOwner, acquire, process_token
+    from core.settings import get_settings
+    from core.symbol_batch import compute_and_store_factors
+
+    h = auth(seed, "root")
+    bad_day = calendar.sessions_back(seed.as_of, 20)
+    with sqlite3.connect(db_path(db_url)) as con:  # a ×0.3 tick, as a provider once sent it
+        good = con.execute("SELECT close FROM prices WHERE symbol='MKTA' AND date=?",
+                           (bad_day.isoformat(),)).fetchone()[0]
+        con.execute("UPDATE prices SET open=open*0.3, high=high*0.3, low=low*0.3, "
+                    "close=close*0.3, adj_close=adj_close*0.3 WHERE symbol='MKTA' AND date=?",
+                    (bad_day.isoformat(),))
+    asyncio.run(compute_and_store_factors(["MKTA"], [seed.as_of], get_settings(),
+                                          flow_engine(db_url)))
+    betas = {f["factor"]: f for f in client.get("/v1/symbols/MKTA", headers=h).json()[
+        "factor_exposures"]}
+    assert betas["market_beta"]["beta"] is None
+    assert betas["market_beta"]["reason"].startswith("data_check: unexplained_jump")
+
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        asyncio.run(acquire("symbol-batch", LockOwner("nightly", socket.gethostname(), live.pid,
+                                                      process_token(live.pid)),
+                            engine=flow_engine(db_url)))
+        assert_error(client.post("/v1/admin/symbols/MKTA/refetch", headers=h), 409,
+                     "a symbol batch is running", f"pid {live.pid}")
+    finally:
+        live.kill()
+        live.wait()
+
+    resp = client.post("/v1/admin/symbols/mkta/refetch", headers=h)
+    assert resp.status_code == 200, resp.text
+    (item,) = resp.json()["symbols"]
+    assert (item["symbol"], item["replaced"], item["refused"]) == ("MKTA", 1, 0)
+    rev = item["revisions"][0]
+    assert rev["date"] == bad_day.isoformat() and rev["outcome"] == "replaced"
+    assert rev["offered_close"] == pytest.approx(float(good))
+    assert item["factors_before"]["market_beta"] is None
+    after = item["factors_after"]["market_beta"]
+    assert after is not None and item["factor_date"] == seed.as_of.isoformat()
+    betas = {f["factor"]: f for f in client.get("/v1/symbols/MKTA", headers=h).json()[
+        "factor_exposures"]}
+    assert betas["market_beta"]["beta"] == pytest.approx(after)  # the API serves the fix
+
+    assert_error(client.post("/v1/admin/symbols/NOPE/refetch", headers=h), 404, field="symbol")
+    client.post("/v1/admin/symbols", headers=h, json={"symbols": ["PRIVATE_FUND_A", "NEWX"]})
+    assert_error(client.post("/v1/admin/symbols/PRIVATE_FUND_A/refetch", headers=h), 400,
+                 "never sent to a price provider", field="symbol")
+    assert_error(client.post("/v1/admin/symbols/NEWX/refetch", headers=h), 400,
+                 "no stored prices to refetch", field="symbol")
+    assert_error(client.post("/v1/admin/symbols/MKTA/refetch", headers=auth(seed)), 403)

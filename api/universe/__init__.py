@@ -1,0 +1,1 @@
+"""Admin routes over the symbol universe (``/v1/admin/symbols``)."""
