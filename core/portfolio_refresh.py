@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import calendar
+from core import calendar, run_lock
 from core.db.engine import flow_engine, reading, transaction
+from core.db.models import RunStatus
 from core.factors.definitions import FACTOR_NAMES
 from core.factors.returns import simple_returns
 from core.portfolio.analytics import (
@@ -53,6 +54,51 @@ class PortfolioRefreshError(Exception):
 
 class SymbolBatchNotReady(PortfolioRefreshError):
     """The symbol batch for the requested date has not completed."""
+
+
+class RefreshAlreadyRunning(PortfolioRefreshError):
+    """Another live portfolio refresh held the lock longer than this run would wait."""
+
+
+REFRESH_LOCK = "portfolio-refresh"
+"""One portfolio refresh at a time per database, whatever its date: two runs planned at
+once would each miss what the other writes (lost sessions, the present moved back)."""
+
+
+async def lock_refresh(
+    owner: run_lock.LockOwner,
+    wait_seconds: float,
+    holder_gone: Callable[[run_lock.LockState], bool] | None = None,
+    engine: AsyncEngine | None = None,
+) -> run_lock.LockState:
+    """Take the portfolio-refresh lock, waiting up to ``wait_seconds`` for a live holder to
+    finish (a dead holder's lock is taken over at once); else ``RefreshAlreadyRunning``."""
+    wait = max(0.0, wait_seconds)
+    try:
+        return await run_lock.acquire_waiting(REFRESH_LOCK, owner, wait,
+                                              holder_gone=holder_gone, engine=engine)
+    except run_lock.LockHeld as exc:
+        raise RefreshAlreadyRunning(
+            f"another portfolio refresh is running ({exc}); waited {wait:.0f} s, this run "
+            "stops without writing. Run it again once that one has finished (or give it a "
+            "longer --lock-wait)") from None
+
+
+async def unlock_refresh(holder: str, engine: AsyncEngine | None = None) -> None:
+    """Release the portfolio-refresh lock if ``holder`` holds it."""
+    await run_lock.release(REFRESH_LOCK, holder, engine)
+
+
+async def record_refused_run(
+    job_type: str, as_of: dt.date, flow_run_id: str | None, error: str,
+    engine: AsyncEngine | None = None,
+) -> str:
+    """Log a run that stopped before it took the lock as ``failed``, in one transaction
+    (never seen ``running``, so never taken for a crashed run)."""
+    async with transaction(engine or flow_engine()) as conn:
+        run_id = await batch_runs.start_run(conn, job_type, as_of, None, flow_run_id)
+        await batch_runs.finish_run(conn, run_id, RunStatus.failed, {}, {}, {"error": error})
+    return run_id
 
 
 async def symbol_batch_completed(as_of: dt.date, engine: AsyncEngine | None = None) -> bool:
@@ -92,8 +138,16 @@ class PortfolioWork:
 
 @dataclass
 class RefreshPlan:
+    """The portfolios to refresh, and how many need nothing.
+
+    ``up_to_date``: no priced session is missing since the portfolio's first snapshot (in the
+    backfill window) through ``as_of``. ``newer``: every snapshot of the portfolio lies after
+    ``as_of`` (a refresh for an earlier date gives it no older one).
+    """
+
     work: list[PortfolioWork]
     up_to_date: int
+    newer: int = 0
     truncated: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,35 +155,56 @@ async def plan_refresh(
     as_of: dt.date, max_backfill_sessions: int, engine: AsyncEngine | None = None,
     portfolio_ids: Sequence[str] | None = None,
 ) -> RefreshPlan:
-    """Each active portfolio's missing sessions since its last snapshot, through ``as_of``.
+    """Each active portfolio's sessions to (re)compute through ``as_of``.
 
-    Only sessions with prices count. A portfolio without snapshots starts at ``as_of``;
-    a gap longer than ``max_backfill_sessions`` is backfilled from its most recent part
-    (the skipped days are reported).
+    The window is the last ``max_backfill_sessions`` sessions ending at ``as_of``; only
+    sessions with prices count. In it, a *hole* is a priced session since the portfolio's
+    first snapshot without a snapshot, or whose snapshot has no daily P&L although an
+    earlier one exists (the P&L chain was cut). A portfolio is recomputed from its first
+    hole through ``as_of``, after the snapshot before that hole, so every daily P&L is taken
+    against the previous session again. A portfolio without snapshots starts at ``as_of``;
+    one whose snapshots all lie after ``as_of`` is left alone (``newer``). Sessions before
+    the window are not backfilled (reported in ``truncated``).
     """
     engine = engine or flow_engine()
-    start = calendar.sessions_back(as_of, max_backfill_sessions + 1)
+    window_start = calendar.sessions_back(as_of, max_backfill_sessions - 1)
     async with reading(engine) as conn:
-        states = await portfolio_repo.active_portfolios(conn, portfolio_ids)
-        priced = await price_repo.sessions_with_price(conn, CALENDAR_SYMBOL, start, as_of)
-    plan = RefreshPlan(work=[], up_to_date=0)
-    if as_of not in priced:
-        raise PortfolioRefreshError(f"no {CALENDAR_SYMBOL} price stored for {as_of}")
-    for st in states:
-        last = st.last_snapshot_date
-        if last is not None and last >= as_of:
-            plan.up_to_date += 1
-            continue
-        if last is None:
-            days = [as_of]
-        else:
-            days = [d for d in priced if d > last]
-            if len(days) > max_backfill_sessions:
-                plan.truncated[st.id] = (
-                    f"{len(days) - max_backfill_sessions} session(s) after {last} not backfilled")
-                days = days[-max_backfill_sessions:]
+        priced = await price_repo.sessions_with_price(conn, CALENDAR_SYMBOL, window_start, as_of)
+        if as_of not in priced:
+            raise PortfolioRefreshError(f"no {CALENDAR_SYMBOL} price stored for {as_of}")
+        states = await portfolio_repo.active_portfolios(
+            conn, window_start, as_of, portfolio_ids)
+        plan = RefreshPlan(work=[], up_to_date=0)
+        pending: list[tuple[portfolio_repo.PortfolioState, list[dt.date], dt.date | None]] = []
+        for st in states:
+            first = st.first_snapshot_date
+            if first is None:
+                pending.append((st, [as_of], None))
+                continue
+            if first > as_of:
+                plan.newer += 1
+                continue
+            holes = [d for d in priced if d >= first and (
+                d not in st.window_snapshots or d in st.broken_chain)]
+            if not holes:
+                plan.up_to_date += 1
+                continue
+            days = [d for d in priced if d >= holes[0]]
+            earlier = [d for d in st.window_snapshots if d < days[0]]
+            previous = max(earlier) if earlier else st.last_before_window
+            if previous is not None and not earlier and days[0] == priced[0]:
+                skipped = calendar.session_count_between(previous, days[0]) - 1
+                if skipped > 0:
+                    plan.truncated[st.id] = (
+                        f"{skipped} session(s) after {previous} not backfilled "
+                        f"(more than {max_backfill_sessions} before {as_of})")
+            pending.append((st, days, previous))
+        equities = await portfolio_repo.snapshot_equities(
+            conn, [(st.id, prev) for st, _, prev in pending if prev is not None])
+    for st, days, prev in pending:
         plan.work.append(PortfolioWork(
-            st.id, st.cash, tuple(days), last, st.last_equity))
+            st.id, st.cash, tuple(days), prev,
+            equities.get((st.id, prev)) if prev is not None else None))
     return plan
 
 

@@ -159,7 +159,9 @@ def _format_refresh(summary: dict[str, Any]) -> str:
         f"portfolio-refresh {summary['status']} for {summary['as_of']}"
         + (" (DEGRADED: more than 10% failed)" if summary.get("degraded") else ""),
         f"  portfolios {c['portfolios']}: {c['refreshed']} refreshed, {c['up_to_date']} "
-        f"already up to date, {c['failed']} failed; {c['snapshots']} snapshots written "
+        f"already up to date, "
+        + (f"{c['newer']} only dated after it, " if c.get("newer") else "")
+        + f"{c['failed']} failed; {c['snapshots']} snapshots written "
         f"({c['partial_snapshots']} partial: missing prices)",
         f"  stress scenarios available: {c['scenarios_available']} of {c['scenarios']}",
     ]
@@ -175,7 +177,8 @@ def _portfolio_refresh(args: argparse.Namespace) -> int:
     from core.db import migrate
 
     migrate.upgrade()
-    summary = _run_portfolio_refresh(as_of=args.as_of, wait_seconds=args.wait)
+    summary = _run_portfolio_refresh(as_of=args.as_of, wait_seconds=args.wait,
+                                     lock_wait_seconds=args.lock_wait)
     _emit(summary, args.json, _format_refresh(summary))
     return 0
 
@@ -594,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--as-of", type=_date, help="session to refresh (default: latest completed)")
     pr.add_argument("--wait", type=float, default=0,
                     help="seconds to wait for that session's symbol batch (default 0)")
+    pr.add_argument("--lock-wait", type=float, default=600, metavar="SECONDS",
+                    help="seconds to wait for another running refresh to finish before "
+                         "failing with RefreshAlreadyRunning (default 600)")
     pr.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     pr.set_defaults(func=_portfolio_refresh)
 

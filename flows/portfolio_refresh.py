@@ -1,8 +1,10 @@
 """The portfolio flow: triggered by ``factorflow.symbol-batch.completed``.
 
-Checks the symbol batch for ``as_of`` completed, finds each portfolio's missing sessions,
-refreshes portfolios in chunks (mapped tasks) and records the run. One failing portfolio
-never stops the others; more than 10 % failing raises an alert event.
+Checks the symbol batch for ``as_of`` completed, takes the one portfolio-refresh lock of the
+database, finds each portfolio's missing sessions (holes included), refreshes portfolios in
+chunks (mapped tasks; each chunk one transaction) and records the run. One failing
+portfolio never stops the others; more than 10 % failing raises an alert event; a
+database failure fails the run.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from typing import Any
+import uuid
+from typing import Any, NoReturn
 
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -19,22 +22,38 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from core import calendar
+from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus
+from core.faults import fault_point
 from core.portfolio.analytics import ScenarioSet, SymbolData
 from core.portfolio_refresh import (
+    REFRESH_LOCK,
     PortfolioWork,
     RefreshPlan,
     RefreshReport,
+    SymbolBatchNotReady,
     build_scenarios,
     load_symbol_data,
+    lock_refresh,
     plan_refresh,
     portfolio_symbols,
+    record_refused_run,
     refresh_chunk,
+    unlock_refresh,
     wait_for_symbol_batch,
 )
+from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
 from core.symbol_batch import chunked
-from flows.common import jsonable, record_finish, record_start, task_runner
+from flows.common import (
+    Progress,
+    jsonable,
+    prefect_run_ended,
+    record_failure,
+    record_finish,
+    record_start,
+    task_runner,
+)
 
 JOB = "portfolio-refresh"
 COMPLETED_EVENT = "factorflow.portfolio-refresh.completed"
@@ -83,22 +102,89 @@ def _event_resource() -> dict[str, str]:
     return {"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "portfolio-refresh"}
 
 
+def _failure_artifact(as_of: dt.date, cause: str, failed: dict[str, str]) -> None:
+    """The summary of a failed run: its cause, and the portfolios that failed before it."""
+    try:
+        rows = [{"item": "status", "value": "failed"}, {"item": "cause", "value": cause}]
+        rows += [{"item": f"portfolio failed: {p}", "value": r}
+                 for p, r in sorted(failed.items())[:50]]
+        create_table_artifact(key="portfolio-refresh-summary", table=rows,
+                              description=f"portfolio-refresh for {as_of}: FAILED: {cause}")
+    except Exception as exc:  # never hide the run's own error
+        get_run_logger().warning("could not publish the failure artifact: %s", exc)
+
+
+def _as_named(exc: BaseException, what: str) -> BaseException:
+    """A database failure as ``StorageError`` (short message); other errors unchanged."""
+    if is_storage_error(exc) and not isinstance(exc, StorageError):
+        return StorageError(f"{what}: {short_error(exc)}")
+    return exc
+
+
 @flow(name="portfolio-refresh", task_runner=task_runner(), log_prints=False)
-def portfolio_refresh(as_of: dt.date | None = None, wait_seconds: float = 0) -> dict[str, Any]:
+def portfolio_refresh(
+    as_of: dt.date | None = None, wait_seconds: float = 0, lock_wait_seconds: float = 600,
+) -> dict[str, Any]:
     """Refresh every active portfolio from the symbol data of ``as_of``.
 
     ``as_of`` defaults to the latest completed NYSE session (the event trigger passes
     the symbol batch's date). ``wait_seconds`` bounds how long a run waits for that
-    symbol batch to complete before failing with ``SymbolBatchNotReady``.
+    symbol batch to complete before failing with ``SymbolBatchNotReady``. One refresh runs
+    at a time: a run waits up to ``lock_wait_seconds`` for another live one to finish, then
+    fails with ``RefreshAlreadyRunning`` (a lock left by a dead run is taken over at once).
+    A database failure fails the run with ``StorageError`` and emits no completion event.
     """
-    logger = get_run_logger()
-    settings = get_settings()
     as_of = as_of or calendar.latest_completed_session()
-    run_id = asyncio.run(record_start(JOB, as_of, None, flow_run.get_id()))
-    phases: dict[str, float] = {}
-    t = time.perf_counter()
+    prefect_id = flow_run.get_id()
+    holder = prefect_id or str(uuid.uuid4())
     try:
         check_symbol_batch(as_of, wait_seconds)
+    except SymbolBatchNotReady as exc:
+        try:
+            asyncio.run(record_refused_run(JOB, as_of, holder, short_error(exc)))
+        except Exception as record_exc:  # the run's own error matters more
+            get_run_logger().error("could not record the run: %s", short_error(record_exc))
+        _failure_artifact(as_of, short_error(exc), {})
+        raise
+    except BaseException as exc:
+        _fail_unrecorded(as_of, exc, "reading the symbol batch's state failed")
+    try:
+        asyncio.run(lock_refresh(this_process(holder, prefect_id), lock_wait_seconds,
+                                 prefect_run_ended))
+    except BaseException as exc:
+        _fail_unrecorded(as_of, exc, "taking the portfolio-refresh lock failed")
+    try:
+        with Heartbeat(REFRESH_LOCK, holder):
+            return _run(as_of, holder)
+    finally:
+        try:
+            asyncio.run(unlock_refresh(holder))
+        except Exception as exc:  # the lock is taken over once this process is gone
+            get_run_logger().warning("could not release the refresh lock: %s", short_error(exc))
+
+
+def _fail_unrecorded(as_of: dt.date, exc: BaseException, what: str) -> NoReturn:
+    """Fail a run that has no batch-run row (yet): the artifact names the cause."""
+    named = _as_named(exc, what)
+    _failure_artifact(as_of, short_error(named), {})
+    if named is exc:
+        raise exc
+    raise named from exc
+
+
+def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
+    logger = get_run_logger()
+    settings = get_settings()
+    progress = Progress(f"portfolio-refresh {as_of}")
+    try:
+        run_id = asyncio.run(record_start(JOB, as_of, None, holder, close_crashed=True))
+    except BaseException as exc:
+        progress.fail(short_error(exc))
+        _fail_unrecorded(as_of, exc, "recording the run failed")
+    phases: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    t = time.perf_counter()
+    try:
         refresh_plan = plan(as_of)
         scenarios = scenarios_for(as_of)
         data = symbol_data(refresh_plan.work, as_of)
@@ -107,27 +193,46 @@ def portfolio_refresh(as_of: dt.date | None = None, wait_seconds: float = 0) -> 
         chunks = chunked(refresh_plan.work, settings.portfolio_chunk_size)
         futures = refresh.map(chunks, unmapped(as_of), unmapped(scenarios), unmapped(data))
         reports: list[RefreshReport] = []
-        failed: dict[str, str] = {}
+        storage: BaseException | None = None
+        storage_chunks = 0
+        progress.phase(len(chunks), 0.0, 100.0)
         for chunk, fut in zip(chunks, futures, strict=True):
             res = fut.result(raise_on_failure=False)
             if isinstance(res, BaseException):
-                failed.update({w.id: f"chunk failed: {type(res).__name__}: {res}" for w in chunk})
+                why = short_error(res)
+                progress.step(f"chunk from {chunk[0].id} FAILED: {why}")
+                if is_storage_error(res):  # the run fails: named once, not per portfolio
+                    storage = storage or res
+                    storage_chunks += 1
+                else:
+                    failed.update({w.id: f"chunk failed: {why}" for w in chunk})
             else:
+                progress.step(f"chunk from {chunk[0].id} stored")
                 reports.append(res)
                 failed.update(res.failed)
+            fault_point("portfolio-refresh:after-first-chunk")
+        if storage is not None:
+            raise StorageError(f"storing portfolio analytics failed ({storage_chunks} of "
+                               f"{len(chunks)} chunks): {short_error(storage)}")
         phases["refresh"] = time.perf_counter() - t
         for k in ("load", "compute", "write"):
             phases[f"refresh_{k}"] = sum(getattr(r, f"{k}_seconds") for r in reports)
     except BaseException as exc:
-        asyncio.run(record_finish(run_id, RunStatus.failed, {}, phases,
-                                  {"error": f"{type(exc).__name__}: {exc}"}))
-        raise
+        named = _as_named(exc, "portfolio-refresh")
+        cause = short_error(named)
+        record_failure(run_id, phases, {"error": cause, "portfolios": failed})
+        progress.fail(cause)
+        _failure_artifact(as_of, cause, failed)
+        if named is exc:
+            raise
+        raise named from exc
 
     total = len(refresh_plan.work)
     counts: dict[str, Any] = {
-        "portfolios": total + refresh_plan.up_to_date,
+        "portfolios": total + refresh_plan.up_to_date + refresh_plan.newer,
         "to_refresh": total,
         "up_to_date": refresh_plan.up_to_date,
+        "newer": refresh_plan.newer,
         "refreshed": sum(r.refreshed for r in reports),
         "snapshots": sum(r.snapshots for r in reports),
         "partial_snapshots": sum(r.partial for r in reports),
@@ -150,7 +255,11 @@ def portfolio_refresh(as_of: dt.date | None = None, wait_seconds: float = 0) -> 
             "as_of": as_of.isoformat(), "failed": len(failed), "total": total,
             "run_id": run_id})
     status = RunStatus.completed_with_failures if failed else RunStatus.completed
-    asyncio.run(record_finish(run_id, status, counts, phases, errors))
+    try:
+        asyncio.run(record_finish(run_id, status, counts, phases, errors))
+    except Exception as exc:  # the next run closes the row as crashed
+        progress.fail(short_error(exc))
+        _fail_unrecorded(as_of, exc, "recording the run failed")
     create_table_artifact(
         key="portfolio-refresh-summary",
         table=[{"item": k, "value": v} for k, v in counts.items()]
@@ -164,6 +273,7 @@ def portfolio_refresh(as_of: dt.date | None = None, wait_seconds: float = 0) -> 
                 f"| {p} | {r} |" for p, r in sorted(failed.items())[:500]),
             description=f"portfolios that failed on {as_of}",
         )
+    progress.finish(status.value)
     emit_event(event=COMPLETED_EVENT, resource=_event_resource(), payload={
         "as_of": as_of.isoformat(), "status": status.value, "run_id": run_id,
         "degraded": degraded})

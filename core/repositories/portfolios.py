@@ -98,36 +98,73 @@ async def add_positions(
 
 @dataclass(frozen=True)
 class PortfolioState:
-    """What the refresh needs to know of a portfolio before valuing it."""
+    """What the refresh needs to know of a portfolio before valuing it: its first snapshot,
+    the snapshots of the planning window and the last one before that window."""
 
     id: str
     cash: Decimal
-    last_snapshot_date: dt.date | None
-    last_equity: Decimal | None
+    first_snapshot_date: dt.date | None
+    window_snapshots: frozenset[dt.date]
+    """Snapshot dates inside the window."""
+    broken_chain: frozenset[dt.date]
+    """Window snapshots after the portfolio's first one that lack a daily P&L (written
+    while the session before them had no snapshot, e.g. by the API's instant snapshot)."""
+    last_before_window: dt.date | None
 
 
 async def active_portfolios(
-    conn: AsyncConnection, ids: Sequence[str] | None = None
+    conn: AsyncConnection, window_start: dt.date, window_end: dt.date,
+    ids: Sequence[str] | None = None,
 ) -> list[PortfolioState]:
-    """Portfolios not soft-deleted, with their latest snapshot date and equity."""
-    last = (
-        sa.select(SNAP.c.portfolio_id, sa.func.max(SNAP.c.date).label("d"))
-        .group_by(SNAP.c.portfolio_id).subquery()
-    )
-    stmt = (
-        sa.select(PF.c.id, PF.c.cash_balance, last.c.d, SNAP.c.equity)
-        .select_from(PF.outerjoin(last, last.c.portfolio_id == PF.c.id).outerjoin(
-            SNAP, sa.and_(SNAP.c.portfolio_id == PF.c.id, SNAP.c.date == last.c.d)))
+    """Portfolios not soft-deleted, with their snapshot history around the window
+    ``[window_start, window_end]``, ordered by id."""
+    before = sa.case((SNAP.c.date < window_start, SNAP.c.date))
+    summary = (
+        sa.select(PF.c.id, PF.c.cash_balance, sa.func.min(SNAP.c.date), sa.func.max(before))
+        .select_from(PF.outerjoin(SNAP, SNAP.c.portfolio_id == PF.c.id))
         .where(PF.c.deleted_at.is_(None))
-        .order_by(PF.c.id)
+        .group_by(PF.c.id, PF.c.cash_balance)
     )
-    if ids is not None:
-        out: list[PortfolioState] = []
+    window = sa.select(SNAP.c.portfolio_id, SNAP.c.date, SNAP.c.daily_pnl.is_(None)).where(
+        SNAP.c.date >= window_start, SNAP.c.date <= window_end)
+    heads: list[sa.Row] = []
+    rows: list[sa.Row] = []
+    if ids is None:
+        heads = list((await conn.execute(summary)).all())
+        rows = list((await conn.execute(window)).all())
+    else:
         for part in _chunks(ids):
-            rows = (await conn.execute(stmt.where(PF.c.id.in_(part)))).all()
-            out.extend(PortfolioState(r[0], r[1], r[2], r[3]) for r in rows)
-        return sorted(out, key=lambda p: p.id)
-    return [PortfolioState(r[0], r[1], r[2], r[3]) for r in (await conn.execute(stmt)).all()]
+            heads.extend((await conn.execute(summary.where(PF.c.id.in_(part)))).all())
+            rows.extend((await conn.execute(
+                window.where(SNAP.c.portfolio_id.in_(part)))).all())
+    dates: dict[str, set[dt.date]] = {}
+    no_pnl: dict[str, set[dt.date]] = {}
+    for pid, day, pnl_missing in rows:
+        dates.setdefault(pid, set()).add(day)
+        if pnl_missing:
+            no_pnl.setdefault(pid, set()).add(day)
+    out = []
+    for pid, cash, first, last_before in heads:
+        out.append(PortfolioState(
+            pid, cash, first, frozenset(dates.get(pid, ())),
+            frozenset(d for d in no_pnl.get(pid, ()) if d != first), last_before))
+    return sorted(out, key=lambda p: p.id)
+
+
+async def snapshot_equities(
+    conn: AsyncConnection, keys: Sequence[tuple[str, dt.date]]
+) -> dict[tuple[str, dt.date], Decimal]:
+    """Equity of the snapshots ``(portfolio_id, date)`` in ``keys`` that exist."""
+    by_date: dict[dt.date, list[str]] = {}
+    for pid, day in keys:
+        by_date.setdefault(day, []).append(pid)
+    out: dict[tuple[str, dt.date], Decimal] = {}
+    for day, pids in by_date.items():
+        for part in _chunks(pids):
+            stmt = sa.select(SNAP.c.portfolio_id, SNAP.c.equity).where(
+                SNAP.c.date == day, SNAP.c.portfolio_id.in_(part))
+            out.update({(pid, day): equity for pid, equity in (await conn.execute(stmt)).all()})
+    return out
 
 
 def _holding(r: sa.Row) -> Holding:
@@ -189,11 +226,21 @@ async def upsert_correlations(conn: AsyncConnection, rows: Sequence[dict[str, An
 
 
 async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Set ``market_value`` and ``market_value_date`` of positions (dicts with ``id``)."""
+    """Set ``market_value`` and ``market_value_date`` of positions (dicts with ``id``).
+
+    The present only moves forward: a row whose date is before the stored
+    ``market_value_date`` changes nothing (decided in SQL, whatever order runs commit in).
+    """
     if not rows:
         return
-    stmt = (sa.update(POS).where(POS.c.id == sa.bindparam("_id"))
-            .values(market_value=sa.bindparam("mv"), market_value_date=sa.bindparam("mvd")))
+    stored = POS.c.market_value_date
+    day = sa.bindparam("mvd", type_=stored.type)
+    current = sa.or_(stored.is_(None), day >= stored)
+    stmt = (sa.update(POS).where(POS.c.id == sa.bindparam("_id")).values(
+        market_value=sa.case(
+            (current, sa.bindparam("mv", type_=POS.c.market_value.type)),
+            else_=POS.c.market_value),
+        market_value_date=sa.case((current, day), else_=stored)))
     await conn.execute(stmt, [
         {"_id": r["id"], "mv": r["market_value"], "mvd": r["market_value_date"]} for r in rows])
 
