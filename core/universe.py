@@ -268,8 +268,9 @@ class AddReport:
     """``{"symbol", "kind"}``: new in the universe (market symbols ``pending``, private
     identifiers ``active`` and never fetched)."""
     reactivated: list[dict[str, str | None]] = field(default_factory=list)
-    """``{"symbol", "previous_status", "previous_reason"}``: inactive (removed), error or
-    delisted symbols put back to ``pending`` so the next symbol batch fetches them."""
+    """``{"symbol", "previous_status", "previous_reason", "status"}``: inactive (removed),
+    error or delisted symbols the next symbol batch fetches again: ``active`` when they have
+    stored prices (it fetches the sessions they missed), else ``pending``."""
     already_present: list[dict[str, str]] = field(default_factory=list)
     """``{"symbol", "status"}``: already active or pending (left alone)."""
     rejected: list[dict[str, str]] = field(default_factory=list)
@@ -298,10 +299,12 @@ async def add_symbols(
     """Add symbols to the universe, validated and normalised by the identifier rules
     (``core.symbols``): ``pending`` until the next symbol batch fetches them.
 
-    A symbol that is ``inactive`` (removed), ``error`` or ``delisted`` goes back to
-    ``pending`` (the next batch tries it again); one that is ``active`` or ``pending`` is
-    left alone. Private identifiers (``PRIVATE_FUND_A``, internal IDs) are stored with kind
-    ``private`` and never fetched. The reference ETFs are added when missing.
+    A symbol that is ``inactive`` (removed), ``error`` or ``delisted`` is fetched again by
+    the next batch: it becomes ``active`` when it has stored prices (the batch fetches the
+    sessions it missed; its factors and the API's status stay served meanwhile), else
+    ``pending``; one that is ``active`` or ``pending`` is left alone. Private identifiers
+    (``PRIVATE_FUND_A``, internal IDs) are stored with kind ``private`` and never fetched.
+    The reference ETFs are added when missing.
 
     Parameters
     ----------
@@ -359,17 +362,18 @@ async def add_symbols(
                     new_private.append(sym)
                     report.added.append({"symbol": sym, "kind": SymbolKind.private.value})
             elif st.status in (SymbolStatus.inactive, SymbolStatus.error, SymbolStatus.delisted):
-                again.append(sym)
+                status = (SymbolStatus.active if st.last_price_date is not None
+                          or st.kind == SymbolKind.private else SymbolStatus.pending)
+                again.append({"symbol": sym, "status": status.value, "error_reason": None})
                 report.reactivated.append({"symbol": sym, "previous_status": st.status.value,
-                                           "previous_reason": st.error_reason})
+                                           "previous_reason": st.error_reason,
+                                           "status": status.value})
             else:
                 report.already_present.append({"symbol": sym, "status": st.status.value})
         await symbol_repo.add_symbols(conn, [(s, SymbolKind.equity) for s in new_market])
         await symbol_repo.add_symbols(conn, [(s, SymbolKind.private) for s in new_private],
                                       status=SymbolStatus.active)
-        await symbol_repo.update_states(conn, [
-            {"symbol": s, "status": SymbolStatus.pending.value, "error_reason": None}
-            for s in again])
+        await symbol_repo.update_states(conn, again)
     return report
 
 

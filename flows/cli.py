@@ -304,8 +304,9 @@ def _symbols_added(report: Any) -> list[str]:
             lines.append(f"added {len(private)} private identifier(s), never sent to a price "
                          f"provider: {', '.join(private)}")
     if report.reactivated:
-        lines.append(f"re-activated {len(report.reactivated)} (pending again): " + ", ".join(
-            f"{r['symbol']} (was {r['previous_status']})" for r in report.reactivated))
+        lines.append(f"re-activated {len(report.reactivated)}: " + ", ".join(
+            f"{r['symbol']} (was {r['previous_status']}, now {r['status']})"
+            for r in report.reactivated))
     if report.already_present:
         lines.append(f"already present {len(report.already_present)}: " + ", ".join(
             f"{r['symbol']} ({r['status']})" for r in report.already_present))

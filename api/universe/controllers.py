@@ -51,8 +51,9 @@ class UniverseController(Controller):
           responses=responses(400, 401, 403, 413), summary="Add symbols to the universe",
           description="Validated and normalised by the identifier rules; new market symbols "
                       "are pending until the next symbol batch fetches them; inactive, error "
-                      "and delisted ones go back to pending. Invalid entries are listed under "
-                      "`rejected`; 400 (naming the first) when nothing valid was sent.")
+                      "and delisted ones are fetched again (active when they have stored "
+                      "prices, else pending). Invalid entries are listed under `rejected`; "
+                      "400 (naming the first) when nothing valid was sent.")
     async def add_symbols(self, engine: Engine,
                           data: JSONBody[AddSymbolsRequest]) -> AddSymbolsResult:
         report = await universe.add_symbols(data.symbols, engine)

@@ -51,6 +51,9 @@ class ReactivatedSymbol(msgspec.Struct):
     symbol: str
     previous_status: Annotated[str, Meta(description="inactive, error or delisted.")]
     previous_reason: str | None
+    status: Annotated[str, Meta(description="active when it has stored prices (the next "
+                                            "symbol batch fetches the sessions it missed), "
+                                            "else pending.")]
 
 
 class PresentSymbol(msgspec.Struct):
@@ -69,7 +72,8 @@ class AddSymbolsResult(msgspec.Struct):
                                                          "the next symbol batch fetches them; "
                                                          "private identifiers never fetched.")]
     reactivated: Annotated[list[ReactivatedSymbol], Meta(
-        description="Inactive, error or delisted symbols put back to pending.")]
+        description="Inactive, error or delisted symbols the next symbol batch fetches "
+                    "again.")]
     already_present: Annotated[list[PresentSymbol], Meta(
         description="Already active or pending (left alone).")]
     rejected: Annotated[list[RejectedSymbol], Meta(description="Not valid identifiers (not "

@@ -226,7 +226,9 @@ def test_universe_list_add_and_remove(client: TestClient, seed: Seed) -> None:
     assert_error(client.delete("/v1/admin/symbols/MKTA?force=maybe", headers=h), 400,
                  field="force")
     again = client.post("/v1/admin/symbols", headers=h, json={"symbols": ["MKTB"]}).json()
-    assert again["reactivated"][0]["previous_status"] == "inactive"
+    assert again["reactivated"] == [{"symbol": "MKTB", "previous_status": "inactive",
+                                     "previous_reason": status["reason"], "status": "active"}]
+    assert client.get("/v1/symbols/MKTB", headers=auth(seed)).json()["status"] == "ready"
 
 
 def test_universe_refetch_replaces_a_bad_price_off_the_event_loop(

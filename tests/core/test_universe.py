@@ -192,11 +192,18 @@ def test_remove_keeps_history_refuses_held_symbols_without_force(database_url: s
     with pytest.raises(universe.InvalidInput, match="reference ETF"):
         run(universe.remove_symbol("TLT", engine=engine))
 
-    readded = run(universe.add_symbols(["KO"], engine))
-    assert readded.reactivated == [{"symbol": "KO", "previous_status": "inactive",
-                                    "previous_reason": readded.reactivated[0]["previous_reason"]}]
-    assert scalar(database_url, "SELECT status FROM symbols WHERE symbol='KO'") == "pending"
-    assert scalar(database_url, "SELECT error_reason FROM symbols WHERE symbol='KO'") is None
+    # KO has stored prices: active again (the next batch fetches the sessions it missed);
+    # MSFT never had any: pending, like a new symbol
+    execute(database_url, "UPDATE symbols SET last_price_date='2026-11-19', "
+                          "first_price_date='2026-11-19' WHERE symbol='KO'")
+    readded = run(universe.add_symbols(["KO", "MSFT"], engine))
+    assert [(r["symbol"], r["previous_status"], r["status"]) for r in readded.reactivated] == [
+        ("KO", "inactive", "active"), ("MSFT", "inactive", "pending")]
+    assert readded.reactivated[0]["previous_reason"].startswith("inactive: removed")
+    rows = query(database_url, "SELECT symbol, status, error_reason FROM symbols WHERE symbol "
+                               "IN ('KO', 'MSFT') ORDER BY symbol")
+    assert list(rows.status) == ["active", "pending"]
+    assert rows.error_reason.isna().all()
 
 
 # --- the status filters honour `inactive` -------------------------------------------------------

@@ -27,6 +27,7 @@ from tests.flows.helpers import query, scalar
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = dt.date(2026, 11, 19)
 NEXT = dt.date(2026, 11, 20)
+LATER = dt.date(2026, 11, 23)
 BAD_DAY = calendar.sessions_back(AS_OF, 20)
 CSV_COLUMNS = ["symbol", "date", "open", "high", "low", "close", "adj_close", "volume"]
 
@@ -35,7 +36,7 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def write_prices(path: Path, symbols: list[str], end: dt.date = NEXT, edit=None) -> Path:
+def write_prices(path: Path, symbols: list[str], end: dt.date = LATER, edit=None) -> Path:
     """Synthetic bars of ``symbols`` and the reference ETFs in the long price format."""
     bars = SyntheticProvider(seed=7).fetch([*symbols, *REFERENCE_ETFS], dt.date(2025, 9, 1),
                                            end).bars
@@ -134,8 +135,8 @@ def test_import_add_list_and_remove(database_url: str, tmp_path: Path,
     out = capsys.readouterr().out
     assert "2 of 15 symbols with status inactive" in out
     assert "removed from the universe on" in out
-    assert main(["symbols", "add", "KO", "--json"]) == 0
-    assert last_json(capsys.readouterr().out)["reactivated"][0]["previous_status"] == "inactive"
+    assert main(["symbols", "add", "KO"]) == 0
+    assert "re-activated 1: KO (was inactive, now pending)" in capsys.readouterr().out
     assert scalar(database_url, "SELECT status FROM symbols WHERE symbol='KO'") == "pending"
 
 
@@ -219,6 +220,21 @@ def test_removed_symbols_leave_the_nightly_universe_and_keep_their_history(
     assert scalar(database_url, "SELECT COUNT(*) FROM prices WHERE symbol='MKTB'") == stored
     assert scalar(database_url, "SELECT COUNT(*) FROM symbol_factor_exposures WHERE "
                                 "symbol='MKTB' AND date=?", (NEXT.isoformat(),)) == 0
+
+    # added again: active at once (it has history); the next batch fetches what it missed
+    assert main(["symbols", "add", "MKTB"]) == 0
+    assert "re-activated 1: MKTB (was inactive, now active)" in capsys.readouterr().out
+    assert main(["symbol-batch", "--as-of", LATER.isoformat(), "--json"]) == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["status"] == "completed"
+    assert summary["counts"]["universe"] == 2 + len(REFERENCE_ETFS)
+    states = query(database_url, "SELECT status, last_price_date, last_factor_date FROM "
+                                 "symbols WHERE symbol='MKTB'")
+    assert states.status[0] == "active"
+    assert str(states.last_price_date[0]) == str(states.last_factor_date[0]) == \
+        LATER.isoformat()
+    assert scalar(database_url, "SELECT COUNT(*) FROM prices WHERE symbol='MKTB'") == \
+        stored + 2  # NEXT and LATER, the sessions it missed
 
 
 def _tick(bars: pd.DataFrame) -> None:
