@@ -317,8 +317,8 @@ def _symbols_added(report: Any) -> list[str]:
         lines.append(f"rejected {len(report.rejected)}:")
         lines += [f"  {r['where']}: {r['input']!r}: {r['reason']}" for r in report.rejected]
     if report.added or report.reactivated:
-        lines.append("the next symbol batch fetches pending symbols (a new one about a year "
-                     "of prices, a re-activated one the sessions it missed); `factorflow "
+        lines.append("the next symbol batch fetches them (a new symbol about a year of "
+                     "prices, a re-activated one the sessions it missed); `factorflow "
                      "symbol-batch` fetches them now")
     return lines
 
