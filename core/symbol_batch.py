@@ -373,8 +373,8 @@ async def _fetch_and_store(
             if present:
                 last = max(hi, st.last_price_date) if st and st.last_price_date else hi
                 update.update(status=SymbolStatus.active.value, error_reason=None)
-                if calendar.session_count_between(last, request.end) > (
-                        settings.delist_after_sessions):
+                if sym not in REFERENCE_ETFS and calendar.session_count_between(
+                        last, request.end) > settings.delist_after_sessions:
                     report.delisted[sym] = f"no prices since {last}"
                     update.update(status=SymbolStatus.delisted.value,
                                   error_reason=report.delisted[sym])
@@ -382,8 +382,8 @@ async def _fetch_and_store(
         elif sym in result.errors or sym in offered:
             reason = result.errors.get(sym) or "no_data: every row failed the data checks"
             report.errors[sym] = reason
-            if not present:
-                continue
+            if not present or sym in REFERENCE_ETFS:
+                continue  # a reference ETF is never retired: the run fails loudly instead
             if st is None or st.last_price_date is None:
                 updates.append({"symbol": sym, "status": SymbolStatus.error.value,
                                 "error_reason": reason})

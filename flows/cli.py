@@ -141,15 +141,50 @@ def _format_batch(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class _NamedErrorOneLine(logging.Filter):
+    """Prefect's console shows a flow's *named* error (a run already running, a reference
+    ETF that failed its checks, a full disk…) as its message only: the command prints it
+    once more as its last line and exits 1; tracebacks stay for unexpected errors (and
+    every record still reaches the Prefect API, hence the UI, unchanged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_named_error(exc):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _is_named_error(exc: BaseException) -> bool:
+    from core.db.errors import StorageError
+    from core.portfolio_refresh import PortfolioRefreshError
+    from core.symbol_batch import SymbolBatchError
+
+    return isinstance(exc, SymbolBatchError | PortfolioRefreshError | StorageError)
+
+
+def _console_without_named_tracebacks() -> None:
+    """Attach :class:`_NamedErrorOneLine` to Prefect's console handlers (once Prefect has
+    configured its logging, i.e. after it is imported)."""
+    one_line = _NamedErrorOneLine()
+    names = ["", *(n for n in logging.Logger.manager.loggerDict if n.startswith("prefect"))]
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not any(
+                    isinstance(f, _NamedErrorOneLine) for f in handler.filters):
+                handler.addFilter(one_line)
+
+
 def _run_symbol_batch(**params: Any) -> dict[str, Any]:
     from flows.symbol_batch import symbol_batch
 
+    _console_without_named_tracebacks()
     return symbol_batch(**params)
 
 
 def _run_portfolio_refresh(**params: Any) -> dict[str, Any]:
     from flows.portfolio_refresh import portfolio_refresh
 
+    _console_without_named_tracebacks()
     return portfolio_refresh(**params)
 
 
@@ -726,6 +761,9 @@ def main(argv: list[str] | None = None) -> int:
     _no_orphaned_prefect_servers()
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `factorflow runs | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a named error with its message, not a traceback
         configuration = _configuration_error(exc)
         if configuration is not None:

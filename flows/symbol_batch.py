@@ -23,6 +23,7 @@ from core import onboarding as onboarding_queue
 from core.db.engine import reading
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
+from core.factors.definitions import REFERENCE_ETFS
 from core.faults import fault_point
 from core.providers.base import PriceFileError, ProviderError
 from core.repositories import symbols as symbol_repo
@@ -73,14 +74,19 @@ def _resource() -> dict[str, str]:
 
 @task(name="load-universe", cache_policy=NO_CACHE)
 def load_universe() -> list[symbol_repo.SymbolState]:
-    """Active and pending symbols plus the reference ETFs (added if absent)."""
+    """Active and pending symbols plus the reference ETFs, whatever their status (added if
+    absent: every factor needs them, so they are never left out of a run)."""
 
     async def _load() -> list[symbol_repo.SymbolState]:
         await register_universe([])
         async with reading() as conn:
-            return await symbol_repo.get_states(
+            states = await symbol_repo.get_states(
                 conn, statuses=[SymbolStatus.active, SymbolStatus.pending]
             )
+            have = {s.symbol for s in states}
+            etfs = await symbol_repo.get_states(
+                conn, [e for e in REFERENCE_ETFS if e not in have])
+        return sorted([*states, *etfs], key=lambda s: s.symbol)
 
     return asyncio.run(_load())
 

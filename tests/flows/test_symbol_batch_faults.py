@@ -382,3 +382,20 @@ def test_a_full_disk_fails_the_run_without_an_event_and_a_rerun_completes_it(
     assert COMPLETED_EVENT in events
     a, b = table_signature(database_url), table_signature(clean_copy)
     assert a == b, signature_diff(a, b)
+
+
+def test_a_reference_etf_is_never_retired_by_a_run_for_a_date_its_provider_lacks(
+    database_url: str, settings_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    latest = dt.date(2026, 11, 30)
+    old = write_csv(tmp_path / "old.csv", end=dt.date(2026, 11, 5))  # a file that stopped
+    use(settings_env, database_url, old)
+    register()
+    with pytest.raises(ReferenceDataError, match="SPY: no price on 2026-11-30"):
+        run_flow(as_of=latest)
+    statuses = query(database_url, "SELECT symbol, status FROM symbols")
+    by = dict(zip(statuses.symbol, statuses.status, strict=True))
+    assert by["MKTA"] == "delisted"  # an equity that stopped trading is retired
+    assert all(by[e] == "active" for e in REFERENCE_ETFS)  # the ETFs are not
+    use(settings_env, database_url, write_csv(tmp_path / "fresh.csv"))  # the file is fixed
+    assert run_flow(as_of=latest)["status"] in ("completed", "completed_with_failures")
