@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import calendar, price_store, run_lock
 from core.db.engine import flow_engine, reading, transaction
-from core.db.errors import StorageError, as_storage_error, is_storage_error, short_error
+from core.db.errors import short_error, storage_failures_named
 from core.db.models import SymbolKind, SymbolStatus
 from core.factors.definitions import FACTORS, MAX_WINDOW, REFERENCE_ETFS, RIDGE_ETFS
 from core.factors.engine import compute_factor_exposures
@@ -298,13 +298,9 @@ async def fetch_and_store(
     ``core.providers.base.ProviderError`` (the task retries them); a database failure
     raises ``StorageError`` (the run fails).
     """
-    try:
+    with storage_failures_named("storing prices failed"):
         return await _fetch_and_store(request, provider, settings, as_of,
                                       engine or flow_engine())
-    except Exception as exc:
-        if is_storage_error(exc) and not isinstance(exc, StorageError):
-            raise as_storage_error(exc, "storing prices failed") from None
-        raise
 
 
 async def _fetch_and_store(
@@ -512,12 +508,8 @@ async def compute_and_store_factors(
 ) -> FactorReport:
     """Data checks, factor exposures and daily metrics of ``symbols`` for each of ``dates``
     (see :func:`_compute_and_store_factors`); a database failure raises ``StorageError``."""
-    try:
+    with storage_failures_named("storing factors failed"):
         return await _compute_and_store_factors(symbols, dates, settings, engine)
-    except Exception as exc:
-        if is_storage_error(exc) and not isinstance(exc, StorageError):
-            raise as_storage_error(exc, "storing factors failed") from None
-        raise
 
 
 async def _compute_and_store_factors(

@@ -153,3 +153,17 @@ class Progress:
 
     def fail(self, note: str) -> None:
         self._update(self.percent, f"FAILED: {note}")
+
+
+def failure_summary(key: str, title: str, cause: str, failures: dict[str, str],
+                    label: str) -> None:
+    """The summary table artifact of a failed run: its cause, then up to 50 of the items
+    that failed before it (``label``: what an item is, e.g. "fetch failed")."""
+    from prefect.artifacts import create_table_artifact
+
+    try:
+        rows = [{"item": "status", "value": "failed"}, {"item": "cause", "value": cause}]
+        rows += [{"item": f"{label}: {k}", "value": v} for k, v in sorted(failures.items())[:50]]
+        create_table_artifact(key=key, table=rows, description=f"{title}: FAILED: {cause}")
+    except Exception as exc:  # never hide the run's own error
+        logging.getLogger(__name__).warning("could not publish the failure artifact: %s", exc)

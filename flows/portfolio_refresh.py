@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 
 from core import calendar
 from core.db.errors import StorageError, is_storage_error, short_error
+from core.db.errors import named as as_named
 from core.db.models import RunStatus
 from core.faults import fault_point
 from core.portfolio.analytics import ScenarioSet, SymbolData
@@ -47,6 +48,7 @@ from core.settings import get_settings
 from core.symbol_batch import chunked
 from flows.common import (
     Progress,
+    failure_summary,
     jsonable,
     prefect_run_ended,
     record_failure,
@@ -102,23 +104,9 @@ def _event_resource() -> dict[str, str]:
     return {"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "portfolio-refresh"}
 
 
-def _failure_artifact(as_of: dt.date, cause: str, failed: dict[str, str]) -> None:
-    """The summary of a failed run: its cause, and the portfolios that failed before it."""
-    try:
-        rows = [{"item": "status", "value": "failed"}, {"item": "cause", "value": cause}]
-        rows += [{"item": f"portfolio failed: {p}", "value": r}
-                 for p, r in sorted(failed.items())[:50]]
-        create_table_artifact(key="portfolio-refresh-summary", table=rows,
-                              description=f"portfolio-refresh for {as_of}: FAILED: {cause}")
-    except Exception as exc:  # never hide the run's own error
-        get_run_logger().warning("could not publish the failure artifact: %s", exc)
-
-
-def _as_named(exc: BaseException, what: str) -> BaseException:
-    """A database failure as ``StorageError`` (short message); other errors unchanged."""
-    if is_storage_error(exc) and not isinstance(exc, StorageError):
-        return StorageError(f"{what}: {short_error(exc)}")
-    return exc
+def _failure_artifact(as_of: dt.date, cause: str, failures: dict[str, str]) -> None:
+    failure_summary("portfolio-refresh-summary", f"portfolio-refresh for {as_of}", cause,
+                    failures, "portfolio failed")
 
 
 @flow(name="portfolio-refresh", task_runner=task_runner(), log_prints=False)
@@ -165,11 +153,11 @@ def portfolio_refresh(
 
 def _fail_unrecorded(as_of: dt.date, exc: BaseException, what: str) -> NoReturn:
     """Fail a run that has no batch-run row (yet): the artifact names the cause."""
-    named = _as_named(exc, what)
-    _failure_artifact(as_of, short_error(named), {})
-    if named is exc:
+    err = as_named(exc, what)
+    _failure_artifact(as_of, short_error(err), {})
+    if err is exc:
         raise exc
-    raise named from exc
+    raise err from exc
 
 
 def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
@@ -218,14 +206,14 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
         for k in ("load", "compute", "write"):
             phases[f"refresh_{k}"] = sum(getattr(r, f"{k}_seconds") for r in reports)
     except BaseException as exc:
-        named = _as_named(exc, "portfolio-refresh")
-        cause = short_error(named)
+        err = as_named(exc, "portfolio-refresh")
+        cause = short_error(err)
         record_failure(run_id, phases, {"error": cause, "portfolios": failed})
         progress.fail(cause)
         _failure_artifact(as_of, cause, failed)
-        if named is exc:
+        if err is exc:
             raise
-        raise named from exc
+        raise err from exc
 
     total = len(refresh_plan.work)
     counts: dict[str, Any] = {

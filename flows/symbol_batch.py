@@ -53,6 +53,7 @@ from core.symbol_batch import (
 from core.symbols import is_market_symbol
 from flows.common import (
     Progress,
+    failure_summary,
     jsonable,
     prefect_run_ended,
     record_failure,
@@ -222,16 +223,9 @@ def _artifact(as_of: dt.date, status: RunStatus, counts: dict, phases: dict, err
         )
 
 
-def _failure_artifact(as_of: dt.date, cause: str, fetch_failures: dict[str, str]) -> None:
-    """The summary of a failed run: its cause, and the symbols whose fetch failed."""
-    try:
-        rows = [{"item": "status", "value": "failed"}, {"item": "cause", "value": cause}]
-        rows += [{"item": f"fetch failed: {s}", "value": e}
-                 for s, e in sorted(fetch_failures.items())[:50]]
-        create_table_artifact(key="symbol-batch-summary", table=rows,
-                              description=f"symbol-batch for {as_of}: FAILED: {cause}")
-    except Exception as exc:  # never hide the run's own error
-        get_run_logger().warning("could not publish the failure artifact: %s", exc)
+def _failure_artifact(as_of: dt.date, cause: str, failures: dict[str, str]) -> None:
+    failure_summary("symbol-batch-summary", f"symbol-batch for {as_of}", cause, failures,
+                    "fetch failed")
 
 
 @task(name="plan-repairs", cache_policy=NO_CACHE)

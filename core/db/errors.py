@@ -9,6 +9,8 @@ with ``StorageError``. Its message never carries the SQL statement or its parame
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
 
@@ -91,3 +93,24 @@ def short_error(exc: BaseException, limit: int = MAX_MESSAGE) -> str:
 def as_storage_error(exc: BaseException, what: str) -> StorageError:
     """A ``StorageError`` saying what could not be done and the driver's short reason."""
     return StorageError(f"{what}: {short_error(exc)}")
+
+
+def named(exc: BaseException, what: str) -> BaseException:
+    """A database failure as ``StorageError`` (what failed, the driver's short reason);
+    any other exception (a ``StorageError`` included) unchanged."""
+    if isinstance(exc, StorageError) or not is_storage_error(exc):
+        return exc
+    return as_storage_error(exc, what)
+
+
+@contextmanager
+def storage_failures_named(what: str) -> Iterator[None]:
+    """Re-raise a database failure inside the block as ``StorageError`` (no SQL, no
+    parameters, no chained driver traceback); other exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        err = named(exc, what)
+        if err is exc:
+            raise
+        raise err from None
