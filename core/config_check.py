@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -89,7 +90,8 @@ def _sqlite_problem(database: str) -> str | None:
     if not path.is_file():
         return f"{path} is not a file"
     try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as con:
+        # closing() closes it (a bare `with` only commits): no connection lingers in the process
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as con:
             has_version = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
                                       "name='alembic_version'").fetchone()
             revision = (con.execute("SELECT version_num FROM alembic_version").fetchone()

@@ -23,6 +23,7 @@ from core.db.engine import flow_engine, reading, transaction
 from core.db.models import RunStatus
 from core.factors.definitions import FACTOR_NAMES
 from core.factors.returns import simple_returns
+from core.faults import fault_point
 from core.portfolio.analytics import (
     CORRELATION_WINDOW,
     PortfolioAnalytics,
@@ -405,4 +406,5 @@ async def refresh_chunk(
         await portfolio_repo.update_position_values(conn, tables["positions"])
         await portfolio_repo.invalidate_cache(conn, [pid for pid, _ in done])
     report.write_seconds = time.perf_counter() - t2
+    fault_point("portfolio-refresh:after-first-chunk")  # a chunk is committed, no later one
     return report

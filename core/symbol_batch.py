@@ -419,6 +419,7 @@ async def _fetch_and_store(
         await finding_repo.replace_findings(
             conn, as_of, list(request.symbols), fetch_findings, checks=FETCH_CHECKS
         )
+    fault_point("symbol-batch:after-first-price-chunk")  # one chunk committed
     report.symbols_with_rows = 0 if got is None else len(got)
     report.seconds = time.perf_counter() - t0
     return report

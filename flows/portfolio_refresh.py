@@ -25,7 +25,6 @@ from core import calendar
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.errors import named as as_named
 from core.db.models import RunStatus
-from core.faults import fault_point
 from core.portfolio.analytics import ScenarioSet, SymbolData
 from core.portfolio_refresh import (
     REFRESH_LOCK,
@@ -198,7 +197,6 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
                 progress.step(f"chunk from {chunk[0].id} stored")
                 reports.append(res)
                 failed.update(res.failed)
-            fault_point("portfolio-refresh:after-first-chunk")
         if storage is not None:
             raise StorageError(f"storing portfolio analytics failed ({storage_chunks} of "
                                f"{len(chunks)} chunks): {short_error(storage)}")

@@ -24,7 +24,6 @@ from core.db.engine import reading
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.factors.definitions import REFERENCE_ETFS
-from core.faults import fault_point
 from core.providers.base import PriceFileError, ProviderError
 from core.repositories import symbols as symbol_repo
 from core.run_lock import Heartbeat, this_process
@@ -303,7 +302,6 @@ def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
             else:
                 progress.step(f"prices: chunk from {req.symbols[0]} stored")
                 fetches.append(res)
-            fault_point("symbol-batch:after-first-price-chunk")
         if storage is not None:
             raise StorageError(f"storing prices failed: {short_error(storage)}")
         asyncio.run(record_fetch_failures(target, fetch_failures))

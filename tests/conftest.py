@@ -39,6 +39,9 @@ MARKET_CSV = REPO_ROOT.parent / "shared" / "data" / "market" / "prices.csv"
 
 POSTGRES_URL_VAR = "FACTORFLOW_TEST_POSTGRES_URL"
 DIALECTS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+SQLITE_ONLY = pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
+"""For a test of behaviour the engine cannot change (a flow's logic, a lock's protocol): the
+``database_url`` fixture on SQLite only, to keep the suite's time for what can differ."""
 
 
 def sqlite_url(path: Path) -> str:

@@ -15,7 +15,8 @@ import asyncio
 import datetime as dt
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,23 @@ async def _pg_fetch(url: str, sql: str, params: Sequence) -> tuple[list[str], li
     return names, [tuple(_pg_value(v, m) for v, m in zip(r, flags, strict=True)) for r in rows]
 
 
+@contextmanager
+def sqlite_connection(path: Path | str) -> Iterator[sqlite3.Connection]:
+    """A stdlib connection, committed and **closed** on exit (``with sqlite3.connect()``
+    alone only commits: the connection then lives until the garbage collector frees it, and
+    a test that later copies the file closes a descriptor of it, which drops that
+    connection's POSIX locks — SQLite then misreads a WAL left by a killed writer)."""
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            yield con
+    finally:
+        con.close()
+
+
 def _fetch(url: str, sql: str, params: Sequence = ()) -> tuple[list[str], list[tuple]]:
     if is_sqlite(url):
-        with sqlite3.connect(db_path(url)) as con:
+        with sqlite_connection(db_path(url)) as con:
             cur = con.execute(sql, tuple(params))
             names = [d[0] for d in cur.description or ()]
             return names, cur.fetchall()
@@ -130,7 +145,7 @@ def _fetch(url: str, sql: str, params: Sequence = ()) -> tuple[list[str], list[t
 def query(url: str, sql: str, params: tuple = ()) -> pd.DataFrame:
     """Rows of ``sql`` (SQLite dialect, ``?`` placeholders) as a DataFrame."""
     if is_sqlite(url):
-        with sqlite3.connect(db_path(url)) as con:
+        with sqlite_connection(db_path(url)) as con:
             return pd.read_sql_query(sql, con, params=params)
     names, rows = _fetch(url, sql, params)
     return pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
@@ -139,7 +154,7 @@ def query(url: str, sql: str, params: tuple = ()) -> pd.DataFrame:
 def execute(url: str, sql: str, params: tuple = ()) -> None:
     """Run one statement and commit (e.g. a row inserted behind the application's back)."""
     if is_sqlite(url):
-        with sqlite3.connect(db_path(url)) as con:
+        with sqlite_connection(db_path(url)) as con:
             con.execute(sql, params)
         return
 
@@ -233,7 +248,7 @@ def clone_database(url: str, suffix: str) -> str:
 
         src = db_path(url)
         dst = src.with_name(f"{src.stem}-{suffix}{src.suffix}")
-        with sqlite3.connect(src) as con:
+        with sqlite_connection(src) as con:  # closed before the copy opens the file
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         shutil.copyfile(src, dst)
         return f"sqlite+aiosqlite:///{dst}"

@@ -31,6 +31,7 @@ import pytest
 
 from core.db.errors import StorageError
 from core.symbol_batch import register_universe
+from tests.conftest import SQLITE_ONLY
 from tests.flows.helpers import (
     clone_database,
     drop_clone,
@@ -147,6 +148,7 @@ def cli(url: str, prefect_api: str, home: Path, as_of: dt.date, *args: str, **en
 
 
 @pytest.mark.slow
+@SQLITE_ONLY
 def test_a_refresh_waits_for_a_live_holder_then_fails_without_writing(
     database_url: str, prefect_server: str, tmp_path: Path,
 ) -> None:
@@ -392,6 +394,7 @@ def _set_cash(portfolio_id: str, cash: str) -> None:
     asyncio.run(run())
 
 
+@SQLITE_ONLY
 def test_an_api_edit_before_the_refresh_loses_no_session(
     market: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -11,22 +11,11 @@ from pathlib import Path
 import pytest
 
 from core.symbol_batch import register_universe
+from tests.conftest import SQLITE_ONLY
 
 AS_OF = dt.date(2026, 11, 19)
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-@pytest.fixture
-def database_url(settings_env: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """A migrated SQLite database (what the UI shows does not depend on the engine)."""
-    from core.db import migrate
-    from tests.conftest import sqlite_url
-
-    url = sqlite_url(tmp_path / "factorflow.db")
-    settings_env.setenv("FACTORFLOW_DATABASE_URL", url)
-    migrate.upgrade(url)
-    return url
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), SQLITE_ONLY]
 
 
 def _artifacts(flow_run_id) -> list:

@@ -22,6 +22,7 @@ from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.synthetic import SyntheticProvider
 from core.symbol_batch import ReferenceDataError, register_universe
+from tests.conftest import SQLITE_ONLY
 from tests.flows.helpers import (
     clone_database,
     drop_clone,
@@ -221,6 +222,7 @@ def test_a_backfill_never_replaces_a_good_price_with_a_worse_one(
 
 # --- 3. holes inside the stored range --------------------------------------------------------
 
+@SQLITE_ONLY
 def test_a_rejected_row_is_asked_for_again_and_stored_when_delivered(
     database_url: str, settings_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
@@ -244,6 +246,7 @@ def test_a_rejected_row_is_asked_for_again_and_stored_when_delivered(
         round(float(good.close.iloc[0]), 6), abs=1e-6)
 
 
+@SQLITE_ONLY
 def test_a_session_never_delivered_becomes_known_missing(
     database_url: str, settings_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
@@ -384,6 +387,7 @@ def test_a_full_disk_fails_the_run_without_an_event_and_a_rerun_completes_it(
     assert a == b, signature_diff(a, b)
 
 
+@SQLITE_ONLY
 def test_a_reference_etf_is_never_retired_by_a_run_for_a_date_its_provider_lacks(
     database_url: str, settings_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
