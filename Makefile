@@ -19,7 +19,8 @@ demo: install
 	$(BIN)/factorflow demo $(ARGS)
 
 ## Lint, type-check core/, start a throwaway PostgreSQL on loopback (scripts/postgres.sh,
-## installs Debian's postgresql if missing), and run the whole suite on SQLite and PostgreSQL.
+## installs Debian's postgresql if missing), and run the whole suite on SQLite and PostgreSQL
+## in two worker processes (pytest-xdist: most slow tests wait on subprocesses and servers).
 test: install lint
 	@set -e; \
 	if [ -z "$$FACTORFLOW_TEST_POSTGRES_URL" ]; then \
@@ -27,7 +28,7 @@ test: install lint
 	  else echo "make test: PostgreSQL could not be started; its tests are skipped" \
 	    "(with CI=true they fail instead)" >&2; fi; \
 	fi; \
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check core flows api tests bench migrations/env.py

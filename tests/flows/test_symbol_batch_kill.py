@@ -67,8 +67,7 @@ def _symbol_batch(url: str, prefect_url: str, home: Path, fault: str | None = No
 @pytest.mark.parametrize(("empty_database_url", "point"), [
     ("sqlite", "symbol-batch:after-first-price-chunk"),  # a chunk stored, factors not started
     ("sqlite", "symbol-batch:inside-factor-writes"),  # inside a factor chunk's transaction
-    pytest.param("postgres", "symbol-batch:after-first-price-chunk", marks=pytest.mark.postgres),
-], indirect=["empty_database_url"])
+], indirect=["empty_database_url"])  # (PostgreSQL: the portfolio flow's kill test)
 def test_a_run_killed_at_a_named_point_is_completed_by_a_plain_rerun(
     point: str, database_url: str, prefect_server: str, tmp_path: Path,
 ) -> None:
