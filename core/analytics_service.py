@@ -27,11 +27,11 @@ from core.errors import NotFound, NotReady
 from core.portfolio.analytics import PortfolioAnalytics, ScenarioSet, analyse_portfolio
 from core.portfolio.valuation import Holding, InvestmentClass
 from core.portfolio_refresh import (
-    CALENDAR_SYMBOL,
     analytics_rows,
     build_scenarios,
     load_symbol_data,
 )
+from core.repositories import batch_runs as batch_repo
 from core.repositories import portfolios as portfolio_repo
 from core.repositories.portfolios import CACHE, PF, SNAP
 from core.risk.stress import SCENARIOS
@@ -49,20 +49,20 @@ def _key(engine: AsyncEngine) -> str:
 
 
 async def latest_data_date(engine: AsyncEngine | None = None) -> dt.date | None:
-    """The latest session with a stored market-reference (SPY) price; None before any data.
+    """The data date of every answer: the newest target date of a *completed* symbol batch;
+    None before any.
 
-    Cached for a few seconds per database (it changes once a night).
+    Not the newest stored price: a batch stores the day's prices before its factors, and a
+    crash (or the second between the two) would otherwise date answers on a half-written
+    night (prices of the new day, no betas) and cache them. Cached for a few seconds per
+    database (it changes once a night).
     """
     engine = engine or flow_engine()
     hit = _data_dates.get(_key(engine))
     if hit and time.monotonic() - hit[0] < _DATA_DATE_TTL:
         return hit[1]
-    from core.db.models import Price
-
-    p = Price.__table__  # type: ignore[attr-defined]
     async with reading(engine) as conn:
-        day = (await conn.execute(sa.select(sa.func.max(p.c.date)).where(
-            p.c.symbol == CALENDAR_SYMBOL))).scalar_one_or_none()
+        day = await batch_repo.latest_completed_target(conn, batch_repo.SYMBOL_BATCH_JOB)
     _data_dates[_key(engine)] = (time.monotonic(), day)
     return day
 

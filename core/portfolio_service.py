@@ -25,6 +25,7 @@ import threading
 import time
 import unicodedata
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
@@ -548,17 +549,43 @@ async def _create(
                 conn, owner_id, name, cash, [p.row() for p in positions], portfolio_id=pid)
     except IntegrityError:
         raise _duplicate(name) from None
-    outcome = await _after_change(engine, pid, [p.symbol for p in positions if p.is_market])
-    exposures: dict[str, Any] | None = None
     try:
-        exposures = await analytics_service.portfolio_analytics(pid, "factor-exposures", engine)
-    except NotReady as exc:
-        log.info("no factor exposures for %s yet: %s", pid, exc)
-    async with reading(engine) as conn:
-        view = await _load_view(conn, await _owned(conn, owner_id, pid))
+        outcome = await _after_change(engine, pid, [p.symbol for p in positions if p.is_market])
+        exposures: dict[str, Any] | None = None
+        try:
+            exposures = await analytics_service.portfolio_analytics(
+                pid, "factor-exposures", engine)
+        except NotReady as exc:
+            log.info("no factor exposures for %s yet: %s", pid, exc)
+        async with reading(engine) as conn:
+            view = await _load_view(conn, await _owned(conn, owner_id, pid))
+    except BaseException:
+        # The create failed for the caller: leave nothing behind (a retry must not get 409
+        # on a portfolio it was never given). Shielded: a cancelled request still cleans up.
+        await asyncio.shield(discard_portfolio(engine, pid))
+        raise
     if outcome.snapshot is not None:
         view = replace(view, latest_snapshot=outcome.snapshot)
     return PortfolioCreated(portfolio=view, outcome=outcome, factor_exposures=exposures)
+
+
+def _portfolio_children() -> list[sa.Table]:
+    """Every table with rows of one portfolio (a foreign key to ``portfolios.id``)."""
+    return [t for t in reversed(PF.metadata.sorted_tables)
+            if t is not PF and any(fk.column is PF.c.id for fk in t.foreign_keys)]
+
+
+async def discard_portfolio(engine: AsyncEngine, portfolio_id: str) -> None:
+    """Remove a portfolio and every row that hangs off it, in one transaction: undoes a
+    create whose later steps failed. Logged, never raised (the original error matters)."""
+    try:
+        async with transaction(engine) as conn:
+            for table in _portfolio_children():
+                await conn.execute(sa.delete(table).where(table.c.portfolio_id == portfolio_id))
+            await conn.execute(sa.delete(PF).where(PF.c.id == portfolio_id))
+        _forget(portfolio_id)
+    except Exception:
+        log.exception("could not discard the half-created portfolio %s", portfolio_id)
 
 
 CSV_REQUIRED = ("symbol", "quantity", "entry_date", "entry_price")
@@ -1024,10 +1051,25 @@ def _symbol_status(kind: str, status: str) -> str:
     return {SymbolStatus.active.value: "ready"}.get(status, status)
 
 
+def _held_reason(exposures: Sequence[Any]) -> str:
+    """One line from the reasons stored on a symbol's factor rows that have no value (the
+    data checks' findings, too short a history, a blocked reference ETF), most common first.
+    """
+    counts = Counter(e.reason for e in exposures if e.reason)
+    if not counts:
+        return "no factor value at the latest computation"
+    return "; ".join(r for r, _ in counts.most_common(3))
+
+
 async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
-    """A symbol's data state: ``status`` (ready / pending / error / delisted / inactive /
-    private) with the reason, data dates, last close, profile, latest metrics and factor
-    exposures."""
+    """A symbol's data state: ``status`` (ready / held / pending / error / delisted /
+    inactive / private) with the reason, data dates, last close, profile, latest metrics and
+    the factor exposures of the latest computation (``factors_as_of``).
+
+    ``held``: prices are stored but the latest computation gave no factor value (a failed
+    data check, too short a history); ``reason`` says why, from the stored factor rows.
+    ``last_factor_date`` stays the last date with a value.
+    """
     try:
         sym = validate_symbol(symbol)
     except InvalidSymbolError as exc:
@@ -1040,19 +1082,22 @@ async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
         profile = (await conn.execute(sa.select(PROF).where(PROF.c.symbol == sym))).first()
         metrics = (await conn.execute(sa.select(METRICS).where(METRICS.c.symbol == sym)
                                       .order_by(METRICS.c.date.desc()).limit(1))).first()
-        exposures = (await factor_repo.load_exposures(conn, [sym], row.last_factor_date)
-                     if row.last_factor_date else [])
+        factors_as_of = await factor_repo.latest_exposure_date(conn, sym)
+        exposures = (await factor_repo.load_exposures(conn, [sym], factors_as_of)
+                     if factors_as_of else [])
         jobs = OnboardingJob.__table__  # type: ignore[attr-defined]
         job = (await conn.execute(sa.select(jobs.c.status).where(
             jobs.c.symbol == sym))).scalar_one_or_none()
-    status = _symbol_status(row.kind, row.status)
+    status, reason = _symbol_status(row.kind, row.status), row.error_reason
     if status == "ready" and job in ("pending", "processing"):
         status = "pending"  # prices may be in, factors not yet: ready when its job is done
+    elif status == "ready" and exposures and all(e.beta is None for e in exposures):
+        status, reason = "held", _held_reason(exposures)
     return {
         "symbol": sym, "kind": row.kind, "status": status,
-        "reason": row.error_reason,
+        "reason": reason,
         "first_price_date": row.first_price_date, "last_price_date": row.last_price_date,
-        "last_factor_date": row.last_factor_date,
+        "last_factor_date": row.last_factor_date, "factors_as_of": factors_as_of,
         "profile": None if profile is None else {
             "name": profile.name, "sector": profile.sector, "industry": profile.industry,
             "market_cap": _money(profile.market_cap), "pe_ratio": profile.pe_ratio,

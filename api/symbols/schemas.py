@@ -52,17 +52,23 @@ class SymbolFactorRead(msgspec.Struct):
 class SymbolRead(msgspec.Struct):
     symbol: str
     kind: Annotated[str, Meta(description="equity, etf or private.")]
-    status: Annotated[str, Meta(description="ready (prices stored), pending (being "
+    status: Annotated[str, Meta(description="ready (prices and factors stored), held "
+                                            "(prices stored, but the latest computation gave "
+                                            "no factor value: see reason), pending (being "
                                             "onboarded), error, delisted, inactive (removed "
                                             "from the universe by an operator: no longer "
                                             "fetched, history kept), or private (never "
                                             "priced).")]
-    reason: Annotated[str | None, Meta(description="Why the symbol is in error, delisted or "
-                                                   "inactive.")]
+    reason: Annotated[str | None, Meta(description="Why the symbol is held, in error, "
+                                                   "delisted or inactive.")]
     first_price_date: dt.date | None
     last_price_date: dt.date | None
-    last_factor_date: dt.date | None
+    last_factor_date: Annotated[dt.date | None, Meta(
+        description="The last date with at least one factor value.")]
+    factors_as_of: Annotated[dt.date | None, Meta(
+        description="The date of the latest factor computation (factor_exposures).")]
     profile: SymbolProfileRead | None
     metrics: SymbolMetricsRead | None
     factor_exposures: Annotated[list[SymbolFactorRead], Meta(
-        description="Exposures at last_factor_date.")]
+        description="Exposures of the latest computation (factors_as_of); a factor "
+                    "without a value has beta null and a reason.")]

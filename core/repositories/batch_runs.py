@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db.models import BatchRun, RunStatus
 
 B = BatchRun.__table__  # type: ignore[attr-defined]
+SYMBOL_BATCH_JOB = "symbol-batch"
+"""The job type of the nightly symbol flow's runs."""
 SUCCESS = (RunStatus.completed.value, RunStatus.completed_with_failures.value)
 
 
@@ -56,6 +58,13 @@ async def finish_run(
             phase_seconds=phase_seconds, error_summary=error_summary,
         )
     )
+
+
+async def latest_completed_target(conn: AsyncConnection, job_type: str) -> dt.date | None:
+    """The newest target date a run of ``job_type`` completed (with or without failures of
+    single symbols); None before any. A run still writing, failed or crashed never counts."""
+    return (await conn.execute(sa.select(sa.func.max(B.c.target_date)).where(
+        B.c.job_type == job_type, B.c.status.in_(SUCCESS)))).scalar_one_or_none()
 
 
 async def latest_successful(

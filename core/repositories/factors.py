@@ -96,6 +96,12 @@ async def load_exposures(
     return out
 
 
+async def latest_exposure_date(conn: AsyncConnection, symbol: str) -> dt.date | None:
+    """The newest date with stored exposure rows of ``symbol`` (with or without values)."""
+    return (await conn.execute(sa.select(sa.func.max(FE.c.date)).where(
+        FE.c.symbol == symbol))).scalar_one_or_none()
+
+
 async def count_exposures(conn: AsyncConnection, as_of: dt.date) -> dict[str, int]:
     """Rows at ``as_of``: total and with a value."""
     stmt = sa.select(sa.func.count(), sa.func.count(FE.c.beta)).where(FE.c.date == as_of)

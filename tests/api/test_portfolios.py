@@ -271,12 +271,13 @@ def test_answers_are_stale_when_the_data_lags(client: TestClient, seed: Seed,
     from core import calendar
     from tests.flows.helpers import db_path
 
-    with sqlite3.connect(db_path(db_url)) as con:  # the latest session's data never came
-        con.execute("DELETE FROM prices WHERE symbol = 'SPY' AND date = ?",
-                    (seed.as_of.isoformat(),))
     previous = calendar.previous_session(seed.as_of).isoformat()
+    con = sqlite3.connect(db_path(db_url))
+    with con:  # the latest session's batch never completed: the last one was the day before
+        con.execute("UPDATE batch_runs SET target_date = ?", (previous,))
+    con.close()
     body = create(client, seed).json()
-    assert body["snapshot"]["date"] == previous  # the latest stored price date
+    assert body["snapshot"]["date"] == previous  # the last completed batch's date
     assert body["factor_exposures"]["data_as_of"] == previous
     assert body["factor_exposures"]["stale"] is True
     pid = body["portfolio"]["id"]
