@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -16,13 +17,25 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Router
+from litestar._openapi.schema_generation import SchemaCreator
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, HTTPException
 from litestar.logging.config import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.typing import FieldDefinition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.admin.controllers import AdminController
@@ -30,6 +43,7 @@ from api.auth import SECURITY_SCHEME, BearerTokenAuth, TokenCache, provide_user
 from api.errors import handle_exception
 from api.health import HealthController
 from api.portfolios.controllers import PortfolioController, PositionController
+from api.schemas import PROBLEM_JSON, decode_exact_decimal, is_exact_decimal
 from api.symbols.controllers import SymbolController
 from api.universe.controllers import UniverseController
 from core.db.engine import create_engine
@@ -47,26 +61,129 @@ MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body (1 MiB): larger ones get 413."""
 
 _EXACT = msgspec.json.Decoder(float_hook=Decimal)
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a JSON body may have (the schemas need 3)."""
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``body`` nests arrays / objects deeper than ``limit`` (strings skipped).
+    Checked before decoding: the decoder and every later step recurse per level."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for b in _BRACKETS.findall(_JSON_STRING.sub(b"", body)):
+        if b in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json"))
 
 
 class ExactDecimalRequest(Request[Any, Any, Any]):
     """JSON bodies decoded with every non-integer number as an exact ``Decimal`` (Litestar's
-    default reads them as binary floats before converting: 0.1 + digits would drift)."""
+    default reads them as binary floats before converting: 0.1 + digits would drift); a body
+    sent without ``Content-Type: application/json`` is 415, one nested deeper than
+    :data:`MAX_JSON_DEPTH` a 400 naming ``body``."""
 
     async def json(self) -> Any:
         cached = self.scope.get("_exact_json", _MISSING)
         if cached is not _MISSING:
             return cached
         body = await self.body()
+        media_type = self.content_type[0].lower()
+        if body and not _is_json(media_type):
+            raise HTTPException(
+                status_code=415,
+                detail=f"content-type: send the body as application/json (got "
+                       f"{media_type or 'no Content-Type'})")
+        if _too_deep(body):
+            raise ClientException(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             value = _EXACT.decode(body or b"null")
         except msgspec.DecodeError as exc:
             raise ClientException(f"body: malformed JSON ({exc})") from None
+        except RecursionError:
+            raise ClientException(f"body: JSON nested deeper than {MAX_JSON_DEPTH} "
+                                  "levels") from None
         self.scope["_exact_json"] = value  # type: ignore[typeddict-unknown-key]
         return value
 
 
 _MISSING = object()
+
+
+class ExactDecimalSchemas(OpenAPISchemaPlugin):
+    """The OpenAPI schema of the request's exact decimal kinds (pattern or bounded number)."""
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return is_exact_decimal(value)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition,
+                          schema_creator: SchemaCreator) -> Schema:
+        kind = field_definition.annotation
+        doc = kind.json_schema()
+        return Schema(
+            any_of=[Schema(**_spec(x)) for x in doc["anyOf"]],
+            description=doc["description"], examples=doc["examples"])
+
+
+def _spec(d: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema dict as :class:`Schema` keyword arguments."""
+    names = {"multipleOf": "multiple_of", "exclusiveMaximum": "exclusive_maximum",
+             "exclusiveMinimum": "exclusive_minimum"}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k == "type":
+            out["type"] = OpenAPIType(v)
+        elif k == "not":
+            out["schema_not"] = Schema(**_spec(v))
+        else:
+            out[names.get(k, k)] = v
+    return out
+
+
+def _finish_document(app: Litestar) -> None:
+    """What the route declarations cannot say, added to the OpenAPI document: request
+    bodies that reject unknown fields say ``additionalProperties: false``; routes that read
+    a JSON body document the 415 they answer to another content type."""
+    from api.errors import DESCRIPTIONS
+
+    doc = app.openapi_schema
+    closed = {cls.__name__ for cls in _struct_classes()
+              if cls.__struct_config__.forbid_unknown_fields}
+    for name, schema in (doc.components.schemas or {}).items():
+        if name in closed and isinstance(schema, Schema):
+            schema.additional_properties = False
+    error_ref = Reference(ref="#/components/schemas/ErrorBody")
+    for item in (doc.paths or {}).values():
+        for method in ("post", "put", "patch"):
+            op = getattr(item, method, None)
+            body = getattr(op, "request_body", None)
+            if op is None or not isinstance(body, RequestBody):
+                continue
+            if "application/json" in (body.content or {}) and op.responses is not None:
+                op.responses.setdefault("415", OpenAPIResponse(
+                    description=DESCRIPTIONS[415],
+                    content={PROBLEM_JSON: OpenAPIMediaType(schema=error_ref)}))
+
+
+def _struct_classes() -> list[type[msgspec.Struct]]:
+    out, todo = [], list(msgspec.Struct.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out
 
 
 def provide_engine(state: State) -> AsyncEngine:
@@ -115,7 +232,7 @@ def create_app(database_url: str | None = None) -> Litestar:
         middleware=[DefineMiddleware(BearerTokenAuth)],
         security=[{SECURITY_SCHEME: []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[HealthController, v1],
         lifespan=[lifespan],
         dependencies={
@@ -124,6 +241,8 @@ def create_app(database_url: str | None = None) -> Litestar:
         },
         exception_handlers={Exception: handle_exception},
         request_class=ExactDecimalRequest,
+        type_decoders=[(is_exact_decimal, decode_exact_decimal)],
+        plugins=[ExactDecimalSchemas()],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=LOGGING,
         openapi_config=OpenAPIConfig(
@@ -133,8 +252,12 @@ def create_app(database_url: str | None = None) -> Litestar:
             description=(
                 "Portfolios, positions, snapshots and risk analytics over nightly symbol "
                 "data. Authenticate with `Authorization: Bearer <token>` (`factorflow users "
-                "create`). Exact amounts are decimal strings; dates are ISO 8601; every "
-                "error is `{status, error, message, field}`."
+                "create`). Exact amounts are decimal strings of plain ASCII digits (or "
+                "JSON numbers, read exactly) within each field's pattern and bounds; dates "
+                "are ISO 8601; JSON bodies need `Content-Type: application/json` (else "
+                "415). Every error is RFC 9457 problem details (`application/problem+json`: "
+                "`type`, `title`, `status`, `detail`, `instance`) with the extension members "
+                "`error` (a stable code), `message` and `field` (the input at fault)."
             ),
             components=Components(security_schemes={
                 SECURITY_SCHEME: SecurityScheme(type="http", scheme="bearer",
@@ -142,3 +265,5 @@ def create_app(database_url: str | None = None) -> Litestar:
             }),
         ),
     )
+    _finish_document(app)
+    return app

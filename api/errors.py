@@ -1,4 +1,5 @@
-"""The one exception handler: every error leaves the API as the same JSON body.
+"""The one exception handler: every error leaves the API as RFC 9457 problem details
+(``application/problem+json``) with the extension members ``error``, ``message``, ``field``.
 
 ``core.errors.AppError`` maps by its ``status_hint``; Litestar's validation errors are
 reshaped to name the field; Litestar's HTTP errors (unknown route, method, body too
@@ -17,7 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from api.schemas import ErrorBody
+from api.schemas import PROBLEM_JSON, ErrorBody
 from core.errors import AppError
 
 log = logging.getLogger("api.errors")
@@ -35,6 +36,8 @@ DESCRIPTIONS = {
     404: "No such resource (or it belongs to another user).",
     409: "The request clashes with existing data (e.g. a duplicate portfolio name).",
     413: "The request body is larger than the limit (1 MiB).",
+    415: "The body is not sent as `Content-Type: application/json`.",
+    429: "A per-user limit would be exceeded (the message names it).",
     503: "The data the answer needs is not there yet (no prices stored).",
 }
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(.+)`")
@@ -80,16 +83,23 @@ def _validation(exc: ValidationException) -> tuple[str, str | None]:
     return f"{key}: {message}", key
 
 
+def _problem(status: int, code: str, message: str, field: str | None,
+             request: Request[Any, Any, Any] | None) -> ErrorBody:
+    return ErrorBody(type="about:blank", title=HTTPStatus(status).phrase, status=status,
+                     detail=message, instance=request.url.path if request is not None else "",
+                     error=code, message=message, field=field)
+
+
 def error_body(exc: Exception, request: Request[Any, Any, Any] | None = None
                ) -> tuple[int, ErrorBody]:
-    """The status and body for ``exc``."""
+    """The status and problem-details body for ``exc``."""
     if isinstance(exc, AppError):
         status = exc.status_hint
         code = CODES.get(status) or _snake(HTTPStatus(status).name)
-        return status, ErrorBody(status, code, exc.message, exc.field)
+        return status, _problem(status, code, exc.message, exc.field, request)
     if isinstance(exc, ValidationException):
         message, field = _validation(exc)
-        return 400, ErrorBody(400, "invalid_input", message, field)
+        return 400, _problem(400, "invalid_input", message, field, request)
     if isinstance(exc, HTTPException):
         status = exc.status_code
         message = str(exc.detail or HTTPStatus(status).phrase)
@@ -100,14 +110,17 @@ def error_body(exc: Exception, request: Request[Any, Any, Any] | None = None
             message = f"method {request.method} is not allowed on {request.url.path}"
         elif status == 413:
             message, field = "body: the request body is larger than 1 MiB", "body"
+        elif status == 415:
+            field = "content-type"
         elif status == 400 and message.startswith("body:"):
             field = "body"
         elif status >= 500:
             message = "internal error: the server could not answer this request"
         code = CODES.get(status) or _snake(HTTPStatus(status).name)
-        return status, ErrorBody(status, code, message, field)
-    return 500, ErrorBody(500, "internal_error",
-                          "internal error: the server could not answer this request")
+        return status, _problem(status, code, message, field, request)
+    return 500, _problem(500, "internal_error",
+                         "internal error: the server could not answer this request", None,
+                         request)
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -119,10 +132,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     extra_headers = getattr(exc, "headers", None) if isinstance(exc, HTTPException) else None
     if extra_headers:
         headers = {**(headers or {}), **extra_headers}
-    return Response(body, status_code=status, headers=headers)
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI error responses of a route (every one has the :class:`ErrorBody` shape)."""
     return {c: ResponseSpec(data_container=ErrorBody, description=DESCRIPTIONS[c],
-                            generate_examples=False) for c in codes}
+                            generate_examples=False, media_type=PROBLEM_JSON) for c in codes}

@@ -13,7 +13,16 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from api.schemas import DecimalIn, DecimalOut, InvestmentClassName, convert, dec
+from api.schemas import (
+    Cash,
+    DecimalOut,
+    InvestmentClassName,
+    ManualValue,
+    Price,
+    Quantity,
+    convert,
+    dec,
+)
 from core import portfolio_service as svc
 
 SymbolIn = Annotated[str, Meta(extra_json_schema={
@@ -36,17 +45,17 @@ class PositionCreate(_In):
     """A position. ``quantity`` is signed (negative = short; PUBLIC / OPTIONS only)."""
 
     symbol: SymbolIn
-    quantity: Annotated[DecimalIn, Meta(description="Shares (contracts for OPTIONS) as of "
+    quantity: Annotated[Quantity, Meta(description="Shares (contracts for OPTIONS) as of "
                                                     "entry_date, non-zero, at most 8 decimals; "
                                                     "negative = short (PUBLIC / OPTIONS).")]
     entry_date: Annotated[dt.date, Meta(description="Session the position was opened "
                                                     "(not in the future).")]
-    entry_price: Annotated[DecimalIn, Meta(description="Price per share (per contract for "
+    entry_price: Annotated[Price, Meta(description="Price per share (per contract for "
                                                        "OPTIONS); > 0 for PUBLIC.")]
     exit_date: dt.date | None = None
-    exit_price: DecimalIn | None = None
+    exit_price: Price | None = None
     investment_class: InvestmentClassName = "PUBLIC"
-    manual_value: Annotated[DecimalIn | None, Meta(description="PRIVATE only (required "
+    manual_value: Annotated[ManualValue | None, Meta(description="PRIVATE only (required "
                                                                "there): its total value.")] = None
 
     def to_input(self) -> svc.PositionInput:
@@ -58,7 +67,7 @@ class PositionCreate(_In):
 
 class PortfolioCreate(_In):
     name: NameIn
-    cash: Annotated[DecimalIn, Meta(description="Cash balance, at most 4 decimals (negative = "
+    cash: Annotated[Cash, Meta(description="Cash balance, at most 4 decimals (negative = "
                                                 "a margin loan).")] = Decimal(0)
     positions: Annotated[list[PositionCreate], Meta(max_length=svc.MAX_POSITIONS)] = (
         msgspec.field(default_factory=list))
@@ -68,20 +77,20 @@ class PortfolioUpdate(_In):
     """PATCH: only the fields present change."""
 
     name: NameIn | UnsetType = UNSET
-    cash: DecimalIn | UnsetType = UNSET
+    cash: Cash | UnsetType = UNSET
 
 
 class PositionUpdate(_In):
     """PATCH: only the fields present change; ``null`` clears an optional one. The symbol
     cannot change (add a new position instead)."""
 
-    quantity: DecimalIn | UnsetType = UNSET
+    quantity: Quantity | UnsetType = UNSET
     entry_date: dt.date | UnsetType = UNSET
-    entry_price: DecimalIn | UnsetType = UNSET
+    entry_price: Price | UnsetType = UNSET
     exit_date: dt.date | None | UnsetType = UNSET
-    exit_price: DecimalIn | None | UnsetType = UNSET
+    exit_price: Price | None | UnsetType = UNSET
     investment_class: InvestmentClassName | UnsetType = UNSET
-    manual_value: DecimalIn | None | UnsetType = UNSET
+    manual_value: ManualValue | None | UnsetType = UNSET
 
     def changes(self) -> dict[str, Any]:
         return {f: v for f in self.__struct_fields__

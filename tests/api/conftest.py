@@ -141,9 +141,11 @@ def position(symbol: str = "MKTA", **kw: Any) -> dict[str, Any]:
 def assert_error(resp: Any, status: int, *fragments: str, field: str | None = None) -> dict:
     """``resp`` is an error body with ``status``, naming ``field`` and every fragment."""
     assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
     body = resp.json()
-    assert set(body) == {"status", "error", "message", "field"}, body
-    assert body["status"] == status
+    assert set(body) == {"type", "title", "status", "detail", "instance", "error", "message",
+                         "field"}, body  # RFC 9457 members + the extension members
+    assert body["status"] == status and body["detail"] == body["message"]
     for frag in fragments:
         assert frag in body["message"], (frag, body)
     if field is not None:

@@ -25,10 +25,14 @@ BAD_POSITIONS: list[tuple[dict[str, Any], str, list[str]]] = [
     ({"quantity": "-3", "investment_class": "PRIVATE", "manual_value": "10"}, "quantity",
      ["must be positive", "PRIVATE"]),
     ({"quantity": "ten"}, "quantity", ["not a decimal number"]),
-    ({"quantity": "NaN"}, "quantity", ["finite"]),
-    ({"quantity": "1e13"}, "quantity", ["less than"]),
+    ({"quantity": "NaN"}, "quantity", ["not a decimal number"]),
+    ({"quantity": "1e13"}, "quantity", ["not a decimal number", "pattern"]),
+    ({"quantity": 1e13}, "quantity", ["less than 1,000,000,000,000"]),
+    ({"quantity": "1000000000000"}, "quantity", ["at most 12 digits before"]),
+    ({"quantity": 0.123456789}, "quantity", ["at most 8 decimal places"]),
     ({"quantity": "0.123456789"}, "quantity", ["at most 8 decimal places"]),
     ({"quantity": True}, "quantity", ["Expected `decimal`"]),
+    ({"exit_date": "2025-06-03", "exit_price": "-1"}, "exit_price", ["must not be negative"]),
     ({"entry_price": "0"}, "entry_price", ["greater than zero", "PUBLIC"]),
     ({"entry_price": "-1"}, "entry_price", ["must not be negative"]),
     ({"entry_price": "1.1234567"}, "entry_price", ["at most 6 decimal places"]),
@@ -83,9 +87,10 @@ def test_required_fields_are_named(client: TestClient, seed: Seed) -> None:
     ({"name": "   "}, "name", "must not be empty"),
     ({"name": "x" * 201}, "name", "longer than 200"),
     ({"name": "a\u0000b"}, "name", "control characters"),
-    ({"name": "P", "cash": "1e15"}, "cash", "less than"),
+    ({"name": "P", "cash": "1e15"}, "cash", "not a decimal number"),
+    ({"name": "P", "cash": 1e15}, "cash", "less than"),
     ({"name": "P", "cash": "1.00001"}, "cash", "at most 4 decimal places"),
-    ({"name": "P", "cash": "Infinity"}, "cash", "finite"),
+    ({"name": "P", "cash": "Infinity"}, "cash", "not a decimal number"),
     ({"name": "P", "cash": [1]}, "cash", "Expected `decimal`"),
     ({"name": "P", "positions": {}}, "positions", "Expected `array`"),
     ({"name": "P", "positions": [position()] * 1001}, "positions", "length <= 1000"),
@@ -163,3 +168,78 @@ def test_malformed_ids_are_404(client: TestClient, seed: Seed, pid: str) -> None
 def test_unknown_job_type_is_400(client: TestClient, seed: Seed) -> None:
     assert_error(client.get("/v1/admin/batch-runs?job_type=nightly%00", headers=auth(seed, "root")),
                  400, "unknown job type", "symbol-batch", field="job_type")
+
+
+# Numeric strings match the documented pattern exactly: what Python's Decimal() would also
+# read (signs, spaces, exponents, Unicode digits) is refused, never stored as a number.
+NOT_PLAIN = ["+1", " 1", "1 ", "1.", ".5", "1e2", "1E-8", "\u0661\u0662", "\uff11", "1_000",
+             "--1", "0x10", "1,5", "", "-"]
+
+
+@pytest.mark.parametrize("text", NOT_PLAIN)
+@pytest.mark.parametrize("field", ["quantity", "entry_price", "cash", "manual_value"])
+def test_numeric_strings_match_the_pattern_exactly(
+        client: TestClient, seed: Seed, text: str, field: str) -> None:
+    from api.app import create_app
+
+    h = auth(seed)
+    if field == "cash":
+        body: dict[str, Any] = {"name": "P", "cash": text}
+        name = "cash"
+    else:
+        extra = {"investment_class": "PRIVATE", "symbol": "PRIVATE_FUND_A",
+                 "manual_value": "5"} if field == "manual_value" else {}
+        body = {"name": "P", "positions": [position(**{**extra, field: text})]}
+        name = f"positions[0].{field}"
+    assert_error(client.post("/v1/portfolios", json=body, headers=h), 400,
+                 "not a decimal number", "pattern", field=name)
+    assert client.get("/v1/portfolios", headers=h).json()["total"] == 0
+    # the document states the same pattern, and the text does not match it
+    import re
+
+    doc = create_app().openapi_schema.to_schema()["components"]["schemas"]
+    prop = (doc["PortfolioCreate"] if field == "cash" else doc["PositionCreate"])[
+        "properties"][field]
+    branches = prop.get("anyOf") or prop["oneOf"][0]["anyOf"]
+    pattern = next(b["pattern"] for b in branches if b["type"] == "string")
+    assert re.search(pattern, text) is None
+
+
+def test_json_routes_need_a_json_content_type(client: TestClient, seed: Seed) -> None:
+    import json
+
+    h = auth(seed)
+    body = json.dumps({"name": "P"}).encode()
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = {**h, **({"Content-Type": content_type} if content_type else {})}
+        err = assert_error(client.post("/v1/portfolios", content=body, headers=headers), 415,
+                           "application/json", field="content-type")
+        assert err["error"] == "unsupported_media_type"
+    assert client.get("/v1/portfolios", headers=h).json()["total"] == 0
+    ok = {**h, "Content-Type": "application/json; charset=utf-8"}
+    assert client.post("/v1/portfolios", content=body, headers=ok).status_code == 201
+    pid = client.get("/v1/portfolios", headers=h).json()["items"][0]["id"]
+    assert_error(client.patch(f"/v1/portfolios/{pid}", content=b'{"cash": "1"}',
+                              headers={**h, "Content-Type": "text/plain"}), 415)
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 100_000])
+def test_deeply_nested_json_is_400(client: TestClient, seed: Seed, depth: int) -> None:
+    h = {**auth(seed), "Content-Type": "application/json"}
+    for content in (b"[" * depth + b"]" * depth,
+                    b'{"name": "P", "positions": ' + b"[" * depth + b"]" * depth + b"}",
+                    b'{"a":' * depth + b"1" + b"}" * depth):
+        assert_error(client.post("/v1/portfolios", content=content, headers=h), 400,
+                     "nested deeper than 32", field="body")
+    # brackets inside strings do not count
+    name = "[" * 200
+    assert client.post("/v1/portfolios", json={"name": name}, headers=h).status_code == 201
+
+
+def test_errors_are_problem_details(client: TestClient, seed: Seed) -> None:
+    err = assert_error(client.get("/v1/portfolios/nope", headers=auth(seed)), 404)
+    assert err["type"] == "about:blank" and err["title"] == "Not Found"
+    assert err["instance"] == "/v1/portfolios/nope"
+    err = assert_error(client.post("/v1/portfolios", json={"name": ""}, headers=auth(seed)),
+                       400, field="name")
+    assert err["title"] == "Bad Request" and err["error"] == "invalid_input"
