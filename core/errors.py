@@ -32,6 +32,12 @@ class Conflict(AppError):
     status_hint = 409
 
 
+class LimitExceeded(AppError):
+    """A per-user quota would be exceeded (e.g. too many new symbols being onboarded)."""
+
+    status_hint = 429
+
+
 class Forbidden(AppError):
     """Authenticated but not allowed (e.g. an admin route for a non-admin)."""
 

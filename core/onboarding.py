@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
-from core.errors import NotReady
+from core.errors import LimitExceeded, NotReady
 from core.repositories import symbols as symbol_repo
+from core.repositories.portfolios import PF
+from core.settings import get_settings
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
 J = OnboardingJob.__table__  # type: ignore[attr-defined]
@@ -79,6 +81,55 @@ async def request_onboarding(
             await symbol_repo.add_symbols(conn, [(s, SymbolKind.equity) for s in to_queue])
             await _enqueue(conn, to_queue, portfolio_id)
     return out
+
+
+WAITING = ("pending", "processing")
+"""Statuses of a job whose symbol is still waiting for its data."""
+
+
+async def check_pending_quota(
+    engine: AsyncEngine, owner_id: str, symbols: Sequence[str], limit: int | None = None
+) -> None:
+    """Refuse a request that would leave ``owner_id`` with more than ``limit`` symbols
+    waiting for onboarding (default ``FACTORFLOW_MAX_PENDING_SYMBOLS_PER_USER``).
+
+    Counted: the symbols of ``symbols`` not yet in the universe (each grows the shared
+    nightly universe) together with the symbols still queued for one of the owner's
+    portfolios. Invalid, private and known symbols are not counted. Call it before the
+    request stores anything: a refused request stores nothing.
+
+    Raises
+    ------
+    LimitExceeded
+        (HTTP 429) naming ``positions``, with the counts and the limit.
+    """
+    limit = get_settings().max_pending_symbols_per_user if limit is None else limit
+    market: set[str] = set()
+    for raw in symbols:
+        try:
+            sym = validate_symbol(raw)
+        except InvalidSymbolError:
+            continue
+        if is_market_symbol(sym):
+            market.add(sym)
+    if not market:
+        return
+    async with reading(engine) as conn:
+        known = {s.symbol for s in await symbol_repo.get_states(conn, sorted(market))}
+        new = market - known
+        if not new:
+            return
+        owned = set((await conn.execute(sa.select(PF.c.id).where(
+            PF.c.owner_id == owner_id))).scalars())
+        queued = (await conn.execute(sa.select(J.c.symbol, J.c.portfolio_ids).where(
+            J.c.status.in_(WAITING)))).all()
+    waiting = {sym for sym, ids in queued if owned.intersection(ids or ())}
+    total = len(waiting | new)
+    if total > limit:
+        raise LimitExceeded(
+            f"positions: {len(new)} symbol(s) new to factorflow would leave {total} waiting "
+            f"for onboarding ({len(waiting)} already), over the limit of {limit} per user; "
+            "add the others once these are ready (GET /v1/symbols/{symbol})", "positions")
 
 
 async def _enqueue(conn: Any, symbols: list[str], portfolio_id: str | None) -> None:

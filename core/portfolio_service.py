@@ -540,6 +540,7 @@ async def _create(
     engine: AsyncEngine, owner_id: str, name: str, cash: Decimal,
     positions: list[PositionInput],
 ) -> PortfolioCreated:
+    await onboarding_service.check_pending_quota(engine, owner_id, [p.symbol for p in positions])
     pid = portfolio_repo.new_id()
     try:
         async with transaction(engine) as conn:
@@ -791,6 +792,7 @@ async def add_position(
 ) -> PositionChanged:
     """Add a position; onboards its symbol if unknown and re-snapshots the portfolio."""
     p = position.validate(today())
+    await onboarding_service.check_pending_quota(engine, owner_id, [p.symbol])
     async with transaction(engine) as conn:
         await _owned(conn, owner_id, portfolio_id)
         if await _position_count(conn, portfolio_id) >= MAX_POSITIONS:

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="Recent sessions in which a hole inside a symbol's stored range is asked "
         "for again on every run (older holes are recorded as known-missing; 0: never).",
     )
+    max_pending_symbols_per_user: int = Field(
+        default=50, ge=0,
+        description="Most new symbols one user may have waiting for onboarding at once (the "
+        "shared nightly universe grows by them); a request over it gets 429.",
+    )
     delist_after_sessions: int = Field(
         default=10, ge=1, description="Sessions without data before a symbol is marked delisted."
     )
