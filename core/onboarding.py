@@ -9,10 +9,12 @@ back to ``pending`` at start-up (:func:`resume`), so no request is lost.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
 from core.errors import LimitExceeded, NotReady
 from core.repositories import symbols as symbol_repo
 from core.repositories.portfolios import PF
+from core.run_lock import process_alive, process_token
 from core.settings import get_settings
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
@@ -172,11 +175,77 @@ async def claim(limit: int = 500, engine: AsyncEngine | None = None) -> Claim:
             .with_for_update(skip_locked=True))).all()
         symbols = [r[0] for r in rows]
         if symbols:
+            now = _now()
             await conn.execute(sa.update(J).where(
                 J.c.symbol.in_(symbols), J.c.status == "pending").values(
-                status="processing", started_at=_now(), attempts=J.c.attempts + 1))
+                status="processing", started_at=now, attempts=J.c.attempts + 1,
+                heartbeat_at=now, **_claimer()))
     pids = sorted({p for r in rows for p in (r[1] or [])})
     return Claim(symbols, pids)
+
+
+CLAIM_HEARTBEAT_SECONDS = 15.0
+"""How often a run renews the heartbeat of the jobs it claimed."""
+CLAIM_STALE_SECONDS = 120.0
+"""A claim whose process cannot be checked from here (another host) is given up after this
+long without a heartbeat."""
+_UNCLAIMED = {"host": None, "pid": None, "process_token": None, "heartbeat_at": None}
+
+
+def _claimer() -> dict[str, Any]:
+    """The owner columns of a claim made by this process."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "process_token": process_token(pid)}
+
+
+def claimer_gone(host: str | None, pid: int | None, token: str | None,
+                 heartbeat_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether a ``processing`` job's claimer is gone: its process is dead (this host), or
+    it has not renewed its heartbeat for ``CLAIM_STALE_SECONDS`` (another host, no owner)."""
+    alive = process_alive(host, pid, token)
+    if alive is not None:
+        return not alive
+    if heartbeat_at is None:
+        return True
+    beat = heartbeat_at if heartbeat_at.tzinfo else heartbeat_at.replace(tzinfo=dt.UTC)
+    return (now - beat).total_seconds() > CLAIM_STALE_SECONDS
+
+
+async def renew_claims(engine: AsyncEngine | None = None) -> int:
+    """Renew the heartbeat of every job this process has claimed; returns how many."""
+    async with transaction(engine or flow_engine()) as conn:
+        me = _claimer()
+        res = await conn.execute(sa.update(J).where(
+            J.c.status == "processing", J.c.host == me["host"], J.c.pid == me["pid"],
+            J.c.process_token == me["process_token"]).values(heartbeat_at=_now()))
+    return int(res.rowcount)
+
+
+class ClaimHeartbeat:
+    """Renews this process's claims every ``every`` seconds while a run works on them (a
+    daemon thread; ``with ClaimHeartbeat(): ...``)."""
+
+    def __init__(self, every: float = CLAIM_HEARTBEAT_SECONDS,
+                 engine: AsyncEngine | None = None) -> None:
+        self.every, self.engine = every, engine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="onboarding claims",
+                                        daemon=True)
+
+    def __enter__(self) -> ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                asyncio.run(renew_claims(self.engine))
+            except Exception as exc:  # a missed beat is retried; the stale limit covers many
+                log.warning("onboarding claim heartbeat failed: %s", exc)
 
 
 async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = None) -> None:
@@ -187,7 +256,8 @@ async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = N
     async with transaction(engine or flow_engine()) as conn:
         for sym, error in outcomes.items():
             await conn.execute(sa.update(J).where(J.c.symbol == sym).values(
-                status="error" if error else "done", error=error, finished_at=now))
+                status="error" if error else "done", error=error, finished_at=now,
+                **_UNCLAIMED))
 
 
 async def close_jobs_settled_by_batch(engine: AsyncEngine | None = None) -> int:
@@ -214,18 +284,29 @@ async def release(symbols: Sequence[str], engine: AsyncEngine | None = None) -> 
         return 0
     async with transaction(engine or flow_engine()) as conn:
         res = await conn.execute(sa.update(J).where(
-            J.c.symbol.in_(list(symbols)), J.c.status == "processing").values(status="pending"))
+            J.c.symbol.in_(list(symbols)), J.c.status == "processing").values(
+            status="pending", **_UNCLAIMED))
     return int(res.rowcount)
 
 
 async def reset_stuck(engine: AsyncEngine | None = None) -> int:
-    """Put jobs left ``processing`` (a crash, a restart) back to ``pending``; returns how many."""
+    """Put jobs whose claimer is gone (a crash, a restart: see :func:`claimer_gone`) back to
+    ``pending``; jobs a live run holds are left to it. Returns the number of pending jobs."""
+    now = _now()
     async with transaction(engine or flow_engine()) as conn:
-        res = await conn.execute(
-            sa.update(J).where(J.c.status == "processing").values(status="pending"))
+        claimed = (await conn.execute(sa.select(
+            J.c.symbol, J.c.host, J.c.pid, J.c.process_token, J.c.heartbeat_at).where(
+            J.c.status == "processing"))).all()
+        gone = [r.symbol for r in claimed
+                if claimer_gone(r.host, r.pid, r.process_token, r.heartbeat_at, now)]
+        if gone:
+            await conn.execute(sa.update(J).where(
+                J.c.symbol.in_(gone), J.c.status == "processing").values(
+                status="pending", **_UNCLAIMED))
         pending = (await conn.execute(
             sa.select(sa.func.count()).select_from(J).where(J.c.status == "pending"))).scalar_one()
-    log.info("onboarding: %d job(s) reset from processing; %d pending", res.rowcount, pending)
+    log.info("onboarding: %d job(s) of gone runs reset to pending, %d left to live runs; "
+             "%d pending", len(gone), len(claimed) - len(gone), pending)
     return int(pending)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -296,6 +297,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, unknown host), else None."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"--host {host!r}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            why = ("in use (another factorflow api?)" if exc.errno == errno.EADDRINUSE
+                   else f"not available ({exc.strerror})")
+            return f"port {port} on {host} is {why}: choose another with --port"
+    return None
+
+
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -304,6 +325,10 @@ def _api(args: argparse.Namespace) -> int:
     from core.db import migrate
     from core.settings import get_settings
 
+    problem = _port_problem(args.host, args.port)
+    if problem:  # before anything else: a second server must not touch the first's queue
+        print(f"factorflow api: refusing to start: {problem}", file=sys.stderr)
+        return 2
     ensure_configuration()
     url = get_settings().resolved_database_url
     migrate.upgrade(url)

@@ -105,42 +105,43 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
             asyncio.run(queue.reset_stuck())
             raise NotReady("no market data stored yet: the symbols stay queued, and the first "
                            "symbol batch fetches them and closes their jobs")
-        for _ in range(MAX_ROUNDS):
-            claimed = claim_jobs(max_symbols)
-            if not claimed.symbols:
-                break
-            unfinished = claimed.symbols
-            states = symbol_states(claimed.symbols)
-            plan = plan_fetch(states, as_of, settings.lookback_days, settings.fetch_chunk_size)
-            fetch_errors: dict[str, str] = {}
-            for req, fut in zip(plan, fetch_prices.map(plan, unmapped(as_of)), strict=True):
-                res = fut.result(raise_on_failure=False)
-                if isinstance(res, BaseException):
-                    if is_storage_error(res):  # the database failed, not the provider
-                        raise StorageError(f"storing prices failed: {short_error(res)}")
-                    fetch_errors.update({s: f"provider_error: {short_error(res)}"
-                                         for s in req.symbols})
-                else:
-                    fetch_errors.update(res.errors)
-            priced = [s.symbol for s in symbol_states(claimed.symbols)
-                      if s.status == SymbolStatus.active and s.last_price_date]
-            for ffut in compute_factors.map(chunked(priced, settings.factor_chunk_size),
-                                            unmapped([as_of])):
-                fres = ffut.result(raise_on_failure=False)
-                if isinstance(fres, BaseException) and is_storage_error(fres):
-                    raise StorageError(f"storing factors failed: {short_error(fres)}")
-            outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
-            # jobs close after the waiting portfolios are revalued: a symbol reads "ready"
-            # only once the portfolios that hold it show it
-            failed = refresh_portfolios(claimed.portfolio_ids)
-            finish_jobs(outcomes)
-            unfinished = []
-            totals["symbols"] += len(outcomes)
-            totals["ready"] += sum(1 for v in outcomes.values() if v is None)
-            totals["errors"] += sum(1 for v in outcomes.values() if v is not None)
-            totals["portfolios"] += len(claimed.portfolio_ids)
-            errors["symbols"].update({k: v for k, v in outcomes.items() if v})
-            errors["portfolios"].update(failed)
+        with queue.ClaimHeartbeat():  # a restarting API leaves these jobs to us
+            for _ in range(MAX_ROUNDS):
+                claimed = claim_jobs(max_symbols)
+                if not claimed.symbols:
+                    break
+                unfinished = claimed.symbols
+                states = symbol_states(claimed.symbols)
+                plan = plan_fetch(states, as_of, settings.lookback_days, settings.fetch_chunk_size)
+                fetch_errors: dict[str, str] = {}
+                for req, fut in zip(plan, fetch_prices.map(plan, unmapped(as_of)), strict=True):
+                    res = fut.result(raise_on_failure=False)
+                    if isinstance(res, BaseException):
+                        if is_storage_error(res):  # the database failed, not the provider
+                            raise StorageError(f"storing prices failed: {short_error(res)}")
+                        fetch_errors.update({s: f"provider_error: {short_error(res)}"
+                                             for s in req.symbols})
+                    else:
+                        fetch_errors.update(res.errors)
+                priced = [s.symbol for s in symbol_states(claimed.symbols)
+                          if s.status == SymbolStatus.active and s.last_price_date]
+                for ffut in compute_factors.map(chunked(priced, settings.factor_chunk_size),
+                                                unmapped([as_of])):
+                    fres = ffut.result(raise_on_failure=False)
+                    if isinstance(fres, BaseException) and is_storage_error(fres):
+                        raise StorageError(f"storing factors failed: {short_error(fres)}")
+                outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
+                # jobs close after the waiting portfolios are revalued: a symbol reads "ready"
+                # only once the portfolios that hold it show it
+                failed = refresh_portfolios(claimed.portfolio_ids)
+                finish_jobs(outcomes)
+                unfinished = []
+                totals["symbols"] += len(outcomes)
+                totals["ready"] += sum(1 for v in outcomes.values() if v is None)
+                totals["errors"] += sum(1 for v in outcomes.values() if v is not None)
+                totals["portfolios"] += len(claimed.portfolio_ids)
+                errors["symbols"].update({k: v for k, v in outcomes.items() if v})
+                errors["portfolios"].update(failed)
     except BaseException as exc:
         if unfinished:
             try:

@@ -450,8 +450,11 @@ class PortfolioAnalyticsCache(SQLModel, table=True):
 class OnboardingJob(SQLModel, table=True):
     """One symbol waiting to be onboarded; requests for the same symbol share the row.
 
-    ``status``: pending → processing → done | error. Rows left ``processing`` by a crash
-    go back to ``pending`` at start-up, so no request is lost.
+    ``status``: pending → processing → done | error. A ``processing`` row records the
+    process that claimed it (``host``, ``pid``, ``process_token``: its start time) and a
+    ``heartbeat_at`` the claimer renews; once the claimer is gone (dead on this host, or no
+    heartbeat for a while) the row goes back to ``pending``, so no request is lost and no
+    live run's jobs are taken from it.
     """
 
     __tablename__ = "onboarding_jobs"
@@ -470,6 +473,12 @@ class OnboardingJob(SQLModel, table=True):
         default=None, sa_column=Column(sa.DateTime(timezone=True))
     )
     finished_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )
+    host: str | None = Field(default=None, max_length=255)
+    pid: int | None = None
+    process_token: str | None = Field(default=None, max_length=64)
+    heartbeat_at: dt.datetime | None = Field(
         default=None, sa_column=Column(sa.DateTime(timezone=True))
     )
 

@@ -65,7 +65,7 @@ def running_api(home: Path, token: str, extra_env: dict[str, str] | None = None
 
     try:
         wait_for(live, 120, "the API did not answer /health/live", log)
-        yield {"http": http, "proc": proc, "log": log}
+        yield {"http": http, "proc": proc, "log": log, "port": port, "home": home}
     finally:
         http.close()
         if proc.poll() is None:
@@ -157,6 +157,37 @@ def test_admin_starts_the_symbol_batch_in_the_server(api_server: dict[str, Any])
     assert run["status"] in ("completed", "completed_with_failures"), run
     assert run["target_date"] == resp.json()["as_of"]
     assert http.get("/health/ready").json()["status"] == "ready"
+
+
+def test_a_second_server_on_a_port_in_use_refuses_and_leaves_the_queue_alone(
+        api_server: dict[str, Any]) -> None:
+    """`factorflow api` on the port of a running server says so and exits 2 before touching
+    anything: the jobs the running server claimed stay claimed."""
+    import sqlite3
+
+    from core.run_lock import process_token
+
+    pid = api_server["proc"].pid
+    db = api_server["home"] / "factorflow.db"
+    con = sqlite3.connect(db)
+    with con:  # a job the running server is working on
+        con.execute("INSERT INTO onboarding_jobs (symbol, status, attempts, portfolio_ids, "
+                    "requested_at, host, pid, process_token, heartbeat_at) VALUES "
+                    "('BUSY', 'processing', 1, '[]', datetime('now'), ?, ?, ?, datetime('now'))",
+                    (socket.gethostname(), pid, process_token(pid)))
+    con.close()
+    second = run_cli(["api", "--port", str(api_server["port"])], api_server["home"])
+    assert second.returncode == 2, (second.stdout, second.stderr)
+    assert f"port {api_server['port']} on 127.0.0.1 is in use" in second.stderr
+    assert "Traceback" not in second.stderr and "factorflow API on" not in second.stdout
+    con = sqlite3.connect(db)
+    try:
+        status = con.execute("SELECT status FROM onboarding_jobs WHERE symbol = 'BUSY'")
+        assert status.fetchone() == ("processing",)
+        con.execute("DELETE FROM onboarding_jobs WHERE symbol = 'BUSY'")
+        con.commit()
+    finally:
+        con.close()
 
 
 def test_the_server_stops_cleanly_without_tracebacks(api_server: dict[str, Any]) -> None:
