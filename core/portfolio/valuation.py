@@ -452,6 +452,37 @@ def _proceeds(
     return _money(held_quantity(holding, exit_date, splits) * price * holding.multiplier)
 
 
+def realized_pnl(
+    holding: Holding, as_of: date, exit_close: PriceLike = None, splits: Splits | None = None
+) -> Decimal | None:
+    """Realized P&L of a holding closed on or before ``as_of``: proceeds − cost basis.
+
+    Parameters
+    ----------
+    holding : Holding
+        The position; open ones (no ``exit_date``, or ``exit_date > as_of``) realize nothing.
+    as_of : date
+        The valuation date.
+    exit_close : Decimal or float, optional
+        The raw close of the symbol on ``exit_date``; used when ``exit_price`` is None.
+    splits : mapping, optional
+        Splits per symbol, as for :func:`held_quantity` (proceeds use the quantity held on
+        ``exit_date``).
+
+    Returns
+    -------
+    Decimal or None
+        Signed, in the portfolio currency, quantized to 4 places (a short closed lower is a
+        gain); None while the holding is open on ``as_of`` or when its exit price is unknown.
+        The proceeds are the same as on the exit day's daily P&L, so the realized P&L of a
+        position equals the sum of its daily P&L from entry to exit.
+    """
+    if holding.exit_date is None or holding.exit_date > as_of:
+        return None
+    proceeds = _proceeds(holding, holding.exit_date, {holding.symbol: exit_close}, splits)
+    return None if proceeds is None else proceeds - cost_basis(holding)
+
+
 def _pnl_term(
     holding: Holding,
     day: date,

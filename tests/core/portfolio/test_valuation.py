@@ -22,6 +22,7 @@ from core.portfolio.valuation import (
     cost_basis,
     held_quantity,
     open_holdings,
+    realized_pnl,
     value_portfolio,
 )
 
@@ -171,6 +172,45 @@ def test_entered_and_exited_on_the_same_day() -> None:
     # short 7 at 100.00, covered at 99.10: -693.70 - (-700.00) = +6.30
     assert s2.daily_pnl == D("6.30")
     assert s2.position_count == 0
+
+
+def test_realized_pnl_by_hand() -> None:
+    # long 10 @ 95.50 sold @ 101.00: 1010.00 - 955.00 = +55.00
+    assert realized_pnl(_long(exit_date=D2, exit_price=D("101.00")), D2) == D("55.00")
+    # short 4 @ 210.25 covered at the exit day's close 207.90: -831.60 - (-841.00) = +9.40
+    assert realized_pnl(_short(exit_date=D2), D3, exit_close=D("207.90")) == D("9.40")
+    # still open on as_of, open for good, or no exit price known: nothing realized
+    assert realized_pnl(_long(exit_date=D3, exit_price=D("1")), D2) is None
+    assert realized_pnl(_long(), D3) is None
+    assert realized_pnl(_short(exit_date=D2), D3) is None
+    # a 2-for-1 split while held: 20 shares sold @ 50.00 against 10 bought @ 95.50
+    split = {"AAA": [(D1, 2)]}
+    assert realized_pnl(_long(exit_date=D2, exit_price=D("50.00")), D2, splits=split) == D(
+        "45.00")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    qty=st.integers(-500, 500).filter(bool),
+    entry=st.decimals("0.01", "500", places=2),
+    path=st.lists(st.decimals("0.01", "500", places=2), min_size=3, max_size=3),
+)
+def test_realized_pnl_is_the_sum_of_the_daily_pnl(qty: int, entry: D, path: list[D]) -> None:
+    """Entered on D0, exited at the close of D3: the daily P&L of D1..D3 (plus the entry
+    day's value − cost) add up to the realized P&L."""
+    h = _long(quantity=D(qty), entry_price=entry, exit_date=D3)
+    days, closes = [D0, D1, D2, D3], [{"AAA": c} for c in [entry, *path]]
+    total, prev_equity = D(0), None
+    for i, day in enumerate(days):
+        snap = value_portfolio([h], day, CASH, closes[i],
+                               prev_day=days[i - 1] if i else None,
+                               prev_closes=closes[i - 1] if i else None,
+                               previous_equity=prev_equity)
+        total += snap.daily_pnl or D(0)
+        prev_equity = snap.equity
+    first = value_portfolio([h], D0, CASH, closes[0])
+    total += first.unrealized_pnl  # the entry day's value − cost basis
+    assert realized_pnl(h, D3, exit_close=path[-1]) == total
 
 
 def test_two_for_one_split_between_two_days_is_continuous() -> None:
