@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import math
 import time
 from decimal import Decimal
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import calendar
-from core.db.engine import flow_engine, reading, transaction
+from core.db.engine import flow_engine, reading, run_transaction
 from core.db.upsert import upsert_rows
 from core.errors import NotFound, NotReady
 from core.portfolio.analytics import PortfolioAnalytics, ScenarioSet, analyse_portfolio
@@ -38,6 +39,9 @@ from core.risk.stress import SCENARIOS
 
 ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
                    "stress-tests")
+log = logging.getLogger(__name__)
+STORE_ATTEMPTS = 3
+"""Analyses of one ``compute`` call whose result may be found outdated before it is stored."""
 _DATA_DATE_TTL = 5.0
 _data_dates: dict[str, tuple[float, dt.date | None]] = {}
 _scenario_sets: dict[tuple[str, dt.date], ScenarioSet] = {}
@@ -179,12 +183,18 @@ def _position_betas(pos_rows: list[dict[str, Any]], result: PortfolioAnalytics
 
 
 async def compute(
-    portfolio_id: str, engine: AsyncEngine | None = None, store_snapshot: bool = False
+    portfolio_id: str, engine: AsyncEngine | None = None, store_snapshot: bool = False,
+    *, _attempt: int = 1,
 ) -> tuple[dt.date, str, dict[str, dict[str, Any]]]:
     """Compute every analytics kind at the latest data date and store them in the cache.
 
     ``store_snapshot`` also writes the snapshot row and the position market values (the
     instant snapshot of onboarding). Returns (data date, positions hash, payloads).
+
+    The results are stored only if, under the portfolio's lock, the portfolio is still
+    what was analysed (cash, positions, the previous snapshot): a change committed
+    meanwhile makes it analyse again (up to ``STORE_ATTEMPTS`` times; then the answer is
+    returned unstored: the change's own re-snapshot stores the newer state).
     """
     engine = engine or flow_engine()
     day = await _required_data_date(engine)
@@ -200,7 +210,14 @@ async def compute(
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
     now = dt.datetime.now(dt.UTC)
-    async with transaction(engine) as conn:
+
+    async def store(conn: AsyncConnection) -> bool:
+        # the portfolio lock first (the order of every portfolio write), then the check
+        await portfolio_repo.lock_portfolios(conn, [portfolio_id])
+        cash_now, holdings_now = await _portfolio(conn, portfolio_id)
+        if (positions_hash(holdings_now, cash_now) != digest
+                or await _previous(conn, portfolio_id, day) != (prev_day, prev_equity)):
+            return False
         await upsert_rows(conn, CACHE, [
             {"portfolio_id": portfolio_id, "kind": k, "positions_hash": digest, "data_date": day,
              "payload": v, "created_at": now} for k, v in kinds.items()],
@@ -208,6 +225,13 @@ async def compute(
         if store_snapshot:
             await portfolio_repo.upsert_snapshots(conn, [snap_row])
             await portfolio_repo.update_position_values(conn, pos_rows)
+        return True
+
+    if not await run_transaction(store, engine):
+        if _attempt < STORE_ATTEMPTS:
+            return await compute(portfolio_id, engine, store_snapshot, _attempt=_attempt + 1)
+        log.info("analytics of %s not stored: changed during %d analyses", portfolio_id,
+                 _attempt)
     return day, digest, kinds
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -340,6 +340,16 @@ class RefreshReport:
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
 
+    def merge(self, other: RefreshReport) -> None:
+        """Add the counts of a second pass over some of the same portfolios."""
+        self.refreshed += other.refreshed
+        self.snapshots += other.snapshots
+        self.partial += other.partial
+        self.failed.update(other.failed)
+        self.load_seconds += other.load_seconds
+        self.compute_seconds += other.compute_seconds
+        self.write_seconds += other.write_seconds
+
 
 async def portfolio_symbols(engine: AsyncEngine | None = None) -> list[str]:
     """Symbols held (PUBLIC/OPTIONS) by portfolios that are not deleted."""
@@ -349,17 +359,23 @@ async def portfolio_symbols(engine: AsyncEngine | None = None) -> list[str]:
 
 async def refresh_chunk(
     work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
-    data: SymbolData | None = None, engine: AsyncEngine | None = None,
+    data: SymbolData | None = None, engine: AsyncEngine | None = None, *, _attempt: int = 1,
 ) -> RefreshReport:
     """Snapshots, position values, factor/sector aggregation, correlations and stress tests for
     a chunk of portfolios, written in one transaction. A failing portfolio is reported and
     skipped; the others are stored. ``data`` (symbol data shared by every chunk of a run)
-    is loaded for the chunk's symbols when not given."""
+    is loaded for the chunk's symbols when not given.
+
+    The write locks the chunk's portfolio rows first (the lock order of every portfolio
+    write, see ``portfolio_repo.portfolio_versions``); a portfolio changed through the API
+    after it was read is not written from its outdated analysis but analysed again."""
     engine = engine or flow_engine()
     report = RefreshReport(portfolios=len(work))
     t0 = time.perf_counter()
     ids = [w.id for w in work]
     async with reading(engine) as conn:
+        # versions before positions: a change committed in between shows as a new version
+        seen = await portfolio_repo.portfolio_versions(conn, ids)
         holdings, invalid = await portfolio_repo.load_holdings(conn, ids)
     report.failed.update(invalid)
     symbols = {h.symbol for hs in holdings.values() for h in hs
@@ -394,6 +410,11 @@ async def refresh_chunk(
 
     t2 = time.perf_counter()
     async with transaction(engine) as conn:
+        now = await portfolio_repo.lock_portfolios(conn, [pid for pid, _ in done])
+        moved = {w.id for w in work if (w.id, w.days[-1]) in done and (
+            w.id not in now or now[w.id] != seen.get(w.id) or now[w.id].cash != w.cash)}
+        if moved:
+            _leave_out(moved, holdings, tables, done, report)
         await portfolio_repo.upsert_snapshots(conn, tables["snapshots"])
         await portfolio_repo.upsert_factor_exposures(conn, tables["factors"])
         await portfolio_repo.replace_for_dates(
@@ -407,4 +428,30 @@ async def refresh_chunk(
         await portfolio_repo.invalidate_cache(conn, [pid for pid, _ in done])
     report.write_seconds = time.perf_counter() - t2
     fault_point("portfolio-refresh:after-first-chunk")  # a chunk is committed, no later one
+    again = [replace(w, cash=now[w.id].cash) for w in work
+             if w.id in moved and w.id in now and not now[w.id].deleted]
+    if again and _attempt < REFRESH_ATTEMPTS:
+        report.merge(await refresh_chunk(again, as_of, scenarios, data, engine,
+                                         _attempt=_attempt + 1))
+    elif again:
+        report.failed.update({w.id: f"changed during {_attempt} analyses" for w in again})
     return report
+
+
+REFRESH_ATTEMPTS = 3
+"""Analyses of a portfolio that keeps changing through the API during one refresh chunk."""
+
+
+def _leave_out(moved: set[str], holdings: dict[str, list[Any]],
+               tables: dict[str, list[dict[str, Any]]], done: list[tuple[str, dt.date]],
+               report: RefreshReport) -> None:
+    """Drop the rows of the ``moved`` portfolios from a chunk's write and its counts."""
+    positions = {h.position_id for pid in moved for h in holdings.get(pid, ())}
+    snaps = [r for r in tables["snapshots"] if r["portfolio_id"] in moved]
+    report.refreshed -= len(moved)
+    report.snapshots -= len(snaps)
+    report.partial -= sum(1 for r in snaps if r["partial"])
+    for k, rows in tables.items():
+        tables[k] = [r for r in rows if (r["id"] not in positions if k == "positions"
+                                          else r["portfolio_id"] not in moved)]
+    done[:] = [d for d in done if d[0] not in moved]

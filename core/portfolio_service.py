@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from core import analytics_service, calendar
 from core import onboarding as onboarding_service
 from core.analytics_memo import AnalyticsMemo, MemoEntry, stored_token
-from core.db.engine import reading, transaction
+from core.db.engine import is_retryable, reading, run_transaction, transaction
 from core.db.models import (
     BatchRun,
     OnboardingJob,
@@ -395,13 +395,17 @@ def _not_found(portfolio_id: str) -> NotFound:
     return NotFound(f"portfolio {portfolio_id!r} not found", "id")
 
 
-async def _owned(conn: AsyncConnection, owner_id: str, portfolio_id: str) -> Any:
-    """The live portfolio row, if ``owner_id`` owns it; else NotFound (never Forbidden)."""
+async def _owned(conn: AsyncConnection, owner_id: str, portfolio_id: str,
+                 *, lock: bool = False) -> Any:
+    """The live portfolio row, if ``owner_id`` owns it; else NotFound (never Forbidden).
+
+    ``lock``: the row is locked for the transaction (the first statement of every write
+    transaction of a portfolio: one lock order, see ``portfolio_repo.lock_portfolios``)."""
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
-    row = (await conn.execute(sa.select(PF).where(
-        PF.c.id == portfolio_id, PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None),
-    ))).first()
+    stmt = sa.select(PF).where(
+        PF.c.id == portfolio_id, PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None))
+    row = (await conn.execute(stmt.with_for_update(key_share=True) if lock else stmt)).first()
     if row is None:
         raise _not_found(portfolio_id)
     return row
@@ -489,10 +493,25 @@ async def _onboard(
 
 
 async def _snapshot(engine: AsyncEngine, portfolio_id: str) -> dict[str, Any] | None:
+    """The instant snapshot after a committed change (None when there is none to give).
+
+    It runs after the change committed, so it never fails the request for what another
+    request did meanwhile: the portfolio deleted (NotFound), or the snapshot's write still
+    deadlocked after its retries. Concurrent changes are each followed by one of these;
+    the last one stores the snapshot of the final state
+    (``analytics_service.compute`` stores only what matches the committed positions)."""
     try:
         return await analytics_service.snapshot_now(portfolio_id, engine)
     except NotReady as exc:
         log.info("no instant snapshot for %s: %s", portfolio_id, exc)
+        return None
+    except NotFound:
+        log.info("no instant snapshot for %s: deleted meanwhile", portfolio_id)
+        return None
+    except sa.exc.DBAPIError as exc:
+        if not is_retryable(exc):
+            raise
+        log.warning("no instant snapshot for %s: %s", portfolio_id, exc)
         return None
 
 
@@ -753,22 +772,27 @@ async def update_portfolio(
     the cached analytics and re-snapshots the portfolio."""
     new_name = None if name is None else validate_name(name)
     new_cash = None if cash is None else validate_cash(cash)
-    values: dict[str, Any] = {}
+
+    async def write(conn: AsyncConnection) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        row = await _owned(conn, owner_id, portfolio_id, lock=True)
+        if new_name is not None and new_name != row.name:
+            if await _name_taken(conn, owner_id, new_name, except_id=portfolio_id):
+                raise _duplicate(new_name)
+            values["name"] = new_name
+        if new_cash is not None and new_cash != row.cash_balance:
+            values["cash_balance"] = new_cash
+        if values:
+            await _touch(conn, portfolio_id, **values)
+        if "cash_balance" in values:
+            await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+        return values
+
     try:
-        async with transaction(engine) as conn:
-            row = await _owned(conn, owner_id, portfolio_id)
-            if new_name is not None and new_name != row.name:
-                if await _name_taken(conn, owner_id, new_name, except_id=portfolio_id):
-                    raise _duplicate(new_name)
-                values["name"] = new_name
-            if new_cash is not None and new_cash != row.cash_balance:
-                values["cash_balance"] = new_cash
-            if values:
-                await _touch(conn, portfolio_id, **values)
-            if "cash_balance" in values:
-                await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+        values = await run_transaction(write, engine)
     except IntegrityError:
         raise _duplicate(new_name or "") from None
+    _forget(portfolio_id)
     if "cash_balance" in values:
         await _snapshot(engine, portfolio_id)
     return await get_portfolio(engine, owner_id, portfolio_id)
@@ -777,11 +801,13 @@ async def update_portfolio(
 async def delete_portfolio(engine: AsyncEngine, owner_id: str, portfolio_id: str) -> None:
     """Soft delete: the portfolio disappears from the API (its history stays stored) and
     its name is free again."""
-    async with transaction(engine) as conn:
-        await _owned(conn, owner_id, portfolio_id)
-        now = dt.datetime.now(dt.UTC)
-        await _touch(conn, portfolio_id, deleted_at=now)
+    async def write(conn: AsyncConnection) -> None:
+        await _owned(conn, owner_id, portfolio_id, lock=True)
+        await _touch(conn, portfolio_id, deleted_at=dt.datetime.now(dt.UTC))
         await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+
+    await run_transaction(write, engine)
+    _forget(portfolio_id)
 
 
 # --- positions ----------------------------------------------------------------------------
@@ -793,14 +819,19 @@ async def add_position(
     """Add a position; onboards its symbol if unknown and re-snapshots the portfolio."""
     p = position.validate(today())
     await onboarding_service.check_pending_quota(engine, owner_id, [p.symbol])
-    async with transaction(engine) as conn:
-        await _owned(conn, owner_id, portfolio_id)
+
+    async def write(conn: AsyncConnection) -> str:
+        await _owned(conn, owner_id, portfolio_id, lock=True)
         if await _position_count(conn, portfolio_id) >= MAX_POSITIONS:
             raise Conflict(f"positions: the portfolio already holds {MAX_POSITIONS} "
                            "positions (the most allowed)", "positions")
         (pos_id,) = await portfolio_repo.add_positions(conn, portfolio_id, [p.row()])
         await _touch(conn, portfolio_id)
         await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+        return pos_id
+
+    pos_id = await run_transaction(write, engine)
+    _forget(portfolio_id)
     outcome = await _after_change(engine, portfolio_id, [p.symbol] if p.is_market else [])
     return PositionChanged(position=await _position(engine, portfolio_id, pos_id),
                            outcome=outcome)
@@ -836,8 +867,8 @@ async def update_position(
     if unknown:
         raise _bad(unknown[0], "cannot be changed" if unknown[0] == "symbol"
                    else "unknown field")
-    async with transaction(engine) as conn:
-        await _owned(conn, owner_id, portfolio_id)
+    async def write(conn: AsyncConnection) -> PositionInput:
+        await _owned(conn, owner_id, portfolio_id, lock=True)
         row = await _position_row(conn, portfolio_id, position_id)
         current = PositionInput(
             symbol=row.symbol, quantity=row.quantity, entry_date=row.entry_date,
@@ -853,6 +884,10 @@ async def update_position(
                 **values, market_value=None, market_value_date=None))
             await _touch(conn, portfolio_id)
             await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+        return merged
+
+    merged = await run_transaction(write, engine)
+    _forget(portfolio_id)
     outcome = await _after_change(engine, portfolio_id,
                                   [merged.symbol] if merged.is_market else [])
     return PositionChanged(position=await _position(engine, portfolio_id, position_id),
@@ -863,12 +898,15 @@ async def delete_position(
     engine: AsyncEngine, owner_id: str, portfolio_id: str, position_id: str
 ) -> None:
     """Remove a position entered by mistake (to close a trade, set its exit instead)."""
-    async with transaction(engine) as conn:
-        await _owned(conn, owner_id, portfolio_id)
+    async def write(conn: AsyncConnection) -> None:
+        await _owned(conn, owner_id, portfolio_id, lock=True)
         await _position_row(conn, portfolio_id, position_id)
         await conn.execute(sa.delete(POS).where(POS.c.id == position_id))
         await _touch(conn, portfolio_id)
         await portfolio_repo.invalidate_cache(conn, [portfolio_id])
+
+    await run_transaction(write, engine)
+    _forget(portfolio_id)
     await _snapshot(engine, portfolio_id)
 
 

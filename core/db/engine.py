@@ -7,20 +7,26 @@ one event loop, asks for a pooled engine.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from core.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -76,10 +82,59 @@ def flow_engine(url: str | None = None) -> AsyncEngine:
 
 @asynccontextmanager
 async def transaction(engine: AsyncEngine | None = None) -> AsyncIterator[AsyncConnection]:
-    """A connection in a transaction, committed on success and rolled back on error."""
+    """A connection in a transaction, committed on success and rolled back on error.
+
+    On SQLite the transaction takes the database's write lock at once (``BEGIN
+    IMMEDIATE``, waiting up to the busy timeout): the driver would otherwise begin it only
+    at the first write, leaving the reads before it outside the transaction (a check and
+    the write it guards would not be atomic). On PostgreSQL a write transaction that must
+    not interleave with another one locks the rows it depends on first (e.g. the portfolio
+    row, :func:`core.repositories.portfolios.lock_portfolios`).
+    """
     engine = engine or flow_engine()
     async with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
+
+
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+"""PostgreSQL's serialization failure and deadlock: the transaction was rolled back and may
+simply run again."""
+TRANSACTION_ATTEMPTS = 6
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True when ``exc`` rolled its transaction back for a reason that running it again
+    resolves: a deadlock or serialization failure (PostgreSQL), a busy database (SQLite)."""
+    for e in _causes(exc):
+        code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if code in RETRYABLE_SQLSTATES:
+            return True
+        if type(e).__name__ == "OperationalError" and "database is locked" in str(e):
+            return True
+    return False
+
+
+async def run_transaction(
+    work: Callable[[AsyncConnection], Awaitable[T]], engine: AsyncEngine | None = None,
+    *, attempts: int = TRANSACTION_ATTEMPTS,
+) -> T:
+    """``await work(conn)`` in a :func:`transaction`, run again from the start (a new
+    transaction) when it fails with a deadlock or serialization failure
+    (:func:`is_retryable`), up to ``attempts`` times with a short random back-off. ``work``
+    must do nothing outside the database that a second run would repeat wrongly."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with transaction(engine) as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if attempt >= attempts or not is_retryable(exc):
+                raise
+            log.info("transaction retried after %s (attempt %d)", type(exc.orig).__name__,
+                     attempt)
+            await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+    raise AssertionError("unreachable")
 
 
 @asynccontextmanager

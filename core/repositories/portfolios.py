@@ -77,6 +77,47 @@ async def create_portfolio(
     return pid
 
 
+@dataclass(frozen=True)
+class PortfolioVersion:
+    """What a portfolio's analyses depend on in its own row: the cash balance, and
+    ``updated_at``, which every change of the portfolio or its positions moves."""
+
+    cash: Decimal
+    updated_at: dt.datetime
+    deleted: bool
+
+
+async def portfolio_versions(
+    conn: AsyncConnection, portfolio_ids: Sequence[str], *, lock: bool = False
+) -> dict[str, PortfolioVersion]:
+    """The :class:`PortfolioVersion` of each existing portfolio in ``portfolio_ids``.
+
+    ``lock``: the rows are also locked for this transaction, in id order. Every
+    transaction that writes a portfolio's positions, snapshots, position values or
+    analytics cache locks the portfolio row *first* (the API's writes, the instant
+    snapshot, the nightly refresh): one order, so two of them wait for each other instead
+    of deadlocking, and what is checked under the lock holds until the commit.
+    PostgreSQL: ``SELECT … ORDER BY id FOR NO KEY UPDATE`` (the foreign-key checks of
+    inserts still pass); SQLite: a write transaction holds the database's write lock from
+    its start (:func:`core.db.engine.transaction`), which covers this.
+    """
+    out: dict[str, PortfolioVersion] = {}
+    for part in _chunks(sorted(set(portfolio_ids))):
+        stmt = (sa.select(PF.c.id, PF.c.cash_balance, PF.c.updated_at, PF.c.deleted_at)
+                .where(PF.c.id.in_(part)).order_by(PF.c.id))
+        rows = (await conn.execute(stmt.with_for_update(key_share=True) if lock else stmt))
+        out.update({r.id: PortfolioVersion(r.cash_balance, r.updated_at,
+                                           r.deleted_at is not None) for r in rows})
+    return out
+
+
+async def lock_portfolios(
+    conn: AsyncConnection, portfolio_ids: Sequence[str]
+) -> dict[str, PortfolioVersion]:
+    """:func:`portfolio_versions` with the rows locked (the first step of a write)."""
+    return await portfolio_versions(conn, portfolio_ids, lock=True)
+
+
 async def add_positions(
     conn: AsyncConnection, portfolio_id: str, positions: Sequence[dict[str, Any]]
 ) -> list[str]:
