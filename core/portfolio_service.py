@@ -52,10 +52,11 @@ from core.db.models import (
 )
 from core.demo import token_hash
 from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
-from core.portfolio.valuation import InvestmentClass
+from core.portfolio.valuation import InvestmentClass, realized_pnl
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
 from core.repositories import portfolios as portfolio_repo
+from core.repositories import prices as price_repo
 from core.repositories.portfolios import PF, POS, SNAP, U
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
@@ -278,6 +279,8 @@ class PositionView:
     market_value: Decimal | None
     market_value_date: dt.date | None
     created_at: dt.datetime
+    realized_pnl: Decimal | None = None
+    """Proceeds − cost basis once closed (None while open or its exit price is unknown)."""
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,8 @@ class PortfolioView:
     updated_at: dt.datetime
     positions: list[PositionView]
     latest_snapshot: dict[str, Any] | None = None
+    realized_pnl: Decimal = Decimal(0)
+    """Σ realized P&L of the closed positions whose exit price is known."""
 
 
 @dataclass(frozen=True)
@@ -453,12 +458,29 @@ async def _load_view(conn: AsyncConnection, row: Any) -> PortfolioView:
                                     .order_by(POS.c.symbol, POS.c.entry_date, POS.c.id))).all()
     snap = (await conn.execute(sa.select(SNAP).where(SNAP.c.portfolio_id == row.id)
                                .order_by(SNAP.c.date.desc()).limit(1))).first()
+    realized = await _realized(conn, row.id)
+    views = [replace(_position_view(p), realized_pnl=realized.get(p.id)) for p in positions]
     return PortfolioView(
         id=row.id, name=row.name, base_currency=row.base_currency, cash=row.cash_balance,
         created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
-        positions=[_position_view(p) for p in positions],
+        positions=views,
         latest_snapshot=snapshot_dict(snap) if snap is not None else None,
+        realized_pnl=sum((v for v in realized.values() if v is not None), Decimal(0)),
     )
+
+
+async def _realized(conn: AsyncConnection, portfolio_id: str) -> dict[str, Decimal | None]:
+    """Realized P&L of each closed position of a portfolio (see ``valuation.realized_pnl``:
+    sold at the exit price, or at the exit day's stored close)."""
+    holdings, _ = await portfolio_repo.load_holdings(conn, [portfolio_id])
+    closed = [h for h in holdings[portfolio_id] if h.exit_date is not None]
+    if not closed:
+        return {}
+    exits = {h.position_id: (h.symbol, h.exit_date) for h in closed if h.exit_date}
+    closes, splits = await price_repo.exit_inputs(conn, list(exits.values()))
+    as_of = today()
+    return {h.position_id: realized_pnl(h, as_of, closes.get(exits[h.position_id]), splits)
+            for h in closed}
 
 
 # --- onboarding, snapshot, analytics after a commit ---------------------------------------

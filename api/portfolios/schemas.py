@@ -114,6 +114,10 @@ class PositionRead(msgspec.Struct):
         description="Value at market_value_date (the latest snapshot).")]
     market_value_date: dt.date | None
     created_at: dt.datetime
+    realized_pnl: Annotated[DecimalOut | None, Meta(
+        description="Once closed: proceeds (quantity held at exit × exit_price, or the exit "
+                    "day's close) − cost basis; null while open or until that close is "
+                    "stored. Not booked to cash.")] = None
 
     @classmethod
     def of(cls, p: svc.PositionView) -> PositionRead:
@@ -122,7 +126,8 @@ class PositionRead(msgspec.Struct):
             entry_price=_num(p.entry_price), exit_date=p.exit_date,
             exit_price=_opt_num(p.exit_price), investment_class=p.investment_class,
             manual_value=dec(p.manual_value), market_value=dec(p.market_value),
-            market_value_date=p.market_value_date, created_at=p.created_at)
+            market_value_date=p.market_value_date, created_at=p.created_at,
+            realized_pnl=dec(p.realized_pnl))
 
 
 def _num(d: Decimal) -> str:
@@ -165,6 +170,8 @@ class PortfolioRead(msgspec.Struct):
     updated_at: dt.datetime
     positions: list[PositionRead]
     latest_snapshot: SnapshotRead | None
+    realized_pnl: Annotated[DecimalOut, Meta(
+        description="Σ realized_pnl of the closed positions (not booked to cash).")] = "0"
 
     @classmethod
     def of(cls, p: svc.PortfolioView) -> PortfolioRead:
@@ -172,7 +179,7 @@ class PortfolioRead(msgspec.Struct):
             id=p.id, name=p.name, base_currency=p.base_currency, cash=f"{p.cash:f}",
             created_at=p.created_at, updated_at=p.updated_at,
             positions=[PositionRead.of(x) for x in p.positions],
-            latest_snapshot=snapshot(p.latest_snapshot))
+            latest_snapshot=snapshot(p.latest_snapshot), realized_pnl=dec(p.realized_pnl))
 
 
 def snapshot(value: dict[str, Any] | None) -> SnapshotRead | None:

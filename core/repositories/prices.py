@@ -350,3 +350,27 @@ async def sessions_with_price(
     stmt = sa.select(P.c.date).where(
         P.c.symbol == symbol, P.c.date >= start, P.c.date <= end).order_by(P.c.date)
     return [r[0] for r in (await conn.execute(stmt)).all()]
+
+
+async def exit_inputs(
+    conn: AsyncConnection, exits: Sequence[tuple[str, dt.date]]
+) -> tuple[dict[tuple[str, dt.date], float], dict[str, list[tuple[dt.date, float]]]]:
+    """What realized P&L needs for positions closed on ``(symbol, exit_date)``: the raw
+    close of each pair that has one, and every stored split of those symbols (date, new
+    shares per old), oldest first."""
+    closes: dict[tuple[str, dt.date], float] = {}
+    splits: dict[str, list[tuple[dt.date, float]]] = {}
+    wanted = set(exits)
+    symbols = sorted({s for s, _ in wanted})
+    for i in range(0, len(symbols), _IN_CHUNK):
+        part = symbols[i : i + _IN_CHUNK]
+        days = sorted({d for s, d in wanted if s in part})
+        rows = await conn.execute(sa.select(
+            P.c.symbol, P.c.date, sa.type_coerce(P.c.close, sa.Float)).where(
+            P.c.symbol.in_(part), P.c.date.in_(days)))
+        closes.update({(s, d): c for s, d, c in rows if (s, d) in wanted})
+        rows = await conn.execute(sa.select(A.c.symbol, A.c.date, A.c.value).where(
+            A.c.symbol.in_(part), A.c.kind == "split").order_by(A.c.symbol, A.c.date))
+        for s, d, ratio in rows:
+            splits.setdefault(s, []).append((d, ratio))
+    return closes, splits
