@@ -22,10 +22,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import calendar
+from core.cpu import run_cpu
 from core.db.engine import flow_engine, reading, run_transaction
 from core.db.upsert import upsert_rows
 from core.errors import NotFound, NotReady
-from core.portfolio.analytics import PortfolioAnalytics, ScenarioSet, analyse_portfolio
+from core.portfolio.analytics import (
+    PortfolioAnalytics,
+    ScenarioSet,
+    SymbolData,
+    analyse_portfolio,
+)
 from core.portfolio.valuation import Holding, InvestmentClass
 from core.portfolio_refresh import (
     analytics_rows,
@@ -39,6 +45,11 @@ from core.risk.stress import SCENARIOS
 
 ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
                    "stress-tests")
+CORRELATION_MATRIX_LIMIT = 100
+"""The cached correlations answer holds the matrix up to this many symbols (~140 kB of
+JSON); above, only the summary and clusters (the matrix on request: full_correlations)."""
+_FULL_MATRICES = 4
+_full_matrices: dict[tuple[str, str, str, dt.date], dict[str, Any]] = {}
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
 """Analyses of one ``compute`` call whose result may be found outdated before it is stored."""
@@ -129,8 +140,13 @@ def _money(x: Decimal | None) -> str | None:
 
 
 def payloads(pid: str, result: PortfolioAnalytics, holdings: list[Holding],
-             day: dt.date) -> dict[str, dict[str, Any]]:
-    """JSON-ready payload of every analytics kind (without data_as_of/stale/cached)."""
+             day: dt.date, matrix_limit: int | None = CORRELATION_MATRIX_LIMIT,
+             ) -> dict[str, dict[str, Any]]:
+    """JSON-ready payload of every analytics kind (without data_as_of/stale/cached).
+
+    The correlations payload holds the matrix only for at most ``matrix_limit`` symbols
+    (None: always); above, ``matrix`` is None (see :func:`full_correlations`).
+    """
     rows = analytics_rows(pid, result)
     snap = rows["snapshots"][-1]
     snapshot = {k: (_money(v) if isinstance(v, Decimal) else v) for k, v in snap.items()
@@ -165,6 +181,8 @@ def payloads(pid: str, result: PortfolioAnalytics, holdings: list[Holding],
     if rows["correlations"]:
         corr = {k: v for k, v in rows["correlations"][0].items()
                 if k not in ("portfolio_id", "date", "n_overlap")}
+        if matrix_limit is not None and len(corr["symbols"]) > matrix_limit:
+            corr["matrix"] = None
     titles = {s.name: s.title for s in SCENARIOS}
     stress = {"scenarios": [{
         "name": r["scenario"], "title": titles.get(r["scenario"], r["scenario"]),
@@ -180,6 +198,15 @@ def _position_betas(pos_rows: list[dict[str, Any]], result: PortfolioAnalytics
     """Each position's weight and its symbol's betas (None where there is no value)."""
     return [{**{k: v for k, v in p.items() if k != "_i"},
              "betas": result.position_betas.get(p["position_id"], {})} for p in pos_rows]
+
+
+def _analysed(
+    pid: str, holdings: list[Holding], cash: Decimal, day: dt.date, data: SymbolData,
+    scenarios: ScenarioSet, prev_day: dt.date | None, prev_equity: Decimal | None,
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The positions hash and every payload (CPU only: run in a worker thread)."""
+    result = analyse_portfolio(holdings, cash, [day], data, scenarios, prev_day, prev_equity)
+    return positions_hash(holdings, cash), payloads(pid, result, holdings, day)
 
 
 async def compute(
@@ -204,9 +231,8 @@ async def compute(
     symbols = sorted({h.symbol for h in holdings if h.investment_class != InvestmentClass.PRIVATE})
     data = await load_symbol_data(symbols, day, day, engine)
     scenarios = await _scenarios(engine, day)
-    result = analyse_portfolio(holdings, cash, [day], data, scenarios, prev_day, prev_equity)
-    digest = positions_hash(holdings, cash)
-    kinds = payloads(portfolio_id, result, holdings, day)
+    digest, kinds = await run_cpu(_analysed, portfolio_id, holdings, cash, day, data, scenarios,
+                                  prev_day, prev_equity)
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
     now = dt.datetime.now(dt.UTC)
@@ -233,6 +259,38 @@ async def compute(
         log.info("analytics of %s not stored: changed during %d analyses", portfolio_id,
                  _attempt)
     return day, digest, kinds
+
+
+def _full_correlation_payload(pid: str, holdings: list[Holding], cash: Decimal, day: dt.date,
+                              data: SymbolData) -> dict[str, Any]:
+    result = analyse_portfolio(holdings, cash, [day], data, None)
+    return payloads(pid, result, holdings, day, matrix_limit=None)["correlations"]
+
+
+async def full_correlations(portfolio_id: str, engine: AsyncEngine | None = None
+                            ) -> dict[str, Any]:
+    """The correlations answer of a portfolio with its full matrix, whatever its size.
+
+    Computed from the symbol layer in a worker thread (not stored: the matrix of 1,000
+    symbols is ~14 MB of JSON); the last few answers are kept in memory per positions
+    hash and data date, so asking again costs no computation.
+    """
+    engine = engine or flow_engine()
+    day = await _required_data_date(engine)
+    async with reading(engine) as conn:
+        cash, holdings = await _portfolio(conn, portfolio_id)
+    key = (_key(engine), portfolio_id, positions_hash(holdings, cash), day)
+    payload = _full_matrices.get(key)
+    if payload is None:
+        symbols = sorted({h.symbol for h in holdings
+                          if h.investment_class != InvestmentClass.PRIVATE})
+        data = await load_symbol_data(symbols, day, day, engine)
+        payload = await run_cpu(_full_correlation_payload, portfolio_id, holdings, cash, day,
+                                data)
+        while len(_full_matrices) >= _FULL_MATRICES:
+            _full_matrices.pop(next(iter(_full_matrices)))
+        _full_matrices[key] = payload
+    return _answer(payload, day, False)
 
 
 def _answer(payload: dict[str, Any], day: dt.date, cached: bool) -> dict[str, Any]:

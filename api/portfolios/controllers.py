@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, MediaType, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
@@ -34,6 +36,8 @@ from api.portfolios.schemas import (
     StressTests,
     analytics_json,
 )
+from api.schemas import convert
+from core import analytics_service
 from core import portfolio_service as svc
 from core.errors import InvalidInput
 from core.portfolio_service import UserContext
@@ -42,6 +46,17 @@ Engine = NamedDependency[AsyncEngine]
 User = NamedDependency[UserContext]
 PortfolioId = Annotated[str, PathParameter(description="The portfolio's id.")]
 PositionId = Annotated[str, PathParameter(description="The position's id.")]
+CORRELATIONS_HELP = (
+    "Pearson correlations of the priced positions' daily log returns over the last 90 "
+    "sessions (pairwise-complete, repaired to the nearest valid correlation matrix when "
+    "gaps make it indefinite): the average correlation, the effective number of positions, "
+    "clusters of positions with |rho| >= 0.7, and the matrix (rows and columns in `symbols` "
+    "order). The matrix grows with the square of the positions (~14 MB of JSON for 1,000 "
+    "symbols), so by default (`matrix=auto`) it is included only up to "
+    f"{analytics_service.CORRELATION_MATRIX_LIMIT} symbols and is `null` above; "
+    "`matrix=full` returns it for any size (computed on request for larger portfolios), "
+    "`matrix=none` never."
+)
 CSV_HELP = (
     "A CSV file (UTF-8) as the raw request body, `Content-Type: text/csv`. First line: the "
     "header `symbol,quantity,entry_date,entry_price` plus any of `exit_date,exit_price,"
@@ -184,10 +199,26 @@ class PortfolioController(Controller):
 
     @get("/{portfolio_id:str}/correlations", operation_id="getCorrelations",
          responses=responses(400, 401, 404, 503),
-         summary="90-day correlation matrix of the positions")
-    async def correlations(self, portfolio_id: PortfolioId, engine: Engine, user: User
-                           ) -> Response[Correlations]:
-        return await _analytics(engine, user, portfolio_id, "correlations")
+         summary="90-day correlations of the positions: summary, clusters, matrix",
+         description=CORRELATIONS_HELP)
+    async def correlations(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        matrix: Annotated[Literal["auto", "full", "none"], QueryParameter(
+            description="`auto`: the matrix up to "
+                        f"{analytics_service.CORRELATION_MATRIX_LIMIT} symbols, `null` above; "
+                        "`full`: always the matrix; `none`: never.")] = "auto",
+    ) -> Response[Correlations]:
+        answer = await svc.analytics(engine, user.id, portfolio_id, "correlations")
+        has_matrix = answer.body.get("matrix") is not None
+        if matrix == "full" and not has_matrix:
+            full = await analytics_service.full_correlations(portfolio_id, engine)
+            full["stale"] = answer.stale
+            body = await asyncio.to_thread(_encode, full, Correlations)
+        elif matrix == "none" and has_matrix:
+            body = _encode({**answer.as_dict(), "matrix": None}, Correlations)
+        else:
+            body = analytics_json(answer, Correlations)
+        return Response(body, media_type=MediaType.JSON)
 
     @get("/{portfolio_id:str}/stress-tests", operation_id="getStressTests",
          responses=responses(400, 401, 404, 503),
@@ -198,6 +229,10 @@ class PortfolioController(Controller):
             description="Only this scenario (404 for an unknown name).", max_length=64)] = None,
     ) -> Response[StressTests]:
         return await _analytics(engine, user, portfolio_id, "stress-tests", scenario)
+
+
+def _encode(answer: dict[str, Any], schema: type[Any]) -> bytes:
+    return msgspec.json.encode(convert(answer, schema))
 
 
 async def _analytics(engine: AsyncEngine, user: UserContext, portfolio_id: str, kind: str,

@@ -23,6 +23,7 @@ from api.schemas import (
     convert,
     dec,
 )
+from core import analytics_service
 from core import portfolio_service as svc
 
 SymbolIn = Annotated[str, Meta(extra_json_schema={
@@ -292,7 +293,11 @@ class SectorExposure(_Analytics):
 
 class Correlations(_Analytics):
     symbols: list[str]
-    matrix: list[list[float | None]]
+    matrix: Annotated[list[list[float | None]] | None, Meta(
+        description="Correlation of each pair of `symbols` (rows and columns in that order). "
+                    "`null` when omitted: by default above "
+                    f"{analytics_service.CORRELATION_MATRIX_LIMIT} symbols (ask with "
+                    "`?matrix=full`), or with `?matrix=none`.")]
     average_correlation: float | None
     effective_positions: float | None
     clusters: list[list[str]]

@@ -1,0 +1,72 @@
+"""CPU-heavy work of a request, off the event loop and on one BLAS thread.
+
+An answer computed on the event loop stops every other request for as long as it takes
+(a 1,000-position portfolio once froze ``/health/live`` for minutes): :func:`run_cpu`
+runs it in a worker thread instead. While such work runs, the BLAS library (OpenBLAS,
+under numpy) is limited to one thread: its default of one thread per core made an
+eigendecomposition of a 1,000 × 1,000 matrix 10-50 × slower on a busy 2-core machine
+(the threads spin waiting for each other and for the cores the server needs), and it
+took the core the event loop answers on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_lock = threading.Lock()
+_users = 0
+_restore: Any = None
+_controller: Any = None
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS to one thread while the block runs (process-wide, reference-counted:
+    the limit holds until the last concurrent block ends, then the previous one is back)."""
+    global _users, _restore, _controller
+    with _lock:
+        if _users == 0:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                _controller = ThreadpoolController()
+            _restore = _controller.limit(limits=1, user_api="blas")
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0 and _restore is not None:
+                _restore.restore_original_limits()
+                _restore = None
+
+
+async def run_cpu(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``fn(*args, **kwargs)`` in a worker thread with one BLAS thread; the event loop keeps
+    answering meanwhile.
+
+    Parameters
+    ----------
+    fn : callable
+        Pure CPU work (no database access: connections belong to the event loop).
+    *args, **kwargs
+        Passed to ``fn``.
+
+    Returns
+    -------
+    object
+        What ``fn`` returns (its exception is raised here).
+    """
+    def limited() -> R:
+        with single_threaded_blas():
+            return fn(*args, **kwargs)
+
+    return await asyncio.to_thread(limited)
