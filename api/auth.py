@@ -1,12 +1,21 @@
 """Bearer-token authentication: a middleware on ``/v1``, an admin guard, the ``user`` dependency.
 
-Tokens are looked up by their SHA-256 hash (``core.portfolio_service.authenticate``);
-known tokens are kept for ``TOKEN_TTL_SECONDS`` in a small per-app cache, so a request
-costs no query for it. Unknown tokens are never cached (a new user works at once).
+Tokens are looked up by their SHA-256 hash (``core.portfolio_service.authenticate``).
+Reads use a per-app cache of known tokens, so a read costs no query for its token; the
+cache is validated in bulk (one query, in the background) about once a second, and
+entries are served only while the last validation started less than ``TOKEN_MAX_AGE_S``
+ago: a token revoked or rotated by another process (``factorflow users revoke``) stops
+working for reads within about a second. A write (any method but GET/HEAD/OPTIONS)
+always checks its token in the database (one indexed query): it is never accepted on a
+revoked token. A revocation made in this process drops the entry at once. Unknown tokens
+are never cached (a new user works at once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from typing import Any
 
@@ -21,34 +30,81 @@ from core.demo import token_hash
 from core.errors import Forbidden, Unauthorized
 from core.portfolio_service import UserContext
 
-TOKEN_TTL_SECONDS = 60.0
+TOKEN_VALIDATE_INTERVAL_S = 1.0
+"""Seconds between two bulk validations of the cached tokens."""
+TOKEN_MAX_AGE_S = 2.0
+"""Cached tokens are used only while the last validation started less than this ago
+(past it, a read waits for the validation in flight)."""
 TOKEN_CACHE_SIZE = 10_000
 SECURITY_SCHEME = "BearerToken"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger(__name__)
 
 
 class TokenCache:
-    """token hash → (expiry, user), bounded; cleared whole when full."""
+    """token hash → user, bounded (cleared whole when full), validated against the
+    ``users`` table at most every ``interval`` seconds (see the module docstring)."""
 
-    def __init__(self, ttl: float = TOKEN_TTL_SECONDS, size: int = TOKEN_CACHE_SIZE) -> None:
-        self.ttl, self.size = ttl, size
-        self._items: dict[str, tuple[float, UserContext]] = {}
+    def __init__(self, interval: float = TOKEN_VALIDATE_INTERVAL_S,
+                 max_age: float = TOKEN_MAX_AGE_S, size: int = TOKEN_CACHE_SIZE) -> None:
+        self.interval, self.max_age, self.size = interval, max_age, size
+        self._items: dict[str, UserContext] = {}
+        self.validated_at = float("-inf")
+        self._task: asyncio.Task[int] | None = None
+        service.register_token_cache(self)
 
     def get(self, key: str) -> UserContext | None:
-        hit = self._items.get(key)
-        if hit is None:
-            return None
-        if hit[0] < time.monotonic():
-            self._items.pop(key, None)
-            return None
-        return hit[1]
+        return self._items.get(key)
 
     def put(self, key: str, user: UserContext) -> None:
-        if len(self._items) >= self.size:
+        if len(self._items) >= self.size and key not in self._items:
             self._items.clear()
-        self._items[key] = (time.monotonic() + self.ttl, user)
+        self._items[key] = user
+
+    def forget(self, key: str) -> None:
+        """Drop the token with hash ``key`` (revoked or rotated in this process)."""
+        self._items.pop(key, None)
 
     def clear(self) -> None:
         self._items.clear()
+
+    async def ensure_valid(self, engine: AsyncEngine) -> None:
+        """Before a cached read: start a validation in the background when one is due;
+        wait for it when the cache is older than ``max_age``. A failed validation drops
+        every entry (requests then ask the database)."""
+        now = time.monotonic()
+        if now - self.validated_at < self.interval:
+            return
+        if not self._items:
+            self.validated_at = now
+            return
+        task = self._task
+        if task is None:
+            task = self._task = asyncio.get_running_loop().create_task(self.validate(engine))
+            task.add_done_callback(self._finished)
+        if now - self.validated_at >= self.max_age:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+            if time.monotonic() - self.validated_at >= self.max_age:
+                self._items.clear()  # the validation failed or is stuck: ask the database
+
+    def _finished(self, task: asyncio.Task[int]) -> None:
+        self._task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("token cache validation failed, cache dropped: %s", task.exception())
+            self._items.clear()
+
+    async def validate(self, engine: AsyncEngine) -> int:
+        """Drop every cached token that is no longer a user's; returns how many. Entries
+        added while it runs were just checked in the database and are kept."""
+        started = time.monotonic()
+        keys = list(self._items)
+        known = await service.known_token_hashes(engine, keys)
+        gone = [k for k in keys if k not in known]
+        for k in gone:
+            self._items.pop(k, None)
+        self.validated_at = started
+        return len(gone)
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -77,10 +133,15 @@ class BearerTokenAuth(AbstractAuthenticationMiddleware):
         token = _bearer(connection)
         key = token_hash(token)
         cache: TokenCache = connection.app.state.token_cache
-        user = cache.get(key)
-        if user is None:
-            user = await service.authenticate(connection.app.state.engine, token)
+        engine = connection.app.state.engine
+        user = None
+        if connection.scope.get("method", "GET") in READ_METHODS:
+            await cache.ensure_valid(engine)
+            user = cache.get(key)
+        if user is None:  # a write, or a token not cached: the database decides
+            user = await service.authenticate(engine, token)
             if user is None:
+                cache.forget(key)
                 raise Unauthorized("authorization: unknown or revoked token", "authorization")
             cache.put(key, user)
         return AuthenticationResult(user=user, auth=key)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -1076,22 +1076,51 @@ async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
              "created_at": r.created_at, "portfolios": int(r.portfolios)} for r in rows]
 
 
+class TokenForgetter(Protocol):
+    """A cache of authenticated tokens (``api.auth.TokenCache``) that must drop a token."""
+
+    def forget(self, token_hash: str) -> None: ...
+
+
+_token_caches: weakref.WeakSet[TokenForgetter] = weakref.WeakSet()
+
+
+def register_token_cache(cache: TokenForgetter) -> None:
+    """Have ``cache`` drop a token as soon as :func:`replace_token` replaces it in this
+    process (other processes notice within about a second: ``api.auth.TokenCache``)."""
+    _token_caches.add(cache)
+
+
 async def replace_token(engine: AsyncEngine, name: str, *, revoke: bool = False
                         ) -> tuple[str, str | None]:
     """Give user ``name`` a new bearer token, invalidating the old one; returns ``(user id,
     new token)``. With ``revoke`` no token is given out (the stored hash is of a secret
     nobody keeps): the user keeps their portfolios and can be given a token again later.
-    Running API processes stop accepting the old token within ``api.auth.TOKEN_TTL_SECONDS``.
-    NotFound for an unknown name."""
+    The old token stops working at once in this process, and in other running API
+    processes at once for writes and within about a second for reads
+    (``api.auth.TokenCache``). NotFound for an unknown name."""
     token = secrets.token_urlsafe(32)
     name = name.strip()
     async with transaction(engine) as conn:
-        uid = (await conn.execute(sa.select(U.c.id).where(U.c.name == name))).scalar()
-        if uid is None:
+        row = (await conn.execute(sa.select(U.c.id, U.c.token_hash).where(
+            U.c.name == name))).first()
+        if row is None:
             raise NotFound(f"name: no user named {name!r}", "name")
-        await conn.execute(sa.update(U).where(U.c.id == uid).values(
+        await conn.execute(sa.update(U).where(U.c.id == row.id).values(
             token_hash=token_hash(token)))
-    return uid, None if revoke else token
+    for cache in list(_token_caches):
+        cache.forget(row.token_hash)
+    return row.id, None if revoke else token
+
+
+async def known_token_hashes(engine: AsyncEngine, hashes: Sequence[str]) -> set[str]:
+    """Which of ``hashes`` are the token hash of a user now (one query per 500)."""
+    out: set[str] = set()
+    async with reading(engine) as conn:
+        for i in range(0, len(hashes), 500):
+            out.update((await conn.execute(sa.select(U.c.token_hash).where(
+                U.c.token_hash.in_(list(hashes[i:i + 500]))))).scalars())
+    return out
 
 
 async def authenticate(engine: AsyncEngine, token: str) -> UserContext | None:

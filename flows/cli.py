@@ -576,7 +576,8 @@ def _users(args: argparse.Namespace) -> int:
     except AppError as exc:
         print(f"factorflow: {exc.message}", file=sys.stderr)
         return 1
-    lag = "running API processes stop accepting the old token within a minute"
+    lag = ("running API processes refuse it for writes at once and for reads within about "
+           "a second")
     human = (f"revoked the token of {args.name!r} ({lag}; `users rotate` gives a new one)"
              if revoke else f"new token of {args.name!r} (shown only now; {lag}): {new}")
     _emit({"id": user_id, "name": args.name.strip(), "token": new}, args.json, human)
