@@ -29,7 +29,7 @@ from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
 from core.errors import LimitExceeded, NotReady
 from core.repositories import symbols as symbol_repo
 from core.repositories.portfolios import PF
-from core.run_lock import process_alive, process_token
+from core.run_lock import Beat, process_alive, process_token
 from core.settings import get_settings
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
@@ -221,31 +221,14 @@ async def renew_claims(engine: AsyncEngine | None = None) -> int:
     return int(res.rowcount)
 
 
-class ClaimHeartbeat:
+class ClaimHeartbeat(Beat):
     """Renews this process's claims every ``every`` seconds while a run works on them (a
     daemon thread; ``with ClaimHeartbeat(): ...``)."""
 
     def __init__(self, every: float = CLAIM_HEARTBEAT_SECONDS,
                  engine: AsyncEngine | None = None) -> None:
-        self.every, self.engine = every, engine
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="onboarding claims",
-                                        daemon=True)
-
-    def __enter__(self) -> ClaimHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                asyncio.run(renew_claims(self.engine))
-            except Exception as exc:  # a missed beat is retried; the stale limit covers many
-                log.warning("onboarding claim heartbeat failed: %s", exc)
+        super().__init__(lambda: asyncio.run(renew_claims(engine)) >= 0, every,
+                         "onboarding claim heartbeat")
 
 
 async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = None) -> None:

@@ -216,18 +216,17 @@ async def clear(name: str, force: bool = False, engine: AsyncEngine | None = Non
     return state
 
 
-class Heartbeat:
-    """Keeps a held lock from expiring while its run goes on (a daemon thread)."""
+class Beat:
+    """Calls ``beat()`` every ``every`` seconds in a daemon thread while the ``with`` block
+    runs; ``beat`` returns False to stop beating. A beat that raises is logged and retried at
+    the next one (whatever it renews must outlive a few missed beats)."""
 
-    def __init__(self, name: str, holder: str, ttl: dt.timedelta = LOCK_TTL,
-                 every: float = HEARTBEAT_SECONDS, engine: AsyncEngine | None = None) -> None:
-        self.name, self.holder, self.ttl, self.every = name, holder, ttl, every
-        self.engine = engine
+    def __init__(self, beat: Callable[[], bool], every: float, name: str) -> None:
+        self.beat, self.every, self.name = beat, every, name
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def __enter__(self) -> Beat:
         self._thread.start()
         return self
 
@@ -235,11 +234,25 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _beat(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                if not asyncio.run(extend(self.name, self.holder, self.ttl, self.engine)):
-                    logger.warning("lost lock %s (taken over by another run)", self.name)
+                if not self.beat():
                     return
-            except Exception as exc:  # a missed beat is retried; the TTL covers a few
-                logger.warning("heartbeat of %s failed: %s", self.name, exc)
+            except Exception as exc:
+                logger.warning("%s failed: %s", self.name, exc)
+
+
+class Heartbeat(Beat):
+    """Keeps a held lock from expiring while its run goes on (a daemon thread)."""
+
+    def __init__(self, name: str, holder: str, ttl: dt.timedelta = LOCK_TTL,
+                 every: float = HEARTBEAT_SECONDS, engine: AsyncEngine | None = None) -> None:
+        self.lock, self.holder, self.ttl, self.engine = name, holder, ttl, engine
+        super().__init__(self._extend, every, f"heartbeat of {name}")
+
+    def _extend(self) -> bool:
+        if asyncio.run(extend(self.lock, self.holder, self.ttl, self.engine)):
+            return True
+        logger.warning("lost lock %s (taken over by another run)", self.lock)
+        return False

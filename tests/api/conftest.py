@@ -151,3 +151,19 @@ def assert_error(resp: Any, status: int, *fragments: str, field: str | None = No
     if field is not None:
         assert body["field"] == field, body
     return body
+
+
+def store_factors(db_url: str, day: dt.date, symbols: list[str]) -> None:
+    """The symbol flow's factor phase for ``day`` (the real code) on a test database."""
+    from core.db.engine import create_engine
+    from core.settings import get_settings
+    from core.symbol_batch import compute_and_store_factors
+
+    async def run() -> None:
+        engine = create_engine(db_url)
+        try:
+            await compute_and_store_factors(symbols, [day], get_settings(), engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -7,7 +7,6 @@ prices, its betas, nothing cached from the new day until the batch completes.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
 import time
@@ -16,28 +15,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Seed, auth, position
+from tests.api.conftest import Seed, auth, position, store_factors
 from tests.flows.helpers import db_path
 
 HOLDINGS = {"MKTA": "10", "MKTB": "-5", "DIVY": "3.5"}
 CASH = Decimal("1000")
 CENT_HUNDREDTHS = Decimal("0.0001")
-
-
-def _store_factors(url: str, day: dt.date, symbols: list[str]) -> None:
-    """The symbol flow's factor phase for ``day`` (the real code, on the test database)."""
-    from core.db.engine import create_engine
-    from core.settings import get_settings
-    from core.symbol_batch import compute_and_store_factors
-
-    async def run() -> None:
-        engine = create_engine(url)
-        try:
-            await compute_and_store_factors(symbols, [day], get_settings(), engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
 
 
 def _expected_market_beta(url: str, day: dt.date) -> float:
@@ -73,7 +56,7 @@ def test_answers_stay_on_the_last_completed_night_until_the_batch_completes(
     monkeypatch.setattr(analytics_service, "_DATA_DATE_TTL", 0.0)
     day, previous = seed.as_of, calendar.previous_session(seed.as_of)
     symbols = [*REFERENCE_ETFS, *seed.tickers]
-    _store_factors(db_url, previous, symbols)  # the night before completed with its betas
+    store_factors(db_url, previous, symbols)  # the night before completed with its betas
     con = sqlite3.connect(db_path(db_url))
     with con:  # tonight's batch has stored its prices, not yet its factors
         con.execute("UPDATE batch_runs SET target_date = ?", (previous.isoformat(),))
@@ -100,7 +83,7 @@ def test_answers_stay_on_the_last_completed_night_until_the_batch_completes(
     health = client.get("/v1/admin/freshness", headers=auth(seed, "root"))
     assert health.json()["latest_data_date"] == previous.isoformat()
 
-    _store_factors(db_url, day, symbols)  # tonight's batch completes
+    store_factors(db_url, day, symbols)  # tonight's batch completes
     con = sqlite3.connect(db_path(db_url))
     with con:
         con.execute("UPDATE batch_runs SET status = 'completed', finished_at = ? "

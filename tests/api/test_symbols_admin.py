@@ -9,7 +9,7 @@ import threading
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Seed, assert_error, auth, position
+from tests.api.conftest import Seed, assert_error, auth, position, store_factors
 from tests.flows.helpers import db_path
 
 
@@ -25,24 +25,6 @@ def test_symbol_status_of_a_ready_symbol(client: TestClient, seed: Seed) -> None
     assert etf["kind"] == "etf" and etf["status"] == "ready"
 
 
-def _factors(db_url: str, day: dt.date, symbols: list[str]) -> None:
-    """The symbol flow's factor phase for ``day`` (the real code) on the test database."""
-    import asyncio
-
-    from core.db.engine import create_engine
-    from core.settings import get_settings
-    from core.symbol_batch import compute_and_store_factors
-
-    async def run() -> None:
-        engine = create_engine(db_url)
-        try:
-            await compute_and_store_factors(symbols, [day], get_settings(), engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
-
-
 def test_a_symbol_held_back_by_the_data_checks_says_why(
         client: TestClient, seed: Seed, db_url: str) -> None:
     import sqlite3
@@ -54,7 +36,7 @@ def test_a_symbol_held_back_by_the_data_checks_says_why(
         con.execute("UPDATE prices SET close = close * 0.3, adj_close = adj_close * 0.3 "
                     "WHERE symbol = 'MKTC' AND date = ?", (seed.as_of.isoformat(),))
     con.close()
-    _factors(db_url, seed.as_of, [*REFERENCE_ETFS, *seed.tickers])
+    store_factors(db_url, seed.as_of, [*REFERENCE_ETFS, *seed.tickers])
     body = client.get("/v1/symbols/MKTC", headers=auth(seed)).json()
     assert body["status"] == "held", body
     assert body["reason"].startswith("data_check: unexplained_jump"), body["reason"]
@@ -72,7 +54,7 @@ def test_a_backfill_never_moves_the_latest_state_back(
 
     before = client.get("/v1/symbols/MKTA", headers=auth(seed)).json()
     earlier = calendar.previous_session(calendar.previous_session(seed.as_of))
-    _factors(db_url, earlier, [*REFERENCE_ETFS, *seed.tickers])  # a backfill's factor phase
+    store_factors(db_url, earlier, [*REFERENCE_ETFS, *seed.tickers])  # a backfill's factor phase
     after = client.get("/v1/symbols/MKTA", headers=auth(seed)).json()
     assert after["last_factor_date"] == after["factors_as_of"] == seed.as_of.isoformat()
     assert after["factor_exposures"] == before["factor_exposures"]
