@@ -203,10 +203,16 @@ def _position_betas(pos_rows: list[dict[str, Any]], result: PortfolioAnalytics
 def _analysed(
     pid: str, holdings: list[Holding], cash: Decimal, day: dt.date, data: SymbolData,
     scenarios: ScenarioSet, prev_day: dt.date | None, prev_equity: Decimal | None,
+    correlations: bool = True,
 ) -> tuple[str, dict[str, dict[str, Any]]]:
-    """The positions hash and every payload (CPU only: run in a worker thread)."""
-    result = analyse_portfolio(holdings, cash, [day], data, scenarios, prev_day, prev_equity)
-    return positions_hash(holdings, cash), payloads(pid, result, holdings, day)
+    """The positions hash and every payload (CPU only: run in a worker thread); without
+    ``correlations``, no correlations payload."""
+    result = analyse_portfolio(holdings, cash, [day], data, scenarios, prev_day, prev_equity,
+                               correlations=correlations)
+    kinds = payloads(pid, result, holdings, day)
+    if not correlations:
+        del kinds["correlations"]
+    return positions_hash(holdings, cash), kinds
 
 
 async def compute(
@@ -216,7 +222,10 @@ async def compute(
     """Compute every analytics kind at the latest data date and store them in the cache.
 
     ``store_snapshot`` also writes the snapshot row and the position market values (the
-    instant snapshot of onboarding). Returns (data date, positions hash, payloads).
+    instant snapshot of onboarding); for a portfolio of more than
+    ``CORRELATION_MATRIX_LIMIT`` symbols it leaves the correlations out (computed, with
+    the other kinds again, on their first request). Returns (data date, positions hash,
+    payloads).
 
     The results are stored only if, under the portfolio's lock, the portfolio is still
     what was analysed (cash, positions, the previous snapshot): a change committed
@@ -231,8 +240,11 @@ async def compute(
     symbols = sorted({h.symbol for h in holdings if h.investment_class != InvestmentClass.PRIVATE})
     data = await load_symbol_data(symbols, day, day, engine)
     scenarios = await _scenarios(engine, day)
+    # the instant snapshot of a large portfolio does not wait for its correlations (most
+    # of the work, and not part of the answer): they are computed on their first request
+    eager = not store_snapshot or len(symbols) <= CORRELATION_MATRIX_LIMIT
     digest, kinds = await run_cpu(_analysed, portfolio_id, holdings, cash, day, data, scenarios,
-                                  prev_day, prev_equity)
+                                  prev_day, prev_equity, eager)
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
     now = dt.datetime.now(dt.UTC)

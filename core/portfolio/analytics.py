@@ -137,11 +137,16 @@ def analyse_portfolio(
     scenarios: ScenarioSet | None,
     previous_day: dt.date | None = None,
     previous_equity: Decimal | None = None,
+    *,
+    correlations: bool = True,
 ) -> PortfolioAnalytics:
     """Snapshots for each of ``days`` (ascending), then analytics at the last day.
 
     ``previous_day``/``previous_equity`` describe the snapshot before the first day
     (None for a portfolio's first snapshot: its daily P&L is then None).
+    ``correlations=False`` skips the correlation matrix (``correlation`` is None): for a
+    large portfolio it is most of the work, and an answer that does not show it need not
+    wait for it.
     """
     if not days:
         raise ValueError("analyse_portfolio needs at least one day")
@@ -178,7 +183,10 @@ def analyse_portfolio(
     factor_agg = aggregate_factors(mv, betas, equity, data.factors) if open_ids else None
     sector = sector_exposure(mv, sectors, equity) if open_ids else {}
 
-    corr, corr_symbols = _correlations(holdings, last, data, mv, open_ids, equity)
+    corr: CorrelationSummary | None = None
+    corr_symbols: list[str] = []
+    if correlations:
+        corr, corr_symbols = _correlations(holdings, last, data, mv, open_ids, equity)
     stress: list[ScenarioImpact] = []
     if scenarios is not None and factor_agg is not None:
         dollars = {f: float(x) for f, x in zip(factor_agg.factors, factor_agg.dollar_exposure,

@@ -222,10 +222,14 @@ def test_thousand_position_create_answers_the_independent_numbers(
     by_symbol = {p["symbol"]: Decimal(p["market_value"]) for p in overview["positions"]}
     assert by_symbol == want.mv
 
-    # the default correlations answer: summary and clusters, no matrix
+    # the default correlations answer: summary and clusters, no matrix; computed on the
+    # first request (the create does not wait for it), cached after
     default = large_client.get(f"{base}/correlations", headers=_h(large))
     assert default.status_code == 200
     summary = default.json()
+    assert summary["cached"] is False
+    again = large_client.get(f"{base}/correlations", headers=_h(large)).json()
+    assert again["cached"] is True and again["symbols"] == summary["symbols"]
     assert summary["matrix"] is None and summary["symbols"] == want.symbols
     assert len(default.content) < 100_000  # the full answer is ~13 MB
     assert summary["repaired"] is False and summary["insufficient_pairs"] == []
