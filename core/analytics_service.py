@@ -18,6 +18,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,7 +50,7 @@ CORRELATION_MATRIX_LIMIT = 100
 """The cached correlations answer holds the matrix up to this many symbols (~140 kB of
 JSON); above, only the summary and clusters (the matrix on request: full_correlations)."""
 _FULL_MATRICES = 4
-_full_matrices: dict[tuple[str, str, str, dt.date], dict[str, Any]] = {}
+_full_matrices: dict[tuple[str, str, str, dt.date], tuple[dict[str, Any], np.ndarray]] = {}
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
 """Analyses of one ``compute`` call whose result may be found outdated before it is stored."""
@@ -212,6 +213,8 @@ def _analysed(
     kinds = payloads(pid, result, holdings, day)
     if not correlations:
         del kinds["correlations"]
+    elif kinds["correlations"]["matrix"] is None:  # left out: kept for ?matrix=full
+        kinds["_full_matrix"] = {"matrix": _stored_matrix(result)}
     return positions_hash(holdings, cash), kinds
 
 
@@ -247,6 +250,9 @@ async def compute(
                                   prev_day, prev_equity, eager)
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
+    if "_full_matrix" in kinds:
+        _remember_full((_key(engine), portfolio_id, digest, day), kinds["correlations"],
+                       kinds.pop("_full_matrix")["matrix"])
     now = dt.datetime.now(dt.UTC)
 
     async def store(conn: AsyncConnection) -> bool:
@@ -274,35 +280,48 @@ async def compute(
 
 
 def _full_correlation_payload(pid: str, holdings: list[Holding], cash: Decimal, day: dt.date,
-                              data: SymbolData) -> dict[str, Any]:
+                              data: SymbolData) -> tuple[dict[str, Any], np.ndarray]:
     result = analyse_portfolio(holdings, cash, [day], data, None)
-    return payloads(pid, result, holdings, day, matrix_limit=None)["correlations"]
+    summary = payloads(pid, result, holdings, day, matrix_limit=0)["correlations"]
+    return summary, _stored_matrix(result)
+
+
+def _stored_matrix(result: PortfolioAnalytics) -> np.ndarray:
+    """The correlation matrix as stored and answered (10 decimals; empty without one)."""
+    c = result.correlation
+    return np.round(c.matrix, 10) if c is not None else np.zeros((0, 0))
+
+
+def _remember_full(key: tuple[str, str, str, dt.date], summary: dict[str, Any],
+                   matrix: np.ndarray) -> None:
+    while len(_full_matrices) >= _FULL_MATRICES:
+        _full_matrices.pop(next(iter(_full_matrices)))
+    _full_matrices[key] = (summary, matrix)
 
 
 async def full_correlations(portfolio_id: str, engine: AsyncEngine | None = None
                             ) -> dict[str, Any]:
     """The correlations answer of a portfolio with its full matrix, whatever its size.
 
-    Computed from the symbol layer in a worker thread (not stored: the matrix of 1,000
-    symbols is ~14 MB of JSON); the last few answers are kept in memory per positions
-    hash and data date, so asking again costs no computation.
+    ``matrix`` is a numpy array (convert it off the event loop: 1,000 symbols make
+    ~13 MB of JSON). Not stored in the database: the last few matrices are kept in
+    memory per positions hash and data date (also those :func:`compute` found), else
+    computed from the symbol layer in a worker thread.
     """
     engine = engine or flow_engine()
     day = await _required_data_date(engine)
     async with reading(engine) as conn:
         cash, holdings = await _portfolio(conn, portfolio_id)
     key = (_key(engine), portfolio_id, positions_hash(holdings, cash), day)
-    payload = _full_matrices.get(key)
-    if payload is None:
+    hit = _full_matrices.get(key)
+    if hit is None:
         symbols = sorted({h.symbol for h in holdings
                           if h.investment_class != InvestmentClass.PRIVATE})
         data = await load_symbol_data(symbols, day, day, engine)
-        payload = await run_cpu(_full_correlation_payload, portfolio_id, holdings, cash, day,
-                                data)
-        while len(_full_matrices) >= _FULL_MATRICES:
-            _full_matrices.pop(next(iter(_full_matrices)))
-        _full_matrices[key] = payload
-    return _answer(payload, day, False)
+        hit = await run_cpu(_full_correlation_payload, portfolio_id, holdings, cash, day, data)
+        _remember_full(key, *hit)
+    summary, matrix = hit
+    return _answer({**summary, "matrix": matrix}, day, False)
 
 
 def _answer(payload: dict[str, Any], day: dt.date, cached: bool) -> dict[str, Any]:

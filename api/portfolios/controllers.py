@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 from litestar import Controller, MediaType, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
@@ -232,6 +233,8 @@ class PortfolioController(Controller):
 
 
 def _encode(answer: dict[str, Any], schema: type[Any]) -> bytes:
+    if isinstance(answer.get("matrix"), np.ndarray):
+        answer = {**answer, "matrix": answer["matrix"].tolist()}
     return msgspec.json.encode(convert(answer, schema))
 
 
