@@ -345,6 +345,16 @@ async def portfolio_analytics(
     Every answer carries ``data_as_of`` (ISO date), ``stale`` (data older than the last
     expected trading day) and ``cached``. ``scenario`` narrows ``stress-tests`` to one.
     """
+    answer, _ = await analytics_with_hash(portfolio_id, kind, engine, scenario)
+    return answer
+
+
+async def analytics_with_hash(
+    portfolio_id: str, kind: str, engine: AsyncEngine | None = None,
+    scenario: str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """:func:`portfolio_analytics` and the positions hash the answer was computed for (a
+    caller keeping the answer checks it against the stored row's)."""
     if kind not in ANALYTICS_KINDS:
         raise NotFound(f"unknown analytics {kind!r}; kinds: {', '.join(ANALYTICS_KINDS)}",
                        field="kind")
@@ -359,13 +369,13 @@ async def portfolio_analytics(
     if row is not None and row[0] == digest and row[1] == day:
         payload, cached = row[2], True
     else:
-        day, _, kinds = await compute(portfolio_id, engine)
+        day, digest, kinds = await compute(portfolio_id, engine)
         payload, cached = kinds[kind], False
     if scenario is not None:
         if kind != "stress-tests":
             raise NotFound("scenario applies to stress-tests only", field="scenario")
         payload = _one_scenario(payload, scenario)
-    return _answer(payload, day, cached)
+    return _answer(payload, day, cached), digest
 
 
 async def snapshot_now(portfolio_id: str, engine: AsyncEngine | None = None) -> dict[str, Any]:

@@ -1031,7 +1031,7 @@ async def analytics(
     if stored is None or stored[0] != owner_id:
         raise _not_found(portfolio_id)
     try:
-        answer = await analytics_service.portfolio_analytics(
+        answer, digest = await analytics_service.analytics_with_hash(
             portfolio_id, kind, engine, scenario=scenario)
     except NotFound as exc:
         if exc.field == "scenario":
@@ -1039,8 +1039,12 @@ async def analytics(
         raise _not_found(portfolio_id) from None  # deleted meanwhile
     async with reading(engine) as conn:  # the cache row as it is now (possibly just written)
         stored = await stored_token(conn, portfolio_id, kind)
-    if stored is not None and stored[1] is not None:
-        memo.put(key, MemoEntry(stored[1], answer, owner_id))
+    token = None if stored is None else stored[1]
+    # kept only under the token of a row holding this very answer: another process may have
+    # stored a newer one (other positions, a later data date) since it was computed
+    if (token is not None and token[3] == digest
+            and token[2].isoformat() == answer["data_as_of"]):
+        memo.put(key, MemoEntry(token, answer, owner_id))
     return AnalyticsAnswer(answer, answer["stale"], answer["cached"])
 
 
