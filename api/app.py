@@ -164,6 +164,12 @@ def _finish_document(app: Litestar) -> None:
     for name, schema in (doc.components.schemas or {}).items():
         if name in closed and isinstance(schema, Schema):
             schema.additional_properties = False
+    optional_body = set()
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            data = inspect.signature(handler.fn).parameters.get("data")
+            if data is not None and data.default is None and handler.operation_id:
+                optional_body.add(handler.operation_id)
     error_ref = Reference(ref="#/components/schemas/ErrorBody")
     for item in (doc.paths or {}).values():
         for method in ("post", "put", "patch"):
@@ -171,10 +177,76 @@ def _finish_document(app: Litestar) -> None:
             body = getattr(op, "request_body", None)
             if op is None or not isinstance(body, RequestBody):
                 continue
+            if op.operation_id in optional_body:
+                body.required = False
             if "application/json" in (body.content or {}) and op.responses is not None:
                 op.responses.setdefault("415", OpenAPIResponse(
                     description=DESCRIPTIONS[415],
                     content={PROBLEM_JSON: OpenAPIMediaType(schema=error_ref)}))
+
+
+async def _reject_unknown_query(request: Request[Any, Any, Any]) -> None:
+    """A query parameter the route does not declare is a 400 naming it (a typo such as
+    ``?limt=5`` must not be silently ignored)."""
+    if not request.scope.get("query_string") or request.method == "OPTIONS":
+        return
+    handler = request.scope["route_handler"]
+    known = getattr(handler, "_known_query", None)
+    if known is None:
+        try:
+            known = frozenset(inspect.signature(handler.fn).parameters)
+        except (TypeError, ValueError):  # not a plain function: nothing to check against
+            return
+        handler._known_query = known
+    for name in request.query_params:
+        if name not in known:
+            raise ClientException(f"{name or '(empty)'}: unknown query parameter",
+                                  extra={"field": name})
+
+
+_PARAM = re.compile(r"\{[^}]+\}")
+
+
+def _allow_map(app: Litestar) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """(path regex, methods) of every route of ``app``."""
+    table: dict[str, set[str]] = {}
+    for route in app.routes:
+        methods = getattr(route, "methods", None)
+        if not methods:
+            continue
+        pattern = "^" + _PARAM.sub("[^/]+", re.escape(route.path).replace(r"\{", "{")
+                                   .replace(r"\}", "}")) + "/?$"
+        table.setdefault(pattern, set()).update(str(m).upper() for m in methods)
+    # static paths first: /v1/portfolios/import is that route, not /v1/portfolios/{id}
+    return [(re.compile(p), frozenset(m - {"HEAD"} | {"OPTIONS"}))
+            for p, m in sorted(table.items(), key=lambda kv: "[^/]+" in kv[0])]
+
+
+async def _complete_allow(message: Any, scope: Any) -> None:
+    """``Allow`` on OPTIONS and 405 answers lists every method of the resource: Litestar
+    lists only those of the handler group that matched (``OPTIONS /v1/portfolios/{id}``
+    said ``DELETE, OPTIONS`` although GET and PATCH are served there too)."""
+    if message["type"] != "http.response.start" or scope.get("type") != "http":
+        return
+    if scope.get("method") != "OPTIONS" and message.get("status") != 405:
+        return
+    app = scope["litestar_app"]
+    table = app.state.get("_allow_map")
+    if table is None:
+        table = app.state["_allow_map"] = _allow_map(app)
+    path = scope.get("path", "")
+    methods: set[str] = set()
+    for pattern, allowed in table:
+        if pattern.match(path):
+            if "[^/]+" not in pattern.pattern:
+                methods = set(allowed)
+                break
+            methods |= allowed
+    if not methods:
+        return
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+    headers.append((b"allow", ", ".join(sorted(methods)).encode()))
+    message["headers"] = headers
 
 
 def _struct_classes() -> list[type[msgspec.Struct]]:
@@ -244,6 +316,8 @@ def create_app(database_url: str | None = None) -> Litestar:
         type_decoders=[(is_exact_decimal, decode_exact_decimal)],
         plugins=[ExactDecimalSchemas()],
         request_max_body_size=MAX_BODY_BYTES,
+        before_send=[_complete_allow],
+        before_request=_reject_unknown_query,
         logging_config=LOGGING,
         openapi_config=OpenAPIConfig(
             title="factorflow API",

@@ -114,6 +114,8 @@ def error_body(exc: Exception, request: Request[Any, Any, Any] | None = None
             field = "content-type"
         elif status == 400 and message.startswith("body:"):
             field = "body"
+        elif status == 400 and isinstance(exc.extra, dict) and "field" in exc.extra:
+            field = str(exc.extra["field"])
         elif status >= 500:
             message = "internal error: the server could not answer this request"
         code = CODES.get(status) or _snake(HTTPStatus(status).name)

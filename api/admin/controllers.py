@@ -47,7 +47,8 @@ class AdminController(Controller):
         self, engine: Engine,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         job_type: Annotated[str | None, QueryParameter(
-            description="symbol-batch, portfolio-refresh or onboarding.", max_length=32)]
+            description="symbol-batch, portfolio-refresh or onboarding.", max_length=32,
+            schema_extra={"enum": list(svc.JOB_TYPES)})]
         = None,
     ) -> BatchRunList:
         runs = await svc.batch_runs(engine, limit=limit, job_type=job_type)

@@ -32,10 +32,13 @@ SymbolIn = Annotated[str, Meta(extra_json_schema={
     "examples": ["AAPL"],
     "extra": {"pattern": r"^\^?[A-Za-z0-9]{1,10}([.\-=_][A-Za-z0-9]{1,8}){0,2}$"},
 })]
-NameIn = Annotated[str, Meta(extra_json_schema={
-    "description": "Unique among your portfolios; 1-200 characters.",
-    "examples": ["Core holdings"], "extra": {"minLength": 1, "maxLength": 200},
-})]
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+"""A name: not only spaces, no control characters."""
+NameIn = Annotated[str, Meta(
+    min_length=1, max_length=svc.MAX_NAME_LENGTH, pattern=NAME_PATTERN,
+    description="Unique among your portfolios; 1-200 characters, not only spaces, no control "
+                "characters (leading and trailing spaces are dropped).",
+    examples=["Core holdings"])]
 
 
 class _In(msgspec.Struct, forbid_unknown_fields=True):

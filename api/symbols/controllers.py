@@ -13,6 +13,11 @@ from api.errors import responses
 from api.schemas import convert
 from api.symbols.schemas import SymbolRead
 from core import portfolio_service as svc
+from core.symbols import MAX_SYMBOL_LENGTH
+
+SYMBOL_PATTERN = r"^\^?[A-Za-z0-9]+([.=_-][A-Za-z0-9]+)*$"
+"""A ticker as the server accepts it (letters, digits, single separators . - = _,
+an optional leading ^), case-insensitive."""
 
 
 class SymbolController(Controller):
@@ -25,7 +30,8 @@ class SymbolController(Controller):
                      "metrics and factor exposures. Poll it to see a new symbol become ready.")
     async def get_symbol(
         self, engine: NamedDependency[AsyncEngine],
-        symbol: Annotated[str, PathParameter(description="Ticker, e.g. AAPL or BRK-B.",
-                                         max_length=64)],
+        symbol: Annotated[str, PathParameter(
+            description="Ticker, e.g. AAPL or BRK-B (at most 20 characters).",
+            max_length=MAX_SYMBOL_LENGTH, pattern=SYMBOL_PATTERN)],
     ) -> SymbolRead:
         return convert(await svc.symbol_status(engine, symbol), SymbolRead)

@@ -63,7 +63,7 @@ def test_a_backfill_never_moves_the_latest_state_back(
 
 def test_symbol_errors(client: TestClient, seed: Seed) -> None:
     h = auth(seed)
-    assert_error(client.get("/v1/symbols/AB$C", headers=h), 400, "invalid symbol",
+    assert_error(client.get("/v1/symbols/AB$C", headers=h), 400, "matching regex",
                  field="symbol")
     assert_error(client.get("/v1/symbols/QWXZ", headers=h), 404,
                  "'QWXZ' is not in the universe", field="symbol")
