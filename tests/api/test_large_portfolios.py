@@ -1,7 +1,7 @@
 """Large portfolios through the real app: a 1,000-position create answers correctly, the
 correlations answer stays a sensible size (the full matrix on request), the event loop keeps
-answering while a large create is computed, and the instant answers equal the nightly
-portfolio refresh's stored rows for the same portfolio and date.
+answering while a large create is computed (the instant answers against the nightly
+refresh's rows: tests/flows/test_instant_equals_nightly.py, which uses this module's data).
 
 Every number is checked against an independent computation from rows read back with plain
 SQL: equity as a Decimal sum of quantity × stored close, factor betas as value-weighted sums
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import random
 import shutil
 import threading
@@ -308,80 +307,3 @@ def test_the_event_loop_answers_while_a_large_create_is_computed(
     assert result["resp"].status_code == 201, result["resp"].text[:300]
     assert released_by_live == [True]  # /health/live answered while the create was held
     assert done == ["live", "create"]
-
-
-def test_instant_answers_equal_the_nightly_refresh_rows(
-    large_client: TestClient, large: Large, large_url: str, prefect_harness: None
-) -> None:
-    """A portfolio created through the API (with a gappy symbol: its correlation matrix is
-    repaired) is then refreshed by the real nightly flow for the same date: the stored rows
-    equal the instant answers, and both equal the independent computation."""
-    from flows.portfolio_refresh import portfolio_refresh
-    from tests.flows.helpers import db_path, sqlite_connection
-
-    symbols = sorted([*large.symbols[:149], large.gappy[0]])
-    body = _body(large, symbols, "nightly", seed=9)
-    created = large_client.post("/v1/portfolios", json=body, headers=_h(large))
-    assert created.status_code == 201, created.text[:300]
-    pid = created.json()["portfolio"]["id"]
-    base, h = f"/v1/portfolios/{pid}", _h(large)
-    instant = {k: large_client.get(f"{base}/{k}", headers=h).json() for k in (
-        "overview", "factor-exposures", "sector-exposure", "stress-tests")}
-    instant["correlations"] = large_client.get(f"{base}/correlations?matrix=full",
-                                               headers=h).json()
-    assert instant["correlations"]["repaired"] is True
-    want = Independent(large, body)
-    snap = instant["overview"]["snapshot"]
-    assert Decimal(snap["equity"]) == want.equity
-    assert instant["overview"]["market_beta"] == pytest.approx(want.betas["market_beta"],
-                                                               rel=1e-9)
-
-    # the nightly refresh computes this portfolio and date on its own (its first snapshot)
-    with sqlite_connection(db_path(large_url)) as con:
-        con.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = ?", (pid,))
-        con.commit()
-    run = portfolio_refresh(as_of=large.as_of)
-    assert run["counts"]["refreshed"] == 1 and run["counts"]["failed"] == 0, run
-    day = large.as_of.isoformat()
-    row = query(large_url, "SELECT * FROM portfolio_snapshots WHERE portfolio_id=? AND date=?",
-                (pid, day)).iloc[0]
-    for key in ("equity", "market_value", "cash", "cost_basis", "unrealized_pnl",
-                "long_exposure", "short_exposure", "gross_exposure", "net_exposure"):
-        assert Decimal(str(row[key])) == Decimal(snap[key]), key
-    assert int(row.position_count) == snap["position_count"] and not row.partial
-
-    factors = query(large_url, "SELECT * FROM portfolio_factor_exposures WHERE portfolio_id=? "
-                    "AND date=?", (pid, day)).set_index("factor")
-    for r in instant["factor-exposures"]["portfolio"]:
-        stored = factors.loc[r["factor"]]
-        assert stored.beta == pytest.approx(r["beta"], rel=1e-12, abs=1e-15), r["factor"]
-        assert stored.dollar_exposure == pytest.approx(r["dollar_exposure"], rel=1e-12)
-        assert stored.covered_share == pytest.approx(r["covered_share"], rel=1e-12)
-        assert r["beta"] == pytest.approx(want.betas[r["factor"]], rel=1e-9, abs=1e-12)
-
-    sectors = query(large_url, "SELECT * FROM portfolio_sector_exposures WHERE portfolio_id=? "
-                    "AND date=?", (pid, day)).set_index("sector")
-    assert sorted(sectors.index) == sorted(s["sector"] for s in
-                                           instant["sector-exposure"]["sectors"])
-    for s in instant["sector-exposure"]["sectors"]:
-        assert sectors.loc[s["sector"], "value"] == pytest.approx(s["value"], rel=1e-12)
-
-    corr = query(large_url, "SELECT * FROM portfolio_correlations WHERE portfolio_id=? "
-                 "AND date=?", (pid, day)).iloc[0]
-    c = instant["correlations"]
-    assert json.loads(corr.symbols) == c["symbols"] == want.symbols
-    assert np.array_equal(np.array(json.loads(corr.matrix)), np.array(c["matrix"]))
-    assert corr.average_correlation == pytest.approx(c["average_correlation"], rel=1e-12)
-    assert json.loads(corr.clusters) == c["clusters"]
-
-    stress = query(large_url, "SELECT * FROM stress_test_results WHERE portfolio_id=? "
-                   "AND date=?", (pid, day)).set_index("scenario")
-    for s in instant["stress-tests"]["scenarios"]:
-        assert bool(stress.loc[s["name"], "available"]) == s["available"], s["name"]
-        if s["available"]:
-            assert stress.loc[s["name"], "pnl"] == pytest.approx(s["pnl"], rel=1e-12)
-
-    values = query(large_url, "SELECT symbol, market_value FROM positions WHERE portfolio_id=?",
-                   (pid,))
-    assert {s: Decimal(str(v)) for s, v in zip(values.symbol, values.market_value,
-                                               strict=True)} == want.mv
