@@ -289,13 +289,14 @@ def create_app(database_url: str | None = None) -> Litestar:
 
         app.state.engine = engine
         app.state.token_cache = TokenCache()
+        running_before = onboarding.local_prefect_servers()  # not this app's to stop
         try:
             await _resume_onboarding(engine)
             onboarding.freeze_long_lived_objects()
             yield
         finally:
             await engine.dispose()
-            onboarding.stop_local_prefect()
+            onboarding.stop_local_prefect(keep=running_before)
 
     v1 = Router(
         path="/v1",

@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -429,9 +429,21 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
-def stop_local_prefect() -> None:
-    """Stop the local Prefect server this process started (warm-up or in-process flows), so
-    stopping the API leaves no orphaned server behind."""
+def local_prefect_servers() -> set[int]:
+    """Identities of the local Prefect servers running in this process now (to leave them
+    alone in :func:`stop_local_prefect`)."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:
+        return set()
+    return {id(server) for server in SubprocessASGIServer._instances.values()}
+
+
+def stop_local_prefect(keep: Collection[int] = ()) -> None:
+    """Stop the local Prefect servers this process started (warm-up or in-process flows), so
+    stopping the API leaves no orphaned server behind; those in ``keep`` (see
+    :func:`local_prefect_servers`: running before the API started, e.g. a test harness's)
+    are left running."""
     if os.environ.get("PREFECT_API_URL"):
         return
     try:
@@ -439,6 +451,8 @@ def stop_local_prefect() -> None:
     except ImportError:
         return
     for server in list(SubprocessASGIServer._instances.values()):
+        if id(server) in keep:
+            continue
         try:
             server.stop()
         except Exception:  # shutting down anyway

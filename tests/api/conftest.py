@@ -98,16 +98,12 @@ class Recorder:
 
 @pytest.fixture
 def dispatched(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    """``core.onboarding.dispatch`` replaced (no flow starts); ``resume`` and
-    ``stop_local_prefect`` too."""
+    """``core.onboarding.dispatch`` replaced (no flow starts); ``resume`` too."""
     from core import onboarding
 
     rec = Recorder("recorded")
     monkeypatch.setattr(onboarding, "dispatch", rec, raising=False)
     monkeypatch.setattr(onboarding, "resume", Recorder(0), raising=False)
-    # no flow starts in the app: the only local Prefect server is the session's test
-    # harness, which the app's shutdown would otherwise stop for every later flow test
-    monkeypatch.setattr(onboarding, "stop_local_prefect", lambda: None)
     return rec
 
 

@@ -130,14 +130,9 @@ def large_url(large: Large, tmp_path: Path, settings_env: pytest.MonkeyPatch) ->
 
 
 @pytest.fixture
-def large_client(large_url: str, dispatched: Any, monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[TestClient]:
+def large_client(large_url: str, dispatched: Any) -> Iterator[TestClient]:
     from api.app import create_app
-    from core import onboarding
 
-    # no flow starts in the app (``dispatched``): the only local Prefect server is the
-    # session's test harness, which the app's shutdown would stop for every later flow test
-    monkeypatch.setattr(onboarding, "stop_local_prefect", lambda: None)
     with TestClient(create_app(large_url), timeout=300) as c:
         yield c
 

@@ -36,7 +36,6 @@ def client(large_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClie
 
     monkeypatch.setattr(onboarding, "dispatch", lambda *a, **k: None, raising=False)
     monkeypatch.setattr(onboarding, "resume", lambda *a, **k: 0, raising=False)
-    monkeypatch.setattr(onboarding, "stop_local_prefect", lambda: None)
     with TestClient(create_app(large_url), timeout=300) as c:
         yield c
 

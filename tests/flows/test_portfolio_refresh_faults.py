@@ -369,8 +369,6 @@ def _api_patch_cash(url: str, portfolio_id: str, cash: str,
 
     monkeypatch.setattr(onboarding, "dispatch", lambda *a, **k: None, raising=False)
     monkeypatch.setattr(onboarding, "resume", lambda *a, **k: 0, raising=False)
-    # the app stops every local Prefect server at shutdown: here, the tests' own one
-    monkeypatch.setattr(onboarding, "stop_local_prefect", lambda: None)
     monkeypatch.setattr(onboarding, "freeze_long_lived_objects", lambda: None)
     headers = {"Authorization": f"Bearer {_api_token(url, portfolio_id)}"}
     with TestClient(create_app(url)) as client:
