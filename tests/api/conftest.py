@@ -13,6 +13,7 @@ import datetime as dt
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +108,20 @@ def dispatched(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return rec
 
 
-@pytest.fixture
-def db_url(seed: Seed, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
-    """A private copy of the template database, configured as FACTORFLOW_DATABASE_URL."""
+def private_copy(template: Path, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
+    """A copy of a template database in ``tmp_path``, configured as FACTORFLOW_DATABASE_URL;
+    returns its URL."""
     target = tmp_path / "factorflow.db"
-    shutil.copyfile(seed.path, target)
+    shutil.copyfile(template, target)
     url = sqlite_url(target)
     settings_env.setenv("FACTORFLOW_DATABASE_URL", url)
     return url
+
+
+@pytest.fixture
+def db_url(seed: Seed, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
+    """A private copy of the template database, configured as FACTORFLOW_DATABASE_URL."""
+    return private_copy(seed.path, tmp_path, settings_env)
 
 
 @pytest.fixture
@@ -167,3 +174,18 @@ def store_factors(db_url: str, day: dt.date, symbols: list[str]) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def stored_close(db_url: str, symbol: str, day: str) -> Decimal:
+    """The raw close stored for ``symbol`` on ``day`` (ISO date), as an exact Decimal."""
+    import sqlite3
+
+    from tests.flows.helpers import db_path
+
+    con = sqlite3.connect(db_path(db_url))
+    try:
+        (close,) = con.execute("SELECT close FROM prices WHERE symbol = ? AND date = ?",
+                               (symbol, day)).fetchone()
+    finally:
+        con.close()
+    return Decimal(str(close))

@@ -6,7 +6,6 @@ A create that fails after its commit leaves nothing behind."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from api.schemas import Cash, ExactDecimal, ManualValue, Price, Quantity
-from tests.api.conftest import Seed, assert_error, auth, position
+from tests.api.conftest import Seed, assert_error, auth, position, stored_close
 
 
 def _text(kind: type[ExactDecimal]) -> st.SearchStrategy[str]:
@@ -40,17 +39,6 @@ EDGES = {Quantity: ["0.00000001", "-0.00000001", "999999999999.99999999", "0.000
 def _kind(kind: type[ExactDecimal], *, nonzero: bool = False) -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from([e for e in EDGES[kind] if not nonzero or Decimal(e)]),
                      _nonzero(kind) if nonzero else _text(kind))
-
-
-def _close(db_url: str, symbol: str, day: str) -> Decimal:
-    path = db_url.split("///", 1)[1]
-    con = sqlite3.connect(path)
-    try:
-        (close,) = con.execute("SELECT close FROM prices WHERE symbol = ? AND date = ?",
-                               (symbol, day)).fetchone()
-    finally:
-        con.close()
-    return Decimal(str(close))
 
 
 def _money(x: Decimal) -> Decimal:
@@ -98,7 +86,7 @@ def test_accepted_values_round_trip_everywhere(
 
     check_portfolio(created["portfolio"], qty)
     check_portfolio(client.get(f"/v1/portfolios/{pid}", headers=h).json(), qty)
-    close = _close(db_url, "MKTA", seed.as_of.isoformat())
+    close = stored_close(db_url, "MKTA", seed.as_of.isoformat())
 
     def check_analytics(quantity: str) -> None:
         overview = client.get(f"/v1/portfolios/{pid}/overview", headers=h)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -122,11 +121,9 @@ def large(tmp_path_factory: pytest.TempPathFactory) -> Large:
 
 @pytest.fixture
 def large_url(large: Large, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
-    target = tmp_path / "factorflow.db"
-    shutil.copyfile(large.path, target)
-    url = sqlite_url(target)
-    settings_env.setenv("FACTORFLOW_DATABASE_URL", url)
-    return url
+    from tests.api.conftest import private_copy
+
+    return private_copy(large.path, tmp_path, settings_env)
 
 
 @pytest.fixture

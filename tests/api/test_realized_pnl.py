@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from litestar.testing import TestClient
 
-from tests.api.conftest import Seed, auth, position
-from tests.flows.helpers import db_path
-
-
-def _close(db_url: str, symbol: str, day: str) -> Decimal:
-    con = sqlite3.connect(db_path(db_url))
-    try:
-        (close,) = con.execute("SELECT close FROM prices WHERE symbol = ? AND date = ?",
-                               (symbol, day)).fetchone()
-    finally:
-        con.close()
-    return Decimal(str(close))
+from tests.api.conftest import Seed, auth, position, stored_close
 
 
 def test_realized_pnl_of_closed_positions(client: TestClient, seed: Seed, db_url: str) -> None:
@@ -37,7 +25,7 @@ def test_realized_pnl_of_closed_positions(client: TestClient, seed: Seed, db_url
     body = client.get(f"/v1/portfolios/{pid}", headers=auth(seed)).json()
     by_symbol = {p["symbol"]: p for p in body["positions"]}
     long_pnl = Decimal(10) * Decimal("111.25") - Decimal(10) * Decimal("100.5")  # 107.50
-    covered = (Decimal(-7) * _close(db_url, "MKTB", exit_day)).quantize(
+    covered = (Decimal(-7) * stored_close(db_url, "MKTB", exit_day)).quantize(
         Decimal("0.0001"), rounding=ROUND_HALF_EVEN) - Decimal(-7) * Decimal(50)
     assert Decimal(by_symbol["MKTA"]["realized_pnl"]) == long_pnl
     assert Decimal(by_symbol["MKTB"]["realized_pnl"]) == covered
