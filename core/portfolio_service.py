@@ -52,7 +52,7 @@ from core.db.models import (
 )
 from core.demo import token_hash
 from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
-from core.portfolio.valuation import InvestmentClass, realized_pnl
+from core.portfolio.valuation import OPTION_MULTIPLIER, InvestmentClass, realized_pnl
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
 from core.repositories import portfolios as portfolio_repo
@@ -77,6 +77,10 @@ PRICE_DECIMALS = 6
 MAX_MONEY = Decimal("1e14")
 """|cash| and manual values must be below this."""
 MONEY_DECIMALS = 4
+MAX_POSITION_AMOUNT = Decimal("1e12")
+"""|quantity × entry or exit price (× 100 for OPTIONS)| must be below this: a portfolio's
+amounts (at most MAX_POSITIONS such positions plus cash) then fit the money columns
+(NUMERIC(20, 4): below 1e16)."""
 MIN_DATE = dt.date(1900, 1, 1)
 MAX_NAME_LENGTH = 200
 MAX_USER_NAME_LENGTH = 100
@@ -235,6 +239,12 @@ class PositionInput:
         elif manual is not None:
             raise _bad("manual_value", f"only PRIVATE holdings have a manual value (this one "
                                        f"is {cls.value})")
+        multiplier = OPTION_MULTIPLIER if cls == InvestmentClass.OPTIONS else Decimal(1)
+        for name, price in (("entry_price", entry_price), ("exit_price", exit_price)):
+            if price is not None and abs(qty * price * multiplier) >= MAX_POSITION_AMOUNT:
+                raise _bad("quantity", f"quantity × {name} is {qty * price * multiplier:f}, "
+                                       f"beyond the largest position amount "
+                                       f"({MAX_POSITION_AMOUNT:f})")
         return replace(self, symbol=symbol, quantity=qty, entry_price=entry_price,
                        exit_price=exit_price, investment_class=cls.value, manual_value=manual)
 

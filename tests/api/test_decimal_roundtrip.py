@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from api.schemas import Cash, ExactDecimal, ManualValue, Price, Quantity
+from core.portfolio_service import MAX_POSITION_AMOUNT
 from tests.api.conftest import Seed, assert_error, auth, position, stored_close
 
 
@@ -71,6 +72,10 @@ def test_accepted_values_round_trip_everywhere(
     content = _dumps(body)
     resp = client.post("/v1/portfolios", content=content,
                        headers={**h, "Content-Type": "application/json"})
+    if abs(Decimal(qty) * Decimal(price)) >= MAX_POSITION_AMOUNT:  # beyond what money stores
+        assert_error(resp, 400, "beyond the largest position amount",
+                     field="positions[0].quantity")
+        return
     assert resp.status_code == 201, resp.text
     created = resp.json()
     pid = created["portfolio"]["id"]
@@ -113,6 +118,9 @@ def test_accepted_values_round_trip_everywhere(
     pos_id = next(p["id"] for p in created["portfolio"]["positions"] if p["symbol"] == "MKTA")
     patched = client.patch(f"/v1/portfolios/{pid}/positions/{pos_id}",
                            json={"quantity": new_qty}, headers=h)
+    if abs(Decimal(new_qty) * Decimal(price)) >= MAX_POSITION_AMOUNT:
+        assert_error(patched, 400, "beyond the largest position amount", field="quantity")
+        return
     assert patched.status_code == 200, patched.text
     _same(patched.json()["position"]["quantity"], new_qty)
     check_analytics(new_qty)
