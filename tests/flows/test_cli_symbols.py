@@ -256,11 +256,13 @@ def test_refetch_replaces_a_bad_price_recomputes_the_factors_and_waits_for_no_ba
     assert main(["symbol-batch", "--as-of", AS_OF.isoformat()]) == 0
     capsys.readouterr()
     before = asyncio.run(svc.symbol_status(flow_engine(database_url), "MKTA"))
-    assert before["last_factor_date"] is None and before["factor_exposures"] == []
+    assert before["last_factor_date"] is None and before["status"] == "held"
     reason = scalar(database_url, "SELECT reason FROM symbol_factor_exposures WHERE "
                                   "symbol='MKTA' AND factor='market_beta' AND date=?",
                     (AS_OF.isoformat(),))
     assert reason.startswith("data_check: unexplained_jump")  # held back by the data checks
+    assert before["reason"] == reason and before["factors_as_of"] == AS_OF
+    assert all(f["beta"] is None for f in before["factor_exposures"])
 
     use_csv(settings_env, write_prices(tmp_path / "good.csv", ["MKTA"], AS_OF))  # corrected
     live = subprocess.Popen(["sleep", "120"])

@@ -106,6 +106,20 @@ def test_instant_answer_then_onboarding(database_url: str) -> None:
     assert [s["name"] for s in one["scenarios"]] == ["market_down_10"]
 
 
+async def _claimed_by(url: str, pid: int) -> None:
+    """Make every claim look taken by process ``pid``."""
+    import sqlalchemy as sa
+
+    from core.db.engine import create_engine, transaction
+
+    engine = create_engine(url)
+    try:
+        async with transaction(engine) as conn:
+            await conn.execute(sa.update(queue.J).values(pid=pid))
+    finally:
+        await engine.dispose()
+
+
 def test_jobs_left_processing_are_resumed(database_url: str) -> None:
     from flows.symbol_batch import symbol_batch
 
@@ -115,6 +129,10 @@ def test_jobs_left_processing_are_resumed(database_url: str) -> None:
     claimed = asyncio.run(queue.claim())  # a run took it, then the process died
     assert claimed.symbols == ["QXQX"]
     assert scalar(database_url, "SELECT status FROM onboarding_jobs") == "processing"
+    assert asyncio.run(queue.reset_stuck()) == 0  # its claimer (this process) is alive
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    asyncio.run(_claimed_by(database_url, dead.pid))
     pending = asyncio.run(queue.resume())  # start-up: back to pending, dispatched
     assert pending == 1
     assert queue.wait_in_process(timeout=120)
