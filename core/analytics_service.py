@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import calendar
-from core.cpu import run_cpu, run_cpu_background
+from core.cpu import run_cpu
 from core.db.engine import flow_engine, reading, run_transaction
 from core.db.upsert import upsert_rows
 from core.errors import NotFound, NotReady
@@ -220,7 +220,7 @@ def _analysed(
 
 async def compute(
     portfolio_id: str, engine: AsyncEngine | None = None, store_snapshot: bool = False,
-    *, background: bool = False, _attempt: int = 1,
+    *, _attempt: int = 1,
 ) -> tuple[dt.date, str, dict[str, dict[str, Any]]]:
     """Compute every analytics kind at the latest data date and store them in the cache.
 
@@ -246,9 +246,8 @@ async def compute(
     # the instant snapshot of a large portfolio does not wait for its correlations (most
     # of the work, and not part of the answer): they are computed on their first request
     eager = not store_snapshot or len(symbols) <= CORRELATION_MATRIX_LIMIT
-    digest, kinds = await (run_cpu_background if background else run_cpu)(
-        _analysed, portfolio_id, holdings, cash, day, data, scenarios, prev_day, prev_equity,
-        eager)
+    digest, kinds = await run_cpu(_analysed, portfolio_id, holdings, cash, day, data, scenarios,
+                                  prev_day, prev_equity, eager)
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
     if "_full_matrix" in kinds:
@@ -274,8 +273,7 @@ async def compute(
 
     if not await run_transaction(store, engine):
         if _attempt < STORE_ATTEMPTS:
-            return await compute(portfolio_id, engine, store_snapshot, background=background,
-                                 _attempt=_attempt + 1)
+            return await compute(portfolio_id, engine, store_snapshot, _attempt=_attempt + 1)
         log.info("analytics of %s not stored: changed during %d analyses", portfolio_id,
                  _attempt)
     return day, digest, kinds
@@ -368,12 +366,8 @@ async def analytics_with_hash(
                                             CACHE.c.payload).where(
             CACHE.c.portfolio_id == portfolio_id, CACHE.c.kind == kind))).first()
     digest = positions_hash(holdings, cash)
-    warming = _warming.get((_key(engine), portfolio_id, digest, day))
     if row is not None and row[0] == digest and row[1] == day:
         payload, cached = row[2], True
-    elif warming is not None and (done := await _warmed(warming)) is not None:
-        day, digest, kinds = done
-        payload, cached = kinds[kind], False
     else:
         day, digest, kinds = await compute(portfolio_id, engine)
         payload, cached = kinds[kind], False
@@ -384,48 +378,10 @@ async def analytics_with_hash(
     return _answer(payload, day, cached), digest
 
 
-Computed = tuple[dt.date, str, dict[str, dict[str, Any]]]
-_warming: dict[tuple[str, str, str, dt.date], asyncio.Task[Computed]] = {}
-"""Analyses of large portfolios running in the background after their instant snapshot,
-by (database, portfolio, positions hash, data date)."""
-
-
-def _warm(engine: AsyncEngine, portfolio_id: str, digest: str, day: dt.date) -> None:
-    """Start the full analysis (correlations included) of a portfolio whose instant
-    snapshot left them out, so that its first correlations request finds it done or
-    under way instead of starting it (~1 s for 1,000 symbols). It runs at the lowest CPU
-    priority, one at a time (``core.cpu.run_cpu_background``)."""
-    key = (_key(engine), portfolio_id, digest, day)
-    if key in _warming:
-        return
-    task = asyncio.get_running_loop().create_task(
-        compute(portfolio_id, engine, background=True))
-    _warming[key] = task
-
-    def finished(t: asyncio.Task[Computed]) -> None:
-        _warming.pop(key, None)
-        if not t.cancelled() and t.exception() is not None:
-            log.warning("background analysis of %s failed: %s", portfolio_id, t.exception())
-
-    task.add_done_callback(finished)
-
-
-async def _warmed(task: asyncio.Task[Computed]) -> Computed | None:
-    """The result of a background analysis (None if it failed: the caller computes)."""
-    try:
-        return await asyncio.shield(task)  # a cancelled request leaves it running
-    except Exception:
-        return None
-
-
 async def snapshot_now(portfolio_id: str, engine: AsyncEngine | None = None) -> dict[str, Any]:
     """Value ``portfolio_id`` at the latest stored price date, store that snapshot (and the
-    analytics cache), and return the snapshot (money as exact decimal strings). A large
-    portfolio's correlations, left out of it, are computed in the background."""
-    engine = engine or flow_engine()
-    day, digest, kinds = await compute(portfolio_id, engine, store_snapshot=True)
-    if "correlations" not in kinds:
-        _warm(engine, portfolio_id, digest, day)
+    analytics cache), and return the snapshot (money as exact decimal strings)."""
+    day, _, kinds = await compute(portfolio_id, engine, store_snapshot=True)
     return {**kinds["overview"]["snapshot"], "data_as_of": day.isoformat(),
             "stale": is_stale(day)}
 

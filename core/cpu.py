@@ -12,11 +12,8 @@ took the core the event loop answers on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
@@ -73,28 +70,3 @@ async def run_cpu(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
             return fn(*args, **kwargs)
 
     return await asyncio.to_thread(limited)
-
-
-_background: ThreadPoolExecutor | None = None
-BACKGROUND_NICE = 19
-"""Nice value of the background thread (Linux: per thread; the lowest CPU priority)."""
-
-
-def _lower_priority() -> None:
-    # not Linux: the thread runs at normal priority
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-
-
-async def run_cpu_background(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Like :func:`run_cpu`, for work nobody waits for yet: one such job at a time, in one
-    thread at the lowest CPU priority, so it never slows the answers being served."""
-    global _background
-    if _background is None:
-        _background = ThreadPoolExecutor(1, "background-cpu", initializer=_lower_priority)
-
-    def limited() -> R:
-        with single_threaded_blas():
-            return fn(*args, **kwargs)
-
-    return await asyncio.get_running_loop().run_in_executor(_background, limited)
