@@ -8,6 +8,7 @@
 #                                      (already running: only prints that line)
 #   bash scripts/postgres.sh url       print the URL only (no export, nothing started)
 #   bash scripts/postgres.sh stop      stop the server (the cluster directory is kept)
+#   bash scripts/postgres.sh running   exit 0 when the server of the cluster runs
 #
 #   eval "$(bash scripts/postgres.sh)"   # then: .venv/bin/python -m pytest ...
 #
@@ -235,6 +236,7 @@ case "${1:-start}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   url) cmd_url ;;
+  running) running ;;
   -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
-  *) die "unknown command '$1' (use start, stop or url)" ;;
+  *) die "unknown command '$1' (use start, stop, url or running)" ;;
 esac

@@ -11,7 +11,9 @@ under ``CI=true``, where they fail: CI must not silently skip PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,8 @@ from pathlib import Path
 import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="factorflow-tests-"))
+# removed when the process ends (each xdist worker has its own): nothing is left in /tmp
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 # Before anything imports Prefect or reads settings.
 os.environ["FACTORFLOW_HOME"] = str(_SESSION_HOME / "home")
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
