@@ -14,7 +14,6 @@ are never cached (a new user works at once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -26,6 +25,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import portfolio_service as service
+from core.bulk_validation import BulkValidated
 from core.demo import token_hash
 from core.errors import Forbidden, Unauthorized
 from core.portfolio_service import UserContext
@@ -41,7 +41,7 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 log = logging.getLogger(__name__)
 
 
-class TokenCache:
+class TokenCache(BulkValidated):
     """token hash → user, bounded (cleared whole when full), validated against the
     ``users`` table at most every ``interval`` seconds (see the module docstring)."""
 
@@ -51,6 +51,7 @@ class TokenCache:
         self._items: dict[str, UserContext] = {}
         self.validated_at = float("-inf")
         self._task: asyncio.Task[int] | None = None
+        self.what = "token cache"
         service.register_token_cache(self)
 
     def get(self, key: str) -> UserContext | None:
@@ -70,29 +71,12 @@ class TokenCache:
 
     async def ensure_valid(self, engine: AsyncEngine) -> None:
         """Before a cached read: start a validation in the background when one is due;
-        wait for it when the cache is older than ``max_age``. A failed validation drops
-        every entry (requests then ask the database)."""
-        now = time.monotonic()
-        if now - self.validated_at < self.interval:
-            return
-        if not self._items:
-            self.validated_at = now
-            return
-        task = self._task
-        if task is None:
-            task = self._task = asyncio.get_running_loop().create_task(self.validate(engine))
-            task.add_done_callback(self._finished)
-        if now - self.validated_at >= self.max_age:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
-            if time.monotonic() - self.validated_at >= self.max_age:
-                self._items.clear()  # the validation failed or is stuck: ask the database
+        wait for it when the cache is older than ``max_age``, and drop it if it still is
+        (the validation failed or is stuck: requests then ask the database)."""
+        await self._ensure_valid(lambda: self.validate(engine), drop_when_stale=True)
 
-    def _finished(self, task: asyncio.Task[int]) -> None:
-        self._task = None
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("token cache validation failed, cache dropped: %s", task.exception())
-            self._items.clear()
+    def _entries(self) -> dict[str, UserContext]:
+        return self._items
 
     async def validate(self, engine: AsyncEngine) -> int:
         """Drop every cached token that is no longer a user's; returns how many. Entries

@@ -298,6 +298,8 @@ def large_onboarding(base: str, port: int, headers: dict[str, str], known: list[
         out["large_correlations_full_bytes"] = len(resp.content)
         if resp.status_code != 200 or len(resp.json()["matrix"]) != len(resp.json()["symbols"]):
             raise RuntimeError(f"matrix=full: {resp.status_code} {resp.text[:300]}")
+        out["large_correlations_full_vs_default_size"] = round(
+            out["large_correlations_full_bytes"] / out["large_correlations_default_bytes"], 1)
     return out
 
 
@@ -473,6 +475,9 @@ def main() -> int:
                                    f"known symbols; {len(known)} (raise --symbols)")
             out.update(large_onboarding(base, port, h, known, args.large, args.large_positions,
                                         rng, day))
+            if out.get("onboarding_p95_ms"):  # 1,000 positions against 30, same server
+                out["large_vs_small_onboarding_p95"] = round(
+                    out["large_onboarding_p95_ms"] / out["onboarding_p95_ms"], 1)
 
         # a new symbol: pending → ready
         ticker = new_ticker(set(universe))

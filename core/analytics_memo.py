@@ -18,7 +18,6 @@ seen within ``interval`` plus one query, and never later than ``max_age``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.bulk_validation import BulkValidated
 from core.db.engine import reading
 from core.repositories.portfolios import CACHE, PF
 
@@ -90,7 +90,7 @@ LatestDay = Callable[[AsyncEngine], Awaitable["dt.date | None"]]
 
 
 @dataclass
-class AnalyticsMemo:
+class AnalyticsMemo(BulkValidated):
     """The memo of one engine: bounded to ``size`` entries (cleared whole when full).
 
     ``interval``: seconds between bulk validations, started in the background by the
@@ -105,6 +105,7 @@ class AnalyticsMemo:
     entries: dict[MemoKey, MemoEntry] = field(default_factory=dict)
     validated_at: float = float("-inf")
     _task: asyncio.Task[int] | None = None
+    what = "analytics memo"
 
     def get(self, key: MemoKey, owner_id: str) -> MemoEntry | None:
         """The entry of ``key`` if ``owner_id`` owns it (another owner sees nothing)."""
@@ -125,27 +126,10 @@ class AnalyticsMemo:
         """Before a read: start a bulk validation in the background when one is due; wait
         for it only when the entries are older than ``max_age``. A failed validation
         (database unreachable) drops every entry: reads then go to the database."""
-        now = time.monotonic()
-        if now - self.validated_at < self.interval:
-            return
-        if not self.entries:
-            self.validated_at = now
-            return
-        task = self._task
-        if task is None:
-            task = self._task = asyncio.get_running_loop().create_task(
-                self.validate(engine, latest_day))
-            task.add_done_callback(self._finished)
-        if now - self.validated_at >= self.max_age:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+        await self._ensure_valid(lambda: self.validate(engine, latest_day))
 
-    def _finished(self, task: asyncio.Task[int]) -> None:
-        self._task = None
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("analytics memo validation failed, memo dropped: %s",
-                        task.exception())
-            self.entries.clear()
+    def _entries(self) -> dict[MemoKey, MemoEntry]:
+        return self.entries
 
     async def validate(self, engine: AsyncEngine, latest_day: LatestDay) -> int:
         """Drop every entry whose cache row changed or vanished, or whose data date is not

@@ -13,6 +13,7 @@ analytics are requested only after it committed (:mod:`core.onboarding`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import inspect
@@ -458,7 +459,8 @@ async def _position_count(conn: AsyncConnection, portfolio_id: str) -> int:
 
 
 async def _touch(conn: AsyncConnection, portfolio_id: str, **values: Any) -> None:
-    _forget(portfolio_id)
+    """Mark a portfolio changed (``updated_at``) and set ``values``; its in-memory answers
+    are dropped by the caller after the commit."""
     await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id).values(
         updated_at=dt.datetime.now(dt.UTC), **values))
 
@@ -468,7 +470,7 @@ async def _load_view(conn: AsyncConnection, row: Any) -> PortfolioView:
                                     .order_by(POS.c.symbol, POS.c.entry_date, POS.c.id))).all()
     snap = (await conn.execute(sa.select(SNAP).where(SNAP.c.portfolio_id == row.id)
                                .order_by(SNAP.c.date.desc()).limit(1))).first()
-    realized = await _realized(conn, row.id)
+    realized = await _realized(conn, [p for p in positions if p.exit_date is not None])
     views = [replace(_position_view(p), realized_pnl=realized.get(p.id)) for p in positions]
     return PortfolioView(
         id=row.id, name=row.name, base_currency=row.base_currency, cash=row.cash_balance,
@@ -479,11 +481,14 @@ async def _load_view(conn: AsyncConnection, row: Any) -> PortfolioView:
     )
 
 
-async def _realized(conn: AsyncConnection, portfolio_id: str) -> dict[str, Decimal | None]:
-    """Realized P&L of each closed position of a portfolio (see ``valuation.realized_pnl``:
-    sold at the exit price, or at the exit day's stored close)."""
-    holdings, _ = await portfolio_repo.load_holdings(conn, [portfolio_id])
-    closed = [h for h in holdings[portfolio_id] if h.exit_date is not None]
+async def _realized(conn: AsyncConnection, closed_rows: Sequence[Any]
+                    ) -> dict[str, Decimal | None]:
+    """Realized P&L of closed positions (their stored rows; see ``valuation.realized_pnl``:
+    sold at the exit price, or at the exit day's stored close), by position id."""
+    closed = []
+    for r in closed_rows:
+        with contextlib.suppress(ValueError):  # not valuable: no realized P&L to show
+            closed.append(portfolio_repo.holding(r))
     if not closed:
         return {}
     exits = {h.position_id: (h.symbol, h.exit_date) for h in closed if h.exit_date}

@@ -208,7 +208,8 @@ async def snapshot_equities(
     return out
 
 
-def _holding(r: sa.Row) -> Holding:
+def holding(r: sa.Row) -> Holding:
+    """A ``positions`` row as a valuation ``Holding`` (ValueError for an invalid class)."""
     return Holding(
         position_id=r.id, symbol=r.symbol, quantity=r.quantity, entry_date=r.entry_date,
         entry_price=r.entry_price, exit_date=r.exit_date, exit_price=r.exit_price,
@@ -228,7 +229,7 @@ async def load_holdings(
             POS.c.portfolio_id, POS.c.symbol, POS.c.id)
         for r in (await conn.execute(stmt)).all():
             try:
-                out[r.portfolio_id].append(_holding(r))
+                out[r.portfolio_id].append(holding(r))
             except ValueError as exc:
                 invalid.setdefault(r.portfolio_id, f"invalid position: {exc}")
     return out, invalid
