@@ -243,3 +243,19 @@ def test_errors_are_problem_details(client: TestClient, seed: Seed) -> None:
     err = assert_error(client.post("/v1/portfolios", json={"name": ""}, headers=auth(seed)),
                        400, field="name")
     assert err["title"] == "Bad Request" and err["error"] == "invalid_input"
+
+
+def test_a_position_amount_beyond_the_money_columns_is_400(client: TestClient,
+                                                            seed: Seed) -> None:
+    h = auth(seed)
+    # 999,999,999,999 × 2 ≥ 1e12: each factor is within its own bounds, the product is not
+    big = {"name": "Big", "positions": [position(quantity="999999999999", entry_price="2")]}
+    assert_error(client.post("/v1/portfolios", json=big, headers=h), 400,
+                 "beyond the largest position amount", field="positions[0].quantity")
+    options = {"name": "Opt", "positions": [position(
+        quantity="10000000000", entry_price="1", investment_class="OPTIONS")]}  # × 100
+    assert_error(client.post("/v1/portfolios", json=options, headers=h), 400,
+                 "beyond the largest position amount", field="positions[0].quantity")
+    assert client.get("/v1/portfolios", headers=h).json()["items"] == []
+    fits = {"name": "Fits", "positions": [position(quantity="499999999999", entry_price="2")]}
+    assert client.post("/v1/portfolios", json=fits, headers=h).status_code == 201
