@@ -21,21 +21,24 @@ demo: install
 ## Lint, type-check core/, start a throwaway PostgreSQL on loopback (scripts/postgres.sh,
 ## installs Debian's postgresql if missing), and run the whole suite on SQLite and PostgreSQL
 ## in two worker processes (pytest-xdist: most slow tests wait on subprocesses and servers);
-## a PostgreSQL server it started is stopped at the end, and its cluster removed if it made
-## it (a server already running is left alone).
+## its temporary directories (pytest's basetemp) are removed at the end, and a PostgreSQL
+## server it started is stopped, its cluster removed if it made it (one already running is
+## left alone).
 test: install lint
 	@set -e; \
+	basetemp=$$(mktemp -d -t factorflow-pytest-XXXXXX); cleanup="rm -rf $$basetemp"; \
+	trap 'eval "$$cleanup"' EXIT; \
 	if [ -z "$$FACTORFLOW_TEST_POSTGRES_URL" ]; then \
 	  pgdir="$${FACTORFLOW_PG_DIR:-/tmp/factorflow-pg}"; \
 	  if [ ! -d "$$pgdir" ]; then \
-	    trap 'bash scripts/postgres.sh stop; rm -rf "$$pgdir"' EXIT; \
+	    cleanup="$$cleanup; bash scripts/postgres.sh stop; rm -rf $$pgdir"; \
 	  elif ! bash scripts/postgres.sh running; then \
-	    trap 'bash scripts/postgres.sh stop' EXIT; fi; \
+	    cleanup="$$cleanup; bash scripts/postgres.sh stop"; fi; \
 	  if out=$$(bash scripts/postgres.sh); then eval "$$out"; \
 	  else echo "make test: PostgreSQL could not be started; its tests are skipped" \
 	    "(with CI=true they fail instead)" >&2; fi; \
 	fi; \
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --basetemp="$$basetemp" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check core flows api tests bench migrations/env.py

@@ -28,6 +28,7 @@ atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 # Before anything imports Prefect or reads settings.
 os.environ["FACTORFLOW_HOME"] = str(_SESSION_HOME / "home")
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_SESSION_HOME / "dask")  # not /tmp/dask-scratch-space
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
