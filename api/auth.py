@@ -1,6 +1,6 @@
 """Bearer-token authentication: a middleware on ``/v1``, an admin guard, the ``user`` dependency.
 
-Tokens are looked up by their SHA-256 hash (``core.portfolio_service.authenticate``).
+Tokens are looked up by their SHA-256 hash (``core.users.authenticate``).
 Reads use a per-app cache of known tokens, so a read costs no query for its token; the
 cache is validated in bulk (one query, in the background) about once a second, and
 entries are served only while the last validation started less than ``TOKEN_MAX_AGE_S``
@@ -24,11 +24,10 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import portfolio_service as service
+from core import users
 from core.bulk_validation import BulkValidated
-from core.demo import token_hash
 from core.errors import Forbidden, Unauthorized
-from core.portfolio_service import UserContext
+from core.users import UserContext, token_hash
 
 TOKEN_VALIDATE_INTERVAL_S = 1.0
 """Seconds between two bulk validations of the cached tokens."""
@@ -52,7 +51,7 @@ class TokenCache(BulkValidated):
         self.validated_at = float("-inf")
         self._task: asyncio.Task[int] | None = None
         self.what = "token cache"
-        service.register_token_cache(self)
+        users.register_token_cache(self)
 
     def get(self, key: str) -> UserContext | None:
         return self._items.get(key)
@@ -83,7 +82,7 @@ class TokenCache(BulkValidated):
         added while it runs were just checked in the database and are kept."""
         started = time.monotonic()
         keys = list(self._items)
-        known = await service.known_token_hashes(engine, keys)
+        known = await users.known_token_hashes(engine, keys)
         gone = [k for k in keys if k not in known]
         for k in gone:
             self._items.pop(k, None)
@@ -123,7 +122,7 @@ class BearerTokenAuth(AbstractAuthenticationMiddleware):
             await cache.ensure_valid(engine)
             user = cache.get(key)
         if user is None:  # a write, or a token not cached: the database decides
-            user = await service.authenticate(engine, token)
+            user = await users.authenticate(engine, token)
             if user is None:
                 cache.forget(key)
                 raise Unauthorized("authorization: unknown or revoked token", "authorization")

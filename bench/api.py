@@ -349,8 +349,7 @@ def main() -> int:
     args = ap.parse_args()
     workdir = isolated_environment("factorflow-bench-api-", keep=args.keep)
 
-    from core import calendar
-    from core import portfolio_service as svc
+    from core import calendar, users
     from core.db import migrate
     from core.db.engine import create_engine
     from core.providers.synthetic import SyntheticProvider
@@ -371,16 +370,16 @@ def main() -> int:
     out["symbol_batch_s"] = round(time.perf_counter() - t, 1)
     out["symbol_batch_status"] = json.loads(batch.stdout.strip().splitlines()[-1])["status"]
 
-    async def users() -> tuple[str, str]:
+    async def bench_users() -> tuple[str, str]:
         engine = create_engine(url)
         try:
-            _, user = await svc.create_user(engine, "bench")
-            _, admin = await svc.create_user(engine, "bench-admin", admin=True)
+            _, user = await users.create_user(engine, "bench")
+            _, admin = await users.create_user(engine, "bench-admin", admin=True)
             return user, admin
         finally:
             await engine.dispose()
 
-    token, admin_token = asyncio.run(users())
+    token, admin_token = asyncio.run(bench_users())
     with sqlite3.connect(db_file) as con:
         known = sorted(r[0] for r in con.execute(
             "SELECT symbol FROM symbols WHERE status = 'active' AND kind = 'equity' "

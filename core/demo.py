@@ -26,6 +26,7 @@ from core.portfolio.valuation import InvestmentClass
 from core.repositories import prices as price_repo
 from core.repositories import symbols as symbol_repo
 from core.symbols import is_market_symbol
+from core.users import token_hash
 
 UNPRICED_SYMBOL = "NOPX.X"
 """A ticker no provider prices: positions in it make snapshots partial."""
@@ -35,11 +36,6 @@ PRIVATE_SYMBOL = "PRIVATE_FUND_A"
 def demo_token(user: str) -> str:
     """A deterministic demo token (never use these outside the demo)."""
     return "demo-" + hashlib.sha256(user.encode()).hexdigest()[:24]
-
-
-def token_hash(token: str) -> str:
-    """SHA-256 hex digest of a bearer token (what the users table stores)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def seed_portfolios(

@@ -1,4 +1,4 @@
-"""Portfolios, positions, users, symbol status and batch administration: the API's service.
+"""Portfolios, positions, symbol status and batch administration: the API's service.
 
 Plain async functions over an ``AsyncEngine`` (the API passes its pooled engine); no HTTP
 here. A caller's mistake raises a :mod:`core.errors` type whose message names the field
@@ -21,18 +21,15 @@ import io
 import logging
 import os
 import re
-import secrets
 import threading
 import time
-import unicodedata
 import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -51,15 +48,23 @@ from core.db.models import (
     SymbolProfile,
     SymbolStatus,
 )
-from core.demo import token_hash
 from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
-from core.portfolio.valuation import OPTION_MULTIPLIER, InvestmentClass, realized_pnl
+from core.portfolio.valuation import InvestmentClass, realized_pnl
+from core.portfolio_input import (
+    MAX_POSITIONS,
+    PositionInput,
+    bad,
+    prefixed,
+    today,
+    validate_cash,
+    validate_name,
+)
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
 from core.repositories import portfolios as portfolio_repo
 from core.repositories import prices as price_repo
-from core.repositories.portfolios import PF, POS, SNAP, U
-from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
+from core.repositories.portfolios import PF, POS, SNAP
+from core.symbols import InvalidSymbolError, validate_symbol
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +73,6 @@ PROF = SymbolProfile.__table__  # type: ignore[attr-defined]
 METRICS = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
 RUNS = BatchRun.__table__  # type: ignore[attr-defined]
 
-# --- input bounds (the columns' precision, and sanity) ------------------------------------
-MAX_QUANTITY = Decimal("1e12")
-"""|quantity| must be below this."""
-QUANTITY_DECIMALS = 8
-MAX_PRICE = Decimal("1e12")
-"""Entry / exit prices must be below this."""
-PRICE_DECIMALS = 6
-MAX_MONEY = Decimal("1e14")
-"""|cash| and manual values must be below this."""
-MONEY_DECIMALS = 4
-MAX_POSITION_AMOUNT = Decimal("1e12")
-"""|quantity × entry or exit price (× 100 for OPTIONS)| must be below this: a portfolio's
-amounts (at most MAX_POSITIONS such positions plus cash) then fit the money columns
-(NUMERIC(20, 4): below 1e16)."""
-MIN_DATE = dt.date(1900, 1, 1)
-MAX_NAME_LENGTH = 200
-MAX_USER_NAME_LENGTH = 100
-MAX_POSITIONS = 1000
-"""Most positions one portfolio may hold (correlations grow with its square)."""
-MARKET_TZ = ZoneInfo("America/New_York")
 FRESH_SESSIONS = 1
 """A nightly job may lag the latest completed session by this many sessions and be fresh
 (the symbol batch runs at 21:00 New York time, five hours after the close)."""
@@ -96,184 +81,7 @@ JOB_TYPES = (*NIGHTLY_JOBS, "onboarding")
 SYMBOL_BATCH_DEPLOYMENT = "symbol-batch/symbol-batch"
 
 
-def today() -> dt.date:
-    """The current date in New York: the market's calendar date (later dates are future)."""
-    return dt.datetime.now(MARKET_TZ).date()
-
-
-def _bad(field_name: str, problem: str) -> InvalidInput:
-    return InvalidInput(f"{field_name}: {problem}", field_name)
-
-
-def _prefixed(exc: AppError, prefix: str) -> InvalidInput:
-    """``exc`` with its field (and message) placed under ``prefix`` (``positions[2]``)."""
-    if exc.field:
-        return InvalidInput(f"{prefix}.{exc.message}", f"{prefix}.{exc.field}")
-    return InvalidInput(f"{prefix}: {exc.message}", prefix)
-
-
-def _decimal(
-    field_name: str, value: Decimal | None, *, limit: Decimal, places: int,
-    allow_none: bool = False,
-) -> Decimal | None:
-    """``value`` checked: finite, |value| < limit, at most ``places`` decimals."""
-    if value is None:
-        if allow_none:
-            return None
-        raise _bad(field_name, "is required")
-    if isinstance(value, bool) or not isinstance(value, Decimal | int):
-        raise _bad(field_name, f"must be a decimal number, got {type(value).__name__}")
-    d = Decimal(value)
-    if not d.is_finite():
-        raise _bad(field_name, f"must be a finite number, got {d}")
-    if abs(d) >= limit:
-        raise _bad(field_name, f"must be less than {limit:,.0f} in absolute value")
-    exponent = d.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -places and d != d.quantize(
-            Decimal(1).scaleb(-places)):
-        raise _bad(field_name, f"at most {places} decimal places")
-    return d
-
-
-def _date(field_name: str, value: dt.date | None, today_: dt.date) -> None:
-    if value is None:
-        return
-    if value > today_:
-        raise _bad(field_name, f"{value.isoformat()} is in the future (today is "
-                               f"{today_.isoformat()})")
-    if value < MIN_DATE:
-        raise _bad(field_name, f"{value.isoformat()} is before {MIN_DATE.isoformat()}")
-
-
-def validate_name(name: str, field_name: str = "name", limit: int = MAX_NAME_LENGTH) -> str:
-    """``name`` stripped; 1–``limit`` characters, no control characters."""
-    if not isinstance(name, str):
-        raise _bad(field_name, "must be a string")
-    s = name.strip()
-    if not s:
-        raise _bad(field_name, "must not be empty")
-    if len(s) > limit:
-        raise _bad(field_name, f"longer than {limit} characters ({len(s)})")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in s):
-        raise _bad(field_name, "must not contain control characters")
-    return s
-
-
-def validate_cash(cash: Decimal | None, field_name: str = "cash") -> Decimal:
-    """Cash balance: finite, |cash| < 1e14, at most 4 decimals (negative = margin loan)."""
-    d = _decimal(field_name, cash, limit=MAX_MONEY, places=MONEY_DECIMALS)
-    assert d is not None
-    return d
-
-
-@dataclass(frozen=True)
-class PositionInput:
-    """A position as a client states it (before it is stored).
-
-    ``quantity`` is signed (negative = short, PUBLIC / OPTIONS only); ``entry_price`` is per
-    share (per contract for OPTIONS); PRIVATE holdings are valued at ``manual_value`` (their
-    total value) and may use private identifiers such as ``PRIVATE_FUND_A``.
-    """
-
-    symbol: str
-    quantity: Decimal
-    entry_date: dt.date
-    entry_price: Decimal
-    exit_date: dt.date | None = None
-    exit_price: Decimal | None = None
-    investment_class: str = InvestmentClass.PUBLIC.value
-    manual_value: Decimal | None = None
-
-    def validate(self, today_: dt.date | None = None) -> PositionInput:
-        """The position normalised (symbol spelling, class), or ``InvalidInput`` naming the
-        field at fault. ``today_`` (default: :func:`today`) bounds every date."""
-        today_ = today_ or today()
-        try:
-            cls = InvestmentClass(self.investment_class)
-        except ValueError:
-            raise _bad("investment_class", f"unknown investment class "
-                       f"{str(self.investment_class)!r} (expected PUBLIC, OPTIONS or "
-                       "PRIVATE)") from None
-        try:
-            symbol = validate_symbol(self.symbol)
-        except InvalidSymbolError as exc:
-            raise _bad("symbol", f"invalid symbol {exc.symbol!r}: {exc.problem}") from None
-        if cls != InvestmentClass.PRIVATE and not is_market_symbol(symbol):
-            raise _bad("symbol", f"{symbol!r} is a private identifier (no market price): "
-                                 "only PRIVATE holdings may use it")
-        qty = _decimal("quantity", self.quantity, limit=MAX_QUANTITY, places=QUANTITY_DECIMALS)
-        assert qty is not None
-        if qty == 0:
-            raise _bad("quantity", "must not be zero")
-        if qty < 0 and cls == InvestmentClass.PRIVATE:
-            raise _bad("quantity", "must be positive for a PRIVATE holding (shorts are "
-                                   "PUBLIC or OPTIONS only)")
-        entry_price = _decimal("entry_price", self.entry_price, limit=MAX_PRICE,
-                               places=PRICE_DECIMALS)
-        assert entry_price is not None
-        if entry_price < 0:
-            raise _bad("entry_price", "must not be negative")
-        if entry_price == 0 and cls == InvestmentClass.PUBLIC:
-            raise _bad("entry_price", "must be greater than zero for a PUBLIC holding")
-        if not isinstance(self.entry_date, dt.date):
-            raise _bad("entry_date", "is required (YYYY-MM-DD)")
-        _date("entry_date", self.entry_date, today_)
-        _date("exit_date", self.exit_date, today_)
-        if self.exit_date is not None and self.exit_date < self.entry_date:
-            raise _bad("exit_date", f"{self.exit_date.isoformat()} is before entry_date "
-                                    f"{self.entry_date.isoformat()}")
-        exit_price = _decimal("exit_price", self.exit_price, limit=MAX_PRICE,
-                              places=PRICE_DECIMALS, allow_none=True)
-        if exit_price is not None:
-            if self.exit_date is None:
-                raise _bad("exit_price", "given without exit_date")
-            if exit_price < 0:
-                raise _bad("exit_price", "must not be negative")
-        manual = _decimal("manual_value", self.manual_value, limit=MAX_MONEY,
-                          places=MONEY_DECIMALS, allow_none=True)
-        if cls == InvestmentClass.PRIVATE:
-            if manual is None:
-                raise _bad("manual_value", "is required for a PRIVATE holding (its total "
-                                           "value)")
-            if manual < 0:
-                raise _bad("manual_value", "must not be negative")
-        elif manual is not None:
-            raise _bad("manual_value", f"only PRIVATE holdings have a manual value (this one "
-                                       f"is {cls.value})")
-        multiplier = OPTION_MULTIPLIER if cls == InvestmentClass.OPTIONS else Decimal(1)
-        for name, price in (("entry_price", entry_price), ("exit_price", exit_price)):
-            if price is not None and abs(qty * price * multiplier) >= MAX_POSITION_AMOUNT:
-                raise _bad("quantity", f"quantity × {name} is {qty * price * multiplier:f}, "
-                                       f"beyond the largest position amount "
-                                       f"({MAX_POSITION_AMOUNT:f})")
-        return replace(self, symbol=symbol, quantity=qty, entry_price=entry_price,
-                       exit_price=exit_price, investment_class=cls.value, manual_value=manual)
-
-    @property
-    def is_market(self) -> bool:
-        """True when the holding needs market prices (PUBLIC / OPTIONS)."""
-        return self.investment_class != InvestmentClass.PRIVATE.value
-
-    def row(self) -> dict[str, Any]:
-        """Columns for ``portfolio_repo.add_positions``."""
-        return {
-            "symbol": self.symbol, "quantity": self.quantity, "entry_date": self.entry_date,
-            "entry_price": self.entry_price, "exit_date": self.exit_date,
-            "exit_price": self.exit_price, "investment_class": self.investment_class,
-            "manual_value": self.manual_value,
-        }
-
-
 # --- read models ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UserContext:
-    """The authenticated caller."""
-
-    id: str
-    name: str
-    is_admin: bool
 
 
 @dataclass(frozen=True)
@@ -567,14 +375,14 @@ def _validated_positions(
     positions: Sequence[PositionInput], today_: dt.date, prefix: str = "positions"
 ) -> list[PositionInput]:
     if len(positions) > MAX_POSITIONS:
-        raise _bad(prefix, f"at most {MAX_POSITIONS} positions per portfolio "
+        raise bad(prefix, f"at most {MAX_POSITIONS} positions per portfolio "
                            f"(got {len(positions)})")
     out = []
     for i, p in enumerate(positions):
         try:
             out.append(p.validate(today_))
         except AppError as exc:
-            raise _prefixed(exc, f"{prefix}[{i}]") from None
+            raise prefixed(exc, f"{prefix}[{i}]") from None
     return out
 
 
@@ -902,7 +710,7 @@ async def update_position(
     and re-validate the whole position. The symbol cannot change (add a new position)."""
     unknown = sorted(set(changes) - set(_UPDATABLE))
     if unknown:
-        raise _bad(unknown[0], "cannot be changed" if unknown[0] == "symbol"
+        raise bad(unknown[0], "cannot be changed" if unknown[0] == "symbol"
                    else "unknown field")
     async def write(conn: AsyncConnection) -> PositionInput:
         await _owned(conn, owner_id, portfolio_id, lock=True)
@@ -913,7 +721,7 @@ async def update_position(
             investment_class=str(row.investment_class), manual_value=row.manual_value)
         for key in ("quantity", "entry_date", "entry_price", "investment_class"):
             if key in changes and changes[key] is None:
-                raise _bad(key, "cannot be null")
+                raise bad(key, "cannot be null")
         merged = replace(current, **changes).validate(today())
         values = {k: v for k, v in merged.row().items() if k != "symbol"}
         if any(values[k] != getattr(current, k) for k in values):
@@ -954,7 +762,7 @@ async def list_snapshots(
     """Stored snapshots with ``start <= date <= end``, oldest first; at most the newest
     ``limit`` of them (``truncated`` says when older ones were left out)."""
     if start is not None and end is not None and end < start:
-        raise _bad("end", f"{end.isoformat()} is before start {start.isoformat()}")
+        raise bad("end", f"{end.isoformat()} is before start {start.isoformat()}")
     stmt = sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
     if start is not None:
         stmt = stmt.where(SNAP.c.date >= start)
@@ -1030,9 +838,9 @@ async def analytics(
     portfolio's entries at once.
     """
     if kind not in analytics_service.ANALYTICS_KINDS:
-        raise _bad("kind", f"unknown analytics {kind!r}")
+        raise bad("kind", f"unknown analytics {kind!r}")
     if scenario is not None and kind != "stress-tests":
-        raise _bad("scenario", "only stress-tests take a scenario")
+        raise bad("scenario", "only stress-tests take a scenario")
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
     memo = _memo_of(engine)
@@ -1061,95 +869,6 @@ async def analytics(
             and token[2].isoformat() == answer["data_as_of"]):
         memo.put(key, MemoEntry(token, answer, owner_id))
     return AnalyticsAnswer(answer, answer["stale"], answer["cached"])
-
-
-# --- users --------------------------------------------------------------------------------
-
-
-async def create_user(engine: AsyncEngine, name: str, admin: bool = False) -> tuple[str, str]:
-    """Create a user; returns ``(user id, bearer token)``. The token is shown only now:
-    the database stores its SHA-256 hash. Conflict if the name is taken."""
-    name = validate_name(name, limit=MAX_USER_NAME_LENGTH)
-    token = secrets.token_urlsafe(32)
-    try:
-        async with transaction(engine) as conn:
-            taken = (await conn.execute(sa.select(U.c.id).where(U.c.name == name))).first()
-            if taken is not None:
-                raise Conflict(f"name: a user named {name!r} already exists", "name")
-            uid = await portfolio_repo.create_user(conn, name, token_hash(token), admin)
-    except IntegrityError:
-        raise Conflict(f"name: a user named {name!r} already exists", "name") from None
-    return uid, token
-
-
-async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
-    """Every user (name order): id, name, admin, created_at, live portfolios. No tokens:
-    only their hashes are stored."""
-    live = (sa.select(sa.func.count()).select_from(PF)
-            .where(PF.c.owner_id == U.c.id, PF.c.deleted_at.is_(None)).scalar_subquery())
-    async with reading(engine) as conn:
-        rows = (await conn.execute(sa.select(
-            U.c.id, U.c.name, U.c.is_admin, U.c.created_at, live.label("portfolios"))
-            .order_by(U.c.name))).all()
-    return [{"id": r.id, "name": r.name, "admin": bool(r.is_admin),
-             "created_at": r.created_at, "portfolios": int(r.portfolios)} for r in rows]
-
-
-class TokenForgetter(Protocol):
-    """A cache of authenticated tokens (``api.auth.TokenCache``) that must drop a token."""
-
-    def forget(self, token_hash: str) -> None: ...
-
-
-_token_caches: weakref.WeakSet[TokenForgetter] = weakref.WeakSet()
-
-
-def register_token_cache(cache: TokenForgetter) -> None:
-    """Have ``cache`` drop a token as soon as :func:`replace_token` replaces it in this
-    process (other processes notice within about a second: ``api.auth.TokenCache``)."""
-    _token_caches.add(cache)
-
-
-async def replace_token(engine: AsyncEngine, name: str, *, revoke: bool = False
-                        ) -> tuple[str, str | None]:
-    """Give user ``name`` a new bearer token, invalidating the old one; returns ``(user id,
-    new token)``. With ``revoke`` no token is given out (the stored hash is of a secret
-    nobody keeps): the user keeps their portfolios and can be given a token again later.
-    The old token stops working at once in this process, and in other running API
-    processes at once for writes and within about a second for reads
-    (``api.auth.TokenCache``). NotFound for an unknown name."""
-    token = secrets.token_urlsafe(32)
-    name = name.strip()
-    async with transaction(engine) as conn:
-        row = (await conn.execute(sa.select(U.c.id, U.c.token_hash).where(
-            U.c.name == name))).first()
-        if row is None:
-            raise NotFound(f"name: no user named {name!r}", "name")
-        await conn.execute(sa.update(U).where(U.c.id == row.id).values(
-            token_hash=token_hash(token)))
-    for cache in list(_token_caches):
-        cache.forget(row.token_hash)
-    return row.id, None if revoke else token
-
-
-async def known_token_hashes(engine: AsyncEngine, hashes: Sequence[str]) -> set[str]:
-    """Which of ``hashes`` are the token hash of a user now (one query per 500)."""
-    out: set[str] = set()
-    async with reading(engine) as conn:
-        for i in range(0, len(hashes), 500):
-            out.update((await conn.execute(sa.select(U.c.token_hash).where(
-                U.c.token_hash.in_(list(hashes[i:i + 500]))))).scalars())
-    return out
-
-
-async def authenticate(engine: AsyncEngine, token: str) -> UserContext | None:
-    """The user holding bearer ``token``, or None."""
-    if not token or len(token) > 512:
-        return None
-    async with reading(engine) as conn:
-        row = (await conn.execute(sa.select(U.c.id, U.c.name, U.c.is_admin).where(
-            U.c.token_hash == token_hash(token)))).first()
-    return None if row is None else UserContext(row.id, row.name, bool(row.is_admin))
 
 
 # --- symbols ------------------------------------------------------------------------------
@@ -1183,7 +902,7 @@ async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
     try:
         sym = validate_symbol(symbol)
     except InvalidSymbolError as exc:
-        raise _bad("symbol", f"invalid symbol {exc.symbol!r}: {exc.problem}") from None
+        raise bad("symbol", f"invalid symbol {exc.symbol!r}: {exc.problem}") from None
     async with reading(engine) as conn:
         row = (await conn.execute(sa.select(SYM).where(SYM.c.symbol == sym))).first()
         if row is None:
@@ -1245,7 +964,7 @@ async def batch_runs(
 ) -> list[dict[str, Any]]:
     """The newest batch runs (all jobs, or one ``job_type``), newest first."""
     if job_type is not None and job_type not in JOB_TYPES:
-        raise _bad("job_type", f"unknown job type {job_type!r} (expected "
+        raise bad("job_type", f"unknown job type {job_type!r} (expected "
                                f"{', '.join(JOB_TYPES)})")
     async with reading(engine) as conn:
         return [_run_dict(r) for r in await batch_repo.list_runs(conn, job_type, limit)]
@@ -1346,7 +1065,7 @@ async def start_symbol_batch(
     try:
         target = resolve_target_dates(as_of)[-1]
     except (TargetDateError, calendar.CalendarRangeError) as exc:
-        raise _bad("as_of", str(exc)) from None
+        raise bad("as_of", str(exc)) from None
     from core import run_lock
     from core.symbol_batch import BATCH_LOCK
 

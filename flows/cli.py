@@ -536,7 +536,7 @@ def _symbols(args: argparse.Namespace) -> int:
 
 
 def _users(args: argparse.Namespace) -> int:
-    from core import portfolio_service
+    from core import users as users_service
     from core.db import migrate
     from core.db.engine import create_engine
     from core.errors import AppError
@@ -554,7 +554,7 @@ def _users(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "list":
-            users = asyncio.run(_call(portfolio_service.list_users))
+            users = asyncio.run(_call(users_service.list_users))
             human = "\n".join(
                 f"{u['name']:<24} {'admin' if u['admin'] else 'user ':<5} "
                 f"{u['portfolios']:>5} portfolios  created {u['created_at']:%Y-%m-%d}  {u['id']}"
@@ -562,7 +562,7 @@ def _users(args: argparse.Namespace) -> int:
             _emit({"users": users}, args.json, human)
             return 0
         if args.action == "create":
-            user_id, token = asyncio.run(_call(portfolio_service.create_user, args.name,
+            user_id, token = asyncio.run(_call(users_service.create_user, args.name,
                                                args.admin))
             role = "admin" if args.admin else "user"
             human = (f"created {role} {args.name!r} (id {user_id})\n"
@@ -571,7 +571,7 @@ def _users(args: argparse.Namespace) -> int:
                    "token": token}, args.json, human)
             return 0
         revoke = args.action == "revoke"
-        user_id, new = asyncio.run(_call(portfolio_service.replace_token, args.name,
+        user_id, new = asyncio.run(_call(users_service.replace_token, args.name,
                                          revoke=revoke))
     except AppError as exc:
         print(f"factorflow: {exc.message}", file=sys.stderr)

@@ -41,7 +41,7 @@ from api.schemas import convert
 from core import analytics_service
 from core import portfolio_service as svc
 from core.errors import InvalidInput
-from core.portfolio_service import UserContext
+from core.users import UserContext
 
 Engine = NamedDependency[AsyncEngine]
 User = NamedDependency[UserContext]

@@ -25,6 +25,7 @@ from api.schemas import (
 )
 from core import analytics_service
 from core import portfolio_service as svc
+from core.portfolio_input import MAX_NAME_LENGTH, MAX_POSITIONS, PositionInput
 
 SymbolIn = Annotated[str, Meta(extra_json_schema={
     "description": "Ticker as Yahoo spells it (AAPL, BRK-B, 7203.T); PRIVATE holdings may use "
@@ -35,7 +36,7 @@ SymbolIn = Annotated[str, Meta(extra_json_schema={
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 """A name: not only spaces, no control characters."""
 NameIn = Annotated[str, Meta(
-    min_length=1, max_length=svc.MAX_NAME_LENGTH, pattern=NAME_PATTERN,
+    min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN,
     description="Unique among your portfolios; 1-200 characters, not only spaces, no control "
                 "characters (leading and trailing spaces are dropped).",
     examples=["Core holdings"])]
@@ -62,8 +63,8 @@ class PositionCreate(_In):
     manual_value: Annotated[ManualValue | None, Meta(description="PRIVATE only (required "
                                                                "there): its total value.")] = None
 
-    def to_input(self) -> svc.PositionInput:
-        return svc.PositionInput(
+    def to_input(self) -> PositionInput:
+        return PositionInput(
             symbol=self.symbol, quantity=self.quantity, entry_date=self.entry_date,
             entry_price=self.entry_price, exit_date=self.exit_date, exit_price=self.exit_price,
             investment_class=self.investment_class, manual_value=self.manual_value)
@@ -73,7 +74,7 @@ class PortfolioCreate(_In):
     name: NameIn
     cash: Annotated[Cash, Meta(description="Cash balance, at most 4 decimals (negative = "
                                                 "a margin loan).")] = Decimal(0)
-    positions: Annotated[list[PositionCreate], Meta(max_length=svc.MAX_POSITIONS)] = (
+    positions: Annotated[list[PositionCreate], Meta(max_length=MAX_POSITIONS)] = (
         msgspec.field(default_factory=list))
 
 

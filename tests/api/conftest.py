@@ -36,7 +36,7 @@ class Seed:
 
 
 async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, str]]:
-    from core import portfolio_service as svc
+    from core import users
     from core.db.engine import create_engine, transaction
     from core.db.models import RunStatus
     from core.providers.synthetic import SyntheticProvider
@@ -65,7 +65,7 @@ async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, st
             await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
         tokens, ids = {}, {}
         for name, admin in (("alice", False), ("bob", False), ("root", True)):
-            ids[name], tokens[name] = await svc.create_user(engine, name, admin)
+            ids[name], tokens[name] = await users.create_user(engine, name, admin)
         return tokens, ids
     finally:
         await engine.dispose()

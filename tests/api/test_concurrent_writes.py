@@ -210,9 +210,10 @@ def test_the_refresh_never_stores_an_analysis_outdated_by_an_api_write(
     (after it read the positions, before it writes): the refresh analyses it again, and
     the stored snapshot and position values are those of the portfolio with the new
     position, checked against quantity × close."""
-    from core import portfolio_refresh
+    from core import portfolio_refresh, users
     from core import portfolio_service as svc
     from core.db.engine import create_engine
+    from core.portfolio_input import PositionInput
     from core.portfolio_refresh import PortfolioWork, build_scenarios, refresh_chunk
 
     url, tokens = target
@@ -223,16 +224,16 @@ def test_the_refresh_never_stores_an_analysis_outdated_by_an_api_write(
     async def run() -> None:
         engine = create_engine(url, pooled=True)
         try:
-            user = await svc.authenticate(engine, tokens["alice"])
+            user = await users.authenticate(engine, tokens["alice"])
             assert user is not None
             made = await svc.create_portfolio(engine, user.id, name="nightly", cash=Decimal(
-                "1000"), positions=[svc.PositionInput("MKTA", Decimal(10), entry, Decimal(50))])
+                "1000"), positions=[PositionInput("MKTA", Decimal(10), entry, Decimal(50))])
             pid = made.portfolio.id
             added: list[str] = []
 
             async def api_write_meanwhile(*args: Any, **kwargs: Any) -> Any:
                 if not added:  # the first analysis only: the second one must see it
-                    changed = await svc.add_position(engine, user.id, pid, svc.PositionInput(
+                    changed = await svc.add_position(engine, user.id, pid, PositionInput(
                         "MKTB", Decimal(-7), entry, Decimal(40)))
                     added.append(changed.position.id)
                 return await real(*args, **kwargs)

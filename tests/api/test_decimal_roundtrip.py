@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from api.schemas import Cash, ExactDecimal, ManualValue, Price, Quantity
-from core.portfolio_service import MAX_POSITION_AMOUNT
+from core.portfolio_input import MAX_POSITION_AMOUNT
 from tests.api.conftest import Seed, assert_error, auth, position, stored_close
 
 

@@ -34,7 +34,7 @@ Q4 = Decimal("0.0001")
 
 
 async def _build(url: str, as_of: dt.date) -> str:
-    from core import portfolio_service as svc
+    from core import users
     from core.db.engine import create_engine, transaction
     from core.db.models import RunStatus
     from core.factors.definitions import REFERENCE_ETFS
@@ -61,7 +61,7 @@ async def _build(url: str, as_of: dt.date) -> str:
         async with transaction(engine) as conn:
             run = await batch_runs.start_run(conn, "symbol-batch", as_of)
             await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
-        _, token = await svc.create_user(engine, "alice")
+        _, token = await users.create_user(engine, "alice")
         return token
     finally:
         await engine.dispose()

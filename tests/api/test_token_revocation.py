@@ -21,13 +21,13 @@ READ_BOUND_S = 15.0
 
 
 def _new_user(db_url: str, name: str) -> str:
-    from core import portfolio_service as svc
+    from core import users
     from core.db.engine import create_engine
 
     async def make() -> str:
         engine = create_engine(db_url)
         try:
-            return (await svc.create_user(engine, name))[1]
+            return (await users.create_user(engine, name))[1]
         finally:
             await engine.dispose()
 
@@ -36,13 +36,13 @@ def _new_user(db_url: str, name: str) -> str:
 
 def _replace_token(db_url: str, name: str, revoke: bool) -> str | None:
     """``replace_token`` in this process, on its own engine (not the server's)."""
-    from core import portfolio_service as svc
+    from core import users
     from core.db.engine import create_engine
 
     async def run() -> str | None:
         engine = create_engine(db_url)
         try:
-            return (await svc.replace_token(engine, name, revoke=revoke))[1]
+            return (await users.replace_token(engine, name, revoke=revoke))[1]
         finally:
             await engine.dispose()
 

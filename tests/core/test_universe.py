@@ -128,7 +128,7 @@ def test_list_pages_filters_and_counts(database_url: str) -> None:
 
 def _portfolio(url: str, owner: str, name: str, symbol: str, exit_date: dt.date | None = None,
                deleted: bool = False) -> str:
-    from core import portfolio_service
+    from core import users as users_service
     from core.db.engine import transaction
     from core.repositories import portfolios as portfolio_repo
 
@@ -136,7 +136,7 @@ def _portfolio(url: str, owner: str, name: str, symbol: str, exit_date: dt.date 
 
     async def make() -> str:
         engine = engine_of(url)
-        uid = users.id[0] if len(users) else (await portfolio_service.create_user(engine,
+        uid = users.id[0] if len(users) else (await users_service.create_user(engine,
                                                                                    owner))[0]
         async with transaction(engine) as conn:
             return await portfolio_repo.create_portfolio(conn, uid, name, Decimal("100"), [{

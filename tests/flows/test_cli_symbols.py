@@ -57,13 +57,13 @@ def use_csv(env: pytest.MonkeyPatch, csv: Path) -> None:
 
 def hold(url: str, symbol: str, owner: str = "alice", name: str = "main") -> str:
     """A live portfolio of ``owner`` with an open position in ``symbol``; its id."""
-    from core import portfolio_service
+    from core import users
     from core.db.engine import flow_engine, transaction
     from core.repositories import portfolios as portfolio_repo
 
     async def make() -> str:
         engine = flow_engine(url)
-        uid, _ = await portfolio_service.create_user(engine, owner)
+        uid, _ = await users.create_user(engine, owner)
         async with transaction(engine) as conn:
             return await portfolio_repo.create_portfolio(conn, uid, name, Decimal("0"), [{
                 "symbol": symbol, "quantity": Decimal("5"), "entry_date": dt.date(2026, 1, 5),
