@@ -11,7 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Meta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import portfolio_service as svc
+from core import operations
 
 
 class Live(msgspec.Struct):
@@ -42,7 +42,7 @@ class HealthController(Controller):
          responses={503: ResponseSpec(data_container=Readiness, generate_examples=False,
                                       description="A check failed (see checks).")})
     async def ready(self, engine: NamedDependency[AsyncEngine]) -> Response[Readiness]:
-        checks = await svc.readiness(engine)
+        checks = await operations.readiness(engine)
         ok = all(c["ok"] for c in checks.values())
         body = Readiness(status="ready" if ok else "not_ready",
                          checks={k: Check(**v) for k, v in checks.items()})

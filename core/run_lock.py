@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import RunLock
+from core.db.types import as_utc
 from core.db.upsert import upsert_statement
 
 logger = logging.getLogger(__name__)
@@ -101,12 +102,8 @@ def process_alive(host: str | None, pid: int | None, token: str | None) -> bool 
     return not (token and now and now != token)
 
 
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)  # SQLite returns naive UTC
-
-
 def _state(row: sa.Row) -> LockState:
-    return LockState(row.name, row.holder, _aware(row.acquired_at), _aware(row.expires_at),
+    return LockState(row.name, row.holder, as_utc(row.acquired_at), as_utc(row.expires_at),
                      row.host, row.pid, row.process_token, row.flow_run_id,
                      process_alive(row.host, row.pid, row.process_token))
 

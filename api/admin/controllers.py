@@ -19,7 +19,7 @@ from api.admin.schemas import (
 from api.auth import admin_only
 from api.errors import responses
 from api.schemas import convert
-from core import portfolio_service as svc
+from core import operations
 
 Engine = NamedDependency[AsyncEngine]
 
@@ -39,7 +39,7 @@ class AdminController(Controller):
         self, engine: Engine, data: JSONBody[SymbolBatchRequest | None] = None
     ) -> SymbolBatchStarted:
         as_of = data.as_of if data is not None else None
-        return convert(await svc.start_symbol_batch(engine, as_of), SymbolBatchStarted)
+        return convert(await operations.start_symbol_batch(engine, as_of), SymbolBatchStarted)
 
     @get("/batch-runs", operation_id="listBatchRuns",
          responses=responses(400, 401, 403), summary="Recent batch runs")
@@ -48,20 +48,20 @@ class AdminController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         job_type: Annotated[str | None, QueryParameter(
             description="symbol-batch, portfolio-refresh or onboarding.", max_length=32,
-            schema_extra={"enum": list(svc.JOB_TYPES)})]
+            schema_extra={"enum": list(operations.JOB_TYPES)})]
         = None,
     ) -> BatchRunList:
-        runs = await svc.batch_runs(engine, limit=limit, job_type=job_type)
+        runs = await operations.batch_runs(engine, limit=limit, job_type=job_type)
         return convert({"items": runs}, BatchRunList)
 
     @get("/freshness", operation_id="getFreshness",
          responses=responses(401, 403), summary="How current the nightly data is")
     async def freshness(self, engine: Engine) -> Freshness:
-        return convert(await svc.freshness(engine), Freshness)
+        return convert(await operations.freshness(engine), Freshness)
 
     @get("/onboarding-queue", operation_id="getOnboardingQueue", responses=responses(400, 401, 403),
          summary="Newest rows of the symbol onboarding queue")
     async def onboarding_queue(
         self, engine: Engine, limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200
     ) -> OnboardingQueue:
-        return convert({"items": await svc.onboarding_queue(engine, limit)}, OnboardingQueue)
+        return convert({"items": await operations.onboarding_queue(engine, limit)}, OnboardingQueue)

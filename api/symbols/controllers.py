@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.errors import responses
 from api.schemas import convert
 from api.symbols.schemas import SymbolRead
-from core import portfolio_service as svc
+from core import operations
 from core.symbols import MAX_SYMBOL_LENGTH
 
 SYMBOL_PATTERN = r"^\^?[A-Za-z0-9]+([.=_-][A-Za-z0-9]+)*$"
@@ -34,4 +34,4 @@ class SymbolController(Controller):
             description="Ticker, e.g. AAPL or BRK-B (at most 20 characters).",
             max_length=MAX_SYMBOL_LENGTH, pattern=SYMBOL_PATTERN)],
     ) -> SymbolRead:
-        return convert(await svc.symbol_status(engine, symbol), SymbolRead)
+        return convert(await operations.symbol_status(engine, symbol), SymbolRead)

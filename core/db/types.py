@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -42,3 +43,9 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         return Decimal(value) if not isinstance(value, Decimal) else value
+
+
+def as_utc(ts: dt.datetime) -> dt.datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite gives naive ones back: they were
+    stored as UTC)."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)

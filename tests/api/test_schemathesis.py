@@ -62,7 +62,7 @@ def _serve(app: Any, token: str) -> Iterator[dict[str, Any]]:
     from litestar.testing import TestClient
 
     from core import onboarding
-    from core import portfolio_service as svc
+    from core import operations as svc
 
     mp = pytest.MonkeyPatch()
     mp.setattr(onboarding, "dispatch", Recorder(), raising=False)
@@ -126,7 +126,7 @@ def test_api_stateful(seed: Seed, tmp_path: Path) -> None:
 
     from api.app import create_app
     from core import onboarding
-    from core import portfolio_service as svc
+    from core import operations as svc
 
     headers = {"Authorization": f"Bearer {seed.tokens['root']}"}
     counter = iter(range(10_000))

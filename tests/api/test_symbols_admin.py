@@ -104,7 +104,7 @@ def test_batch_runs_and_freshness(client: TestClient, seed: Seed) -> None:
 
 def test_manual_symbol_batch_starts_and_returns_at_once(
         client: TestClient, seed: Seed, monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
-    from core import portfolio_service as svc
+    from core import operations as svc
 
     started: list[dt.date | None] = []
     release = threading.Event()

@@ -247,7 +247,7 @@ def _tick(bars: pd.DataFrame) -> None:
 def test_refetch_replaces_a_bad_price_recomputes_the_factors_and_waits_for_no_batch(
         database_url: str, tmp_path: Path, settings_env: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from core import portfolio_service as svc
+    from core import operations as svc
     from core.db.engine import flow_engine
     from core.run_lock import LockOwner, acquire, process_token
 
