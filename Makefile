@@ -43,6 +43,7 @@ test: install lint
 lint: install
 	$(BIN)/ruff check core flows api tests bench migrations/env.py
 	$(BIN)/mypy core
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/symbol_batch.py $(ARGS)
