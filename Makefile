@@ -41,7 +41,7 @@ test: install lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal --basetemp="$$basetemp" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check core flows api tests bench migrations/env.py
+	$(BIN)/ruff check core flows api cli tests bench migrations/env.py
 	$(BIN)/mypy core
 	$(BIN)/lint-imports
 

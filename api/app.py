@@ -42,6 +42,7 @@ from api.admin.controllers import AdminController
 from api.auth import SECURITY_SCHEME, BearerTokenAuth, TokenCache, provide_user
 from api.errors import handle_exception
 from api.health import HealthController
+from api.launch import flows_around_api
 from api.portfolios.controllers import PortfolioController, PositionController
 from api.schemas import PROBLEM_JSON, decode_exact_decimal, is_exact_decimal
 from api.symbols.controllers import SymbolController
@@ -263,21 +264,6 @@ def provide_engine(state: State) -> AsyncEngine:
     return state.engine  # type: ignore[no-any-return]
 
 
-async def _resume_onboarding(engine: AsyncEngine) -> None:
-    from core import onboarding
-
-    resume = getattr(onboarding, "resume", None)
-    if resume is None:
-        return
-    try:
-        result = resume(engine) if "engine" in inspect.signature(resume).parameters else resume()
-        if inspect.isawaitable(result):
-            result = await result
-        log.info("onboarding queue resumed: %s", result)
-    except Exception:  # the API serves without it; the next request dispatches again
-        log.exception("could not resume the onboarding queue")
-
-
 def create_app(database_url: str | None = None) -> Litestar:
     """The factorflow API over ``database_url`` (default: the configured database)."""
 
@@ -285,18 +271,13 @@ def create_app(database_url: str | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(database_url or get_settings().resolved_database_url,
                                pooled=True)
-        from core import onboarding
-
         app.state.engine = engine
         app.state.token_cache = TokenCache()
-        running_before = onboarding.local_prefect_servers()  # not this app's to stop
         try:
-            await _resume_onboarding(engine)
-            onboarding.freeze_long_lived_objects()
-            yield
+            async with flows_around_api(engine):
+                yield
         finally:
             await engine.dispose()
-            onboarding.stop_local_prefect(keep=running_before)
 
     v1 = Router(
         path="/v1",

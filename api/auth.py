@@ -1,6 +1,6 @@
 """Bearer-token authentication: a middleware on ``/v1``, an admin guard, the ``user`` dependency.
 
-Tokens are looked up by their SHA-256 hash (``core.users.authenticate``).
+Tokens are looked up by their SHA-256 hash (``core.services.users.authenticate``).
 Reads use a per-app cache of known tokens, so a read costs no query for its token; the
 cache is validated in bulk (one query, in the background) about once a second, and
 entries are served only while the last validation started less than ``TOKEN_MAX_AGE_S``
@@ -24,10 +24,10 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import users
 from core.bulk_validation import BulkValidated
 from core.errors import Forbidden, Unauthorized
-from core.users import UserContext, token_hash
+from core.services import users
+from core.services.users import UserContext, token_hash
 
 TOKEN_VALIDATE_INTERVAL_S = 1.0
 """Seconds between two bulk validations of the cached tokens."""

@@ -11,7 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Meta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import operations
+from core.services import operations
 
 
 class Live(msgspec.Struct):

@@ -80,7 +80,7 @@ def free_port() -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=900, check=False)
 
 
@@ -349,12 +349,13 @@ def main() -> int:
     args = ap.parse_args()
     workdir = isolated_environment("factorflow-bench-api-", keep=args.keep)
 
-    from core import calendar, users
+    from core import calendar
     from core.db import migrate
     from core.db.engine import create_engine
     from core.providers.synthetic import SyntheticProvider
+    from core.services import users
     from core.settings import get_settings
-    from core.symbol_batch import register_universe
+    from core.symbol_steps import register_universe
 
     out: dict[str, Any] = {"symbols": args.symbols}
     url = get_settings().resolved_database_url
@@ -390,7 +391,7 @@ def main() -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "api", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "api.log", "wb"),  # noqa: SIM115
         env={**os.environ}, start_new_session=True)  # its own group: Prefect's server too
     try:

@@ -45,7 +45,7 @@ def isolated_environment(prefix: str, max_workers: int | None = None,
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.cli import _quiet_shutdown
+    from cli.main import _quiet_shutdown
 
     _quiet_shutdown()
     return workdir

@@ -30,7 +30,7 @@ def main() -> int:
     from core.db import migrate
     from core.demo import seed_portfolios
     from core.providers.synthetic import SyntheticProvider
-    from core.symbol_batch import register_universe
+    from core.symbol_steps import register_universe
     from flows.portfolio_refresh import portfolio_refresh
     from flows.symbol_batch import symbol_batch
 

@@ -43,7 +43,7 @@ def main() -> int:
     from core.factors.returns import simple_returns
     from core.providers.synthetic import SyntheticProvider
     from core.repositories import prices as price_repo
-    from core.symbol_batch import register_universe
+    from core.symbol_steps import register_universe
     from flows.symbol_batch import symbol_batch
 
     @flow(name="bench-noop")

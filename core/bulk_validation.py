@@ -1,6 +1,6 @@
 """In-process caches validated against the database in bulk, in the background.
 
-The analytics memo (:mod:`core.analytics_memo`) and the API's token cache
+The analytics memo (:mod:`core.services.analytics_cache`) and the API's token cache
 (``api.auth.TokenCache``) serve entries without a query, and check them all with one query
 about once a second. :class:`BulkValidated` holds that schedule once: a read that finds a
 validation due starts it in the background (no request waits for it); entries are served

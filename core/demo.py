@@ -25,8 +25,8 @@ from core.db.models import Portfolio, Position, SymbolStatus, User
 from core.portfolio.valuation import InvestmentClass
 from core.repositories import prices as price_repo
 from core.repositories import symbols as symbol_repo
+from core.services.users import token_hash
 from core.symbols import is_market_symbol
-from core.users import token_hash
 
 UNPRICED_SYMBOL = "NOPX.X"
 """A ticker no provider prices: positions in it make snapshots partial."""

@@ -18,15 +18,15 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from core import calendar
-from core import onboarding as queue
-from core.analytics_service import latest_data_date, refresh_portfolio_analytics
 from core.db.engine import reading
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.errors import NotReady
 from core.repositories import symbols as symbol_repo
+from core.services import onboarding_queue as queue
+from core.services.analytics import latest_data_date, refresh_portfolio_analytics
 from core.settings import get_settings
-from core.symbol_batch import chunked, plan_fetch
+from core.symbol_steps import chunked, plan_fetch
 from flows.common import jsonable, record_failure, record_finish, record_start, task_runner
 from flows.symbol_batch import compute_factors, fetch_prices
 

@@ -26,7 +26,7 @@ from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.errors import named as as_named
 from core.db.models import RunStatus
 from core.portfolio.analytics import ScenarioSet, SymbolData
-from core.portfolio_refresh import (
+from core.portfolio_steps import (
     REFRESH_LOCK,
     PortfolioWork,
     RefreshPlan,
@@ -44,7 +44,7 @@ from core.portfolio_refresh import (
 )
 from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
-from core.symbol_batch import chunked
+from core.symbol_steps import chunked
 from flows.common import (
     Progress,
     failure_summary,

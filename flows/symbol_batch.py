@@ -19,7 +19,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
-from core import onboarding as onboarding_queue
 from core.db.engine import reading
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus, SymbolStatus
@@ -27,8 +26,9 @@ from core.factors.definitions import REFERENCE_ETFS
 from core.providers.base import PriceFileError, ProviderError
 from core.repositories import symbols as symbol_repo
 from core.run_lock import Heartbeat, this_process
+from core.services import onboarding_queue
 from core.settings import get_settings
-from core.symbol_batch import (
+from core.symbol_steps import (
     BATCH_LOCK,
     FactorReport,
     FetchReport,

@@ -19,7 +19,7 @@ from api.admin.schemas import (
 from api.auth import admin_only
 from api.errors import responses
 from api.schemas import convert
-from core import operations
+from core.services import operations
 
 Engine = NamedDependency[AsyncEngine]
 

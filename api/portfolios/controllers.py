@@ -38,10 +38,10 @@ from api.portfolios.schemas import (
     analytics_json,
 )
 from api.schemas import convert
-from core import analytics_service
-from core import portfolio_service as svc
 from core.errors import InvalidInput
-from core.users import UserContext
+from core.services import analytics as analytics_service
+from core.services import portfolios as svc
+from core.services.users import UserContext
 
 Engine = NamedDependency[AsyncEngine]
 User = NamedDependency[UserContext]

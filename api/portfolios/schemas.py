@@ -23,9 +23,9 @@ from api.schemas import (
     convert,
     dec,
 )
-from core import analytics_service
-from core import portfolio_service as svc
-from core.portfolio_input import MAX_NAME_LENGTH, MAX_POSITIONS, PositionInput
+from core.services import analytics as analytics_service
+from core.services import portfolios as svc
+from core.services.validation import MAX_NAME_LENGTH, MAX_POSITIONS, PositionInput
 
 SymbolIn = Annotated[str, Meta(extra_json_schema={
     "description": "Ticker as Yahoo spells it (AAPL, BRK-B, 7203.T); PRIVATE holdings may use "

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.errors import responses
 from api.schemas import convert
 from api.symbols.schemas import SymbolRead
-from core import operations
+from core.services import operations
 from core.symbols import MAX_SYMBOL_LENGTH
 
 SYMBOL_PATTERN = r"^\^?[A-Za-z0-9]+([.=_-][A-Za-z0-9]+)*$"

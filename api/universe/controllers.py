@@ -20,7 +20,7 @@ from api.universe.schemas import (
     RemoveSymbolResult,
     UniversePage,
 )
-from core import universe
+from core.services import universe
 
 Engine = NamedDependency[AsyncEngine]
 SymbolPath = Annotated[str, PathParameter(description="Ticker, e.g. AAPL or BRK-B.",

@@ -21,6 +21,7 @@ import pytest
 from litestar.testing import TestClient
 
 from tests.conftest import sqlite_url
+from tests.recording_launcher import RecordingLauncher, record_launches
 
 TICKERS = ["MKTA", "MKTB", "MKTC", "DIVY", "GAPY"]
 """Priced synthetic symbols (MKTx: market loading only)."""
@@ -36,13 +37,13 @@ class Seed:
 
 
 async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, str]]:
-    from core import users
     from core.db.engine import create_engine, transaction
     from core.db.models import RunStatus
     from core.providers.synthetic import SyntheticProvider
     from core.repositories import batch_runs
+    from core.services import users
     from core.settings import get_settings
-    from core.symbol_batch import (
+    from core.symbol_steps import (
         FetchRequest,
         compute_and_store_factors,
         fetch_and_store,
@@ -85,27 +86,10 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
     return Seed(path, as_of, tokens, ids, tuple(TICKERS))
 
 
-class Recorder:
-    """Stands in for ``core.onboarding.dispatch`` / ``resume``: counts the calls."""
-
-    def __init__(self, result: Any = None) -> None:
-        self.calls = 0
-        self.result = result
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self.result
-
-
 @pytest.fixture
-def dispatched(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    """``core.onboarding.dispatch`` replaced (no flow starts); ``resume`` too."""
-    from core import onboarding
-
-    rec = Recorder("recorded")
-    monkeypatch.setattr(onboarding, "dispatch", rec, raising=False)
-    monkeypatch.setattr(onboarding, "resume", Recorder(0), raising=False)
-    return rec
+def dispatched(monkeypatch: pytest.MonkeyPatch) -> RecordingLauncher:
+    """The app's flow launcher replaced by one that records (no flow starts)."""
+    return record_launches(monkeypatch)
 
 
 def private_copy(template: Path, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
@@ -125,7 +109,7 @@ def db_url(seed: Seed, tmp_path: Path, settings_env: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def client(db_url: str, dispatched: Recorder) -> Iterator[TestClient]:
+def client(db_url: str, dispatched: RecordingLauncher) -> Iterator[TestClient]:
     """The real app over the test's database (lifespan run), no credentials set."""
     from api.app import create_app
 
@@ -164,7 +148,7 @@ def store_factors(db_url: str, day: dt.date, symbols: list[str]) -> None:
     """The symbol flow's factor phase for ``day`` (the real code) on a test database."""
     from core.db.engine import create_engine
     from core.settings import get_settings
-    from core.symbol_batch import compute_and_store_factors
+    from core.symbol_steps import compute_and_store_factors
 
     async def run() -> None:
         engine = create_engine(db_url)

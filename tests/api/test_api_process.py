@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.flows.test_cli import REPO, run_cli
+from tests.cli.test_cli import REPO, run_cli
 
 NEW = "QQZZ"
 
@@ -51,7 +51,7 @@ def running_api(home: Path, token: str, extra_env: dict[str, str] | None = None
     env.update({"FACTORFLOW_HOME": str(home), **(extra_env or {})})
     log = home / "api.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "api", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}",
                         headers={"Authorization": f"Bearer {token}"}, timeout=30)

@@ -17,7 +17,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.api.conftest import Recorder, Seed, _build, position
+from tests.api.conftest import Seed, _build, position
+from tests.recording_launcher import RecordingLauncher
 
 ROUNDS = 3
 CENT = Decimal("0.0001")
@@ -183,8 +184,7 @@ def jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     not only under a real server's load."""
     import random
 
-    from core import analytics_service
-
+    from core.services import analytics as analytics_service
     real = analytics_service.load_symbol_data
     rng = random.Random(12)
 
@@ -196,7 +196,7 @@ def jitter(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_concurrent_writes_leave_the_snapshot_of_the_sequential_writes(
-        target: tuple[str, dict[str, str]], seed: Seed, dispatched: Recorder,
+        target: tuple[str, dict[str, str]], seed: Seed, dispatched: RecordingLauncher,
         jitter: None) -> None:
     url, tokens = target
     closes = _closes(url, seed.as_of)
@@ -204,17 +204,18 @@ def test_concurrent_writes_leave_the_snapshot_of_the_sequential_writes(
 
 
 def test_the_refresh_never_stores_an_analysis_outdated_by_an_api_write(
-        target: tuple[str, dict[str, str]], seed: Seed, dispatched: Recorder,
+        target: tuple[str, dict[str, str]], seed: Seed, dispatched: RecordingLauncher,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A position added through the API while the nightly refresh analyses the portfolio
     (after it read the positions, before it writes): the refresh analyses it again, and
     the stored snapshot and position values are those of the portfolio with the new
     position, checked against quantity × close."""
-    from core import portfolio_refresh, users
-    from core import portfolio_service as svc
+    from core import portfolio_steps as portfolio_refresh
     from core.db.engine import create_engine
-    from core.portfolio_input import PositionInput
-    from core.portfolio_refresh import PortfolioWork, build_scenarios, refresh_chunk
+    from core.portfolio_steps import PortfolioWork, build_scenarios, refresh_chunk
+    from core.services import portfolios as svc
+    from core.services import users
+    from core.services.validation import PositionInput
 
     url, tokens = target
     closes = _closes(url, seed.as_of)

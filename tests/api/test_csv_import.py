@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Recorder, Seed, assert_error, auth
+from tests.api.conftest import Seed, assert_error, auth
+from tests.recording_launcher import RecordingLauncher
 
 HEADER = "symbol,quantity,entry_date,entry_price"
 FUTURE = (dt.date.today() + dt.timedelta(days=2)).isoformat()
@@ -22,7 +23,7 @@ def upload(client: TestClient, seed: Seed, text: str | bytes, query: str = "name
 
 
 def test_import_creates_the_portfolio(client: TestClient, seed: Seed,
-                                      dispatched: Recorder) -> None:
+                                      dispatched: RecordingLauncher) -> None:
     text = (
         "\ufeffSymbol, Quantity ,entry_date,entry_price,investment_class,manual_value,"
         "exit_date,exit_price\r\n"

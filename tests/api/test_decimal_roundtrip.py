@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 
 from api.schemas import Cash, ExactDecimal, ManualValue, Price, Quantity
-from core.portfolio_input import MAX_POSITION_AMOUNT
+from core.services.validation import MAX_POSITION_AMOUNT
 from tests.api.conftest import Seed, assert_error, auth, position, stored_close
 
 
@@ -147,8 +147,7 @@ def test_a_create_that_fails_after_its_commit_stores_nothing(
         client: TestClient, seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure in the steps after the commit (snapshot, analytics, reading back) removes
     the portfolio and every row it got, so the caller's retry succeeds (not 409)."""
-    from core import analytics_service
-
+    from core.services import analytics as analytics_service
     h = auth(seed)
     real = analytics_service.portfolio_analytics
 

@@ -34,14 +34,14 @@ Q4 = Decimal("0.0001")
 
 
 async def _build(url: str, as_of: dt.date) -> str:
-    from core import users
     from core.db.engine import create_engine, transaction
     from core.db.models import RunStatus
     from core.factors.definitions import REFERENCE_ETFS
     from core.providers.synthetic import SyntheticProvider
     from core.repositories import batch_runs
+    from core.services import users
     from core.settings import get_settings
-    from core.symbol_batch import (
+    from core.symbol_steps import (
         FetchRequest,
         compute_and_store_factors,
         fetch_and_store,
@@ -263,8 +263,7 @@ def test_the_event_loop_answers_while_a_large_create_is_computed(
     """The analysis of a 1,000-position create is held until /health/live has answered: on
     the event loop it would hold the loop, /health/live could not answer, and the gate would
     only open on its deadline (the test then fails: ``released_by_live`` is False)."""
-    from core import analytics_service
-
+    from core.services import analytics as analytics_service
     analysing = threading.Event()
     live_answered = threading.Event()
     released_by_live: list[bool] = []

@@ -15,8 +15,8 @@ from tests.api.conftest import Seed, auth, position
 
 def test_a_newer_row_stored_meanwhile_is_not_shadowed_by_the_older_answer(
         client: TestClient, seed: Seed, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core import analytics_service
     from core.repositories.portfolios import PF, POS
+    from core.services import analytics as analytics_service
 
     created = client.post("/v1/portfolios", headers=auth(seed), json={
         "name": "Race", "cash": "0", "positions": [position("MKTA", quantity="10")]}).json()

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Recorder, Seed, auth, position
+from tests.api.conftest import Seed, auth, position
 from tests.flows.helpers import db_path
+from tests.recording_launcher import RecordingLauncher
 
 
 @pytest.fixture
-def client(db_url: str, dispatched: Recorder, settings_env: pytest.MonkeyPatch
+def client(db_url: str, dispatched: RecordingLauncher, settings_env: pytest.MonkeyPatch
            ) -> Iterator[TestClient]:
     """The app with a quota of 3 waiting symbols per user."""
     from api.app import create_app

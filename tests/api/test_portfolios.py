@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Recorder, Seed, assert_error, auth, position
+from tests.api.conftest import Seed, assert_error, auth, position
+from tests.recording_launcher import RecordingLauncher
 
 KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations", "stress-tests")
 
@@ -26,7 +27,7 @@ def create(client: TestClient, seed: Seed, name: str = "Core", user: str = "alic
 
 
 def test_create_answers_with_snapshot_exposures_and_symbols(
-        client: TestClient, seed: Seed, dispatched: Recorder) -> None:
+        client: TestClient, seed: Seed, dispatched: RecordingLauncher) -> None:
     resp = create(client, seed)
     body = resp.json()
     pf = body["portfolio"]
@@ -49,7 +50,7 @@ def test_create_answers_with_snapshot_exposures_and_symbols(
 
 
 def test_unknown_ticker_is_pending_and_onboarding_is_dispatched(
-        client: TestClient, seed: Seed, dispatched: Recorder) -> None:
+        client: TestClient, seed: Seed, dispatched: RecordingLauncher) -> None:
     body = create(client, seed, positions=[
         position("MKTA"), position("zzzq"),
         position("PRIVATE_FUND_A", investment_class="PRIVATE", entry_price="0",
@@ -247,7 +248,7 @@ def test_a_change_made_elsewhere_reaches_the_answers_within_the_memo_interval(
     import sqlite3
     import time
 
-    from core import portfolio_service as svc
+    from core.services import portfolios as svc
     from tests.flows.helpers import db_path
 
     monkeypatch.setattr(svc, "ANALYTICS_MEMO_INTERVAL_S", 0.05)
@@ -290,7 +291,7 @@ def test_an_answer_is_encoded_once_per_body_and_flags(client: TestClient, seed: 
     import msgspec
 
     from api.portfolios.schemas import Overview, analytics_json
-    from core.portfolio_service import AnalyticsAnswer
+    from core.services.portfolios import AnalyticsAnswer
 
     pf = create(client, seed).json()["portfolio"]
     body = client.get(f"/v1/portfolios/{pf['id']}/overview", headers=auth(seed)).json()

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Recorder, _build, assert_error, position
+from tests.api.conftest import _build, assert_error, position
+from tests.recording_launcher import RecordingLauncher
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +32,7 @@ def pg() -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def pg_client(pg: dict[str, Any], dispatched: Recorder) -> Iterator[TestClient]:
+def pg_client(pg: dict[str, Any], dispatched: RecordingLauncher) -> Iterator[TestClient]:
     from api.app import create_app
 
     with TestClient(create_app(pg["url"])) as c:
@@ -43,7 +44,7 @@ def _h(pg: dict[str, Any], user: str = "alice") -> dict[str, str]:
 
 
 def test_portfolio_life_cycle_on_postgres(pg_client: TestClient, pg: dict[str, Any],
-                                          dispatched: Recorder) -> None:
+                                          dispatched: RecordingLauncher) -> None:
     c, h = pg_client, _h(pg)
     resp = c.post("/v1/portfolios", headers=h, json={"name": "PG", "cash": "10.5", "positions": [
         position("MKTA"), position("MKTB", quantity="-2.5"), position("ZZPG")]})

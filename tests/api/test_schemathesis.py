@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 
-from tests.api.conftest import Recorder, Seed, _build, position
+from tests.api.conftest import Seed, _build, position
 from tests.conftest import fresh_postgres_database, sqlite_url
+from tests.recording_launcher import record_launches
 
 # The document says dates are ISO dates; the server also refuses dates in the future or
 # before 1900 (said in the descriptions, not expressible in JSON Schema): draw those.
@@ -61,13 +62,8 @@ def _serve(app: Any, token: str) -> Iterator[dict[str, Any]]:
     """Run ``app`` for schemathesis with the onboarding flow and the symbol batch stubbed."""
     from litestar.testing import TestClient
 
-    from core import onboarding
-    from core import operations as svc
-
     mp = pytest.MonkeyPatch()
-    mp.setattr(onboarding, "dispatch", Recorder(), raising=False)
-    mp.setattr(onboarding, "resume", Recorder(0), raising=False)
-    mp.setattr(svc, "_run_symbol_batch", Recorder())
+    record_launches(mp)
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(app) as c:  # a portfolio with a position, for the id-bearing routes
         body = {"name": "fuzz", "cash": "100", "positions": [position("MKTA")]}
@@ -125,9 +121,6 @@ def test_api_stateful(seed: Seed, tmp_path: Path) -> None:
     from schemathesis.python import asgi
 
     from api.app import create_app
-    from core import onboarding
-    from core import operations as svc
-
     headers = {"Authorization": f"Bearer {seed.tokens['root']}"}
     counter = iter(range(10_000))
     base = schema.as_state_machine()
@@ -143,9 +136,7 @@ def test_api_stateful(seed: Seed, tmp_path: Path) -> None:
             return {"app": self.app, "headers": headers}
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(onboarding, "dispatch", Recorder(), raising=False)
-        mp.setattr(onboarding, "resume", Recorder(0), raising=False)
-        mp.setattr(svc, "_run_symbol_batch", Recorder())
+        record_launches(mp)
         try:
             Workflow.run(settings=settings(
                 max_examples=15, stateful_step_count=6, deadline=None, derandomize=True,

@@ -104,8 +104,8 @@ def test_batch_runs_and_freshness(client: TestClient, seed: Seed) -> None:
 
 def test_manual_symbol_batch_starts_and_returns_at_once(
         client: TestClient, seed: Seed, monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
-    from core import operations as svc
-
+    from core import launch
+    from flows import launcher
     started: list[dt.date | None] = []
     release = threading.Event()
 
@@ -113,7 +113,8 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
         started.append(as_of)
         release.wait(10)
 
-    monkeypatch.setattr(svc, "_run_symbol_batch", fake_flow)
+    monkeypatch.setattr(launcher, "_run_symbol_batch_in_process", fake_flow)
+    monkeypatch.setattr(launch, "_installed", launcher.PrefectLauncher())  # its thread, no flow
     h = auth(seed, "root")
     resp = client.post("/v1/admin/symbol-batch", headers=h)
     assert resp.status_code == 202, resp.text
@@ -121,8 +122,8 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
                            "flow_run_id": None, "deployment": None}
     assert_error(client.post("/v1/admin/symbol-batch", headers=h), 409, "still running")
     release.set()
-    assert svc._batch_thread is not None
-    svc._batch_thread.join(5)
+    assert launcher._batch_thread is not None
+    launcher._batch_thread.join(5)
     assert started == [seed.as_of]
 
     from core import calendar
@@ -130,7 +131,7 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
     earlier = calendar.previous_session(seed.as_of)
     resp = client.post("/v1/admin/symbol-batch", json={"as_of": earlier.isoformat()}, headers=h)
     assert resp.status_code == 202 and resp.json()["as_of"] == earlier.isoformat()
-    svc._batch_thread.join(5)
+    launcher._batch_thread.join(5)
 
     future = (dt.date.today() + dt.timedelta(days=3)).isoformat()
     assert_error(client.post("/v1/admin/symbol-batch", json={"as_of": future}, headers=h),
@@ -156,7 +157,7 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
                     (seed.as_of.isoformat(), dt.datetime.now(dt.UTC).isoformat(" ")))
     resp = client.post("/v1/admin/symbol-batch", headers=h)  # a dead run blocks nothing
     assert resp.status_code == 202, resp.text
-    svc._batch_thread.join(60)
+    launcher._batch_thread.join(60)
 
     async def hold(pid: int, name: str) -> None:  # a live run elsewhere holds the lock
         engine = create_engine(db_url)
@@ -278,7 +279,7 @@ def test_universe_refetch_replaces_a_bad_price_off_the_event_loop(
     from core.db.engine import flow_engine
     from core.run_lock import LockOwner, acquire, process_token
     from core.settings import get_settings
-    from core.symbol_batch import compute_and_store_factors
+    from core.symbol_steps import compute_and_store_factors
 
     h = auth(seed, "root")
     bad_day = calendar.sessions_back(seed.as_of, 20)

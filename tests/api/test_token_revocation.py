@@ -21,8 +21,8 @@ READ_BOUND_S = 15.0
 
 
 def _new_user(db_url: str, name: str) -> str:
-    from core import users
     from core.db.engine import create_engine
+    from core.services import users
 
     async def make() -> str:
         engine = create_engine(db_url)
@@ -36,8 +36,8 @@ def _new_user(db_url: str, name: str) -> str:
 
 def _replace_token(db_url: str, name: str, revoke: bool) -> str | None:
     """``replace_token`` in this process, on its own engine (not the server's)."""
-    from core import users
     from core.db.engine import create_engine
+    from core.services import users
 
     async def run() -> str | None:
         engine = create_engine(db_url)
@@ -51,7 +51,7 @@ def _replace_token(db_url: str, name: str, revoke: bool) -> str | None:
 
 def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FACTORFLOW_DATABASE_URL": db_url}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

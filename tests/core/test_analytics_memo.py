@@ -10,16 +10,16 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from core.analytics_memo import (
+from core.db.engine import create_engine, transaction
+from core.repositories import portfolios as repo
+from core.repositories.portfolios import CACHE, PF
+from core.services.analytics_cache import (
     AnalyticsMemo,
     MemoEntry,
     row_token,
     stored_token,
     token_query,
 )
-from core.db.engine import create_engine, transaction
-from core.repositories import portfolios as repo
-from core.repositories.portfolios import CACHE, PF
 
 DAY = dt.date(2026, 11, 20)
 KINDS = ("overview", "correlations")

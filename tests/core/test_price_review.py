@@ -23,7 +23,7 @@ from core.quality import (
     jump_endpoints,
     review_redelivery,
 )
-from core.symbol_batch import reference_blocked_factors
+from core.symbol_steps import reference_blocked_factors
 
 
 def rows(closes: list[list[float]]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from core.providers.base import FetchResult, empty_actions
 from core.providers.synthetic import SyntheticProvider
 from core.repositories.symbols import SymbolState
 from core.settings import get_settings
-from core.symbol_batch import (
+from core.symbol_steps import (
     FetchRequest,
     TargetDateError,
     fetch_and_store,

@@ -1,4 +1,5 @@
-"""The universe service (core/universe.py) on a real migrated database (SQLite, PostgreSQL):
+"""The universe service (core/services/universe.py) on a real migrated database (SQLite,
+PostgreSQL):
 reading ticker files, listing, adding, removing (held symbols, history kept, every status
 filter honouring ``inactive``) and refetching a corrected history under the batch lock."""
 
@@ -14,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import calendar, universe
+from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.csv_file import CsvProvider
 from core.providers.synthetic import SyntheticProvider
+from core.services import universe
 from tests.flows.helpers import clone_database, drop_clone, execute, query, scalar
 
 AS_OF = dt.date(2026, 11, 19)
@@ -128,9 +130,9 @@ def test_list_pages_filters_and_counts(database_url: str) -> None:
 
 def _portfolio(url: str, owner: str, name: str, symbol: str, exit_date: dt.date | None = None,
                deleted: bool = False) -> str:
-    from core import users as users_service
     from core.db.engine import transaction
     from core.repositories import portfolios as portfolio_repo
+    from core.services import users as users_service
 
     users = query(url, "SELECT id FROM users WHERE name=?", (owner,))
 
@@ -231,7 +233,7 @@ def _load(url: str, csv: Path, symbols: list[str], end: dt.date = AS_OF) -> None
     """What a symbol batch does for ``end``: fetch ~1 year through the CSV, then checks and
     factors for every active market symbol."""
     from core.settings import get_settings
-    from core.symbol_batch import (
+    from core.symbol_steps import (
         FetchRequest,
         compute_and_store_factors,
         fetch_and_store,
@@ -251,9 +253,9 @@ def _load(url: str, csv: Path, symbols: list[str], end: dt.date = AS_OF) -> None
 
 def test_a_removed_symbol_is_not_reactivated_by_a_delivery_nor_onboarded(
         database_url: str, tmp_path: Path) -> None:
-    from core import onboarding
+    from core.services import onboarding_queue as onboarding
     from core.settings import get_settings
-    from core.symbol_batch import FetchRequest, fetch_and_store
+    from core.symbol_steps import FetchRequest, fetch_and_store
 
     csv = _write_csv(tmp_path / "p.csv", ["MKTA"])
     day_before = calendar.sessions_back(AS_OF, 1)

@@ -19,7 +19,7 @@ import pytest
 from core.db import migrate
 from core.db.engine import transaction
 from core.repositories import portfolios as repo
-from core.symbol_batch import register_universe
+from core.symbol_steps import register_universe
 from tests.flows.helpers import snapshot, table_rows
 
 AS_OF = dt.date(2026, 11, 19)

@@ -27,7 +27,7 @@ from core.db import migrate
 from core.db.engine import transaction
 from core.providers.synthetic import SyntheticProvider
 from core.repositories import portfolios as repo
-from core.symbol_batch import register_universe
+from core.symbol_steps import register_universe
 from tests.flows.helpers import query
 
 REPO = Path(__file__).resolve().parents[2]

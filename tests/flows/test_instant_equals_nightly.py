@@ -32,10 +32,8 @@ def client(large_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClie
     """The real app over the test's database; it starts no flow and stops no Prefect server
     (the session's harness serves the flow run here)."""
     from api.app import create_app
-    from core import onboarding
-
-    monkeypatch.setattr(onboarding, "dispatch", lambda *a, **k: None, raising=False)
-    monkeypatch.setattr(onboarding, "resume", lambda *a, **k: 0, raising=False)
+    from tests.recording_launcher import record_launches
+    record_launches(monkeypatch)
     with TestClient(create_app(large_url), timeout=300) as c:
         yield c
 

@@ -87,7 +87,7 @@ def test_a_killed_flow_process_takes_its_prefect_server_along(tmp_path: Path) ->
     home = tmp_path / "home"
     prefect_home = home / "prefect"
     log = (tmp_path / "cli.log").open("w")
-    cli = subprocess.Popen([sys.executable, "-m", "flows.cli", "symbol-batch"], cwd=REPO,
+    cli = subprocess.Popen([sys.executable, "-m", "cli.main", "symbol-batch"], cwd=REPO,
                            env=_env(home), stdout=log, stderr=subprocess.STDOUT)
     with no_leftover_servers(prefect_home):
         try:
@@ -106,7 +106,7 @@ def test_a_killed_flow_process_takes_its_prefect_server_along(tmp_path: Path) ->
         # it dies with the process that started it…
         wait_for(lambda: not alive(server), 20, f"server {server} to stop after its parent")
         # …and the next command starts clean
-        after = subprocess.run([sys.executable, "-m", "flows.cli", "db", "current"], cwd=REPO,
+        after = subprocess.run([sys.executable, "-m", "cli.main", "db", "current"], cwd=REPO,
                                env=_env(home), capture_output=True, text=True, timeout=180)
         assert after.returncode == 0, after.stderr[-3000:]
         assert servers_of(prefect_home) == {}
@@ -161,7 +161,7 @@ def test_the_next_start_stops_orphaned_servers_and_only_those(tmp_path: Path) ->
             time.sleep(1)
             assert all(alive(pid) for pid in servers), "killing a starter stopped its server"
 
-            after = subprocess.run([sys.executable, "-m", "flows.cli", "db", "current"],
+            after = subprocess.run([sys.executable, "-m", "cli.main", "db", "current"],
                                    cwd=REPO, env=_env(home), capture_output=True, text=True,
                                    timeout=180)
             assert after.returncode == 0, after.stderr[-3000:]

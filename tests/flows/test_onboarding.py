@@ -16,14 +16,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from core import analytics_service as analytics
-from core import onboarding as queue
+from api.launch import resume_onboarding
+from core import launch
 from core.db.engine import transaction
 from core.errors import NotReady
 from core.repositories import portfolios as repo
-from core.symbol_batch import register_universe
+from core.services import analytics
+from core.services import onboarding_queue as queue
+from core.symbol_steps import register_universe
+from flows import launcher
+from tests.cli.test_cli import REPO
 from tests.flows.helpers import query, scalar
-from tests.flows.test_cli import REPO
 
 AS_OF = dt.date(2026, 11, 19)
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -120,7 +123,8 @@ async def _claimed_by(url: str, pid: int) -> None:
         await engine.dispose()
 
 
-def test_jobs_left_processing_are_resumed(database_url: str) -> None:
+def test_jobs_left_processing_are_resumed(database_url: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.symbol_batch import symbol_batch
 
     asyncio.run(register_universe(["MKTB"]))
@@ -133,9 +137,10 @@ def test_jobs_left_processing_are_resumed(database_url: str) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     asyncio.run(_claimed_by(database_url, dead.pid))
-    pending = asyncio.run(queue.resume())  # start-up: back to pending, dispatched
+    monkeypatch.setattr(launch, "_installed", launcher.PrefectLauncher())
+    pending = asyncio.run(resume_onboarding())  # the API's start-up: back to pending, started
     assert pending == 1
-    assert queue.wait_in_process(timeout=120)
+    assert launcher.wait_for_onboarding(timeout=120)
     row = query(database_url, "SELECT status, attempts FROM onboarding_jobs").iloc[0]
     assert row.status == "done" and row.attempts == 2
     assert query(database_url, "SELECT status FROM symbols WHERE symbol='QXQX'").status[0] == (
@@ -162,8 +167,8 @@ def test_symbols_requested_before_any_market_data_are_settled_by_the_first_batch
     asyncio.run(queue.request_onboarding(["QQNA"]))
     with pytest.raises(NotReady, match="no market data stored yet"):
         onboarding()
-    assert queue.dispatch() == "in-process"  # the API's runner: waits, does not retry
-    assert queue.wait_in_process(timeout=60)
+    assert launcher.dispatch_onboarding() == "in-process"  # the API's runner: waits, does not retry
+    assert launcher.wait_for_onboarding(timeout=60)
     assert scalar(database_url, "SELECT status FROM onboarding_jobs") == "pending"
 
     result = symbol_batch(as_of=AS_OF)  # fetches pending symbols and closes their jobs
@@ -208,16 +213,16 @@ def test_the_in_process_runner_retries_a_failing_run_then_stops(
     from core.db import migrate
 
     settings_env.setenv("FACTORFLOW_DATABASE_URL", empty_database_url)
-    settings_env.setattr(queue, "RETRY_DELAYS_S", (0.1, 0.1))
+    settings_env.setattr(launcher, "RETRY_DELAYS_S", (0.1, 0.1))
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("core.onboarding").addHandler(handler)  # Prefect reconfigures the root
+    logging.getLogger("flows.launcher").addHandler(handler)  # Prefect reconfigures the root
     try:
-        assert queue.dispatch() == "in-process"
-        assert queue.wait_in_process(timeout=120)
+        assert launcher.dispatch_onboarding() == "in-process"
+        assert launcher.wait_for_onboarding(timeout=120)
     finally:
-        logging.getLogger("core.onboarding").removeHandler(handler)
+        logging.getLogger("flows.launcher").removeHandler(handler)
     failures = [r.getMessage() for r in records if "onboarding flow failed" in r.getMessage()]
     assert failures == [f"onboarding flow failed (attempt {i} of 3)" for i in (1, 2, 3)]
 
@@ -227,15 +232,15 @@ def test_the_in_process_runner_retries_a_failing_run_then_stops(
 
     symbol_batch(as_of=AS_OF)
     asyncio.run(queue.request_onboarding(["QXRT"]))
-    assert queue.dispatch() == "in-process"
-    assert queue.wait_in_process(timeout=120)
+    assert launcher.dispatch_onboarding() == "in-process"
+    assert launcher.wait_for_onboarding(timeout=120)
     assert scalar(empty_database_url, "SELECT status FROM onboarding_jobs") == "done"
 
 
 _THREADS_STARTING_PREFECT = """
 import threading
 from prefect.client.orchestration import get_client
-from core.onboarding import start_local_prefect
+from flows.launcher import start_local_prefect
 errors = []
 def run():
     try:

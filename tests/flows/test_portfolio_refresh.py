@@ -20,9 +20,9 @@ import pytest
 
 from core import calendar
 from core.db.engine import transaction
-from core.portfolio_refresh import SymbolBatchNotReady
+from core.portfolio_steps import SymbolBatchNotReady
 from core.repositories import portfolios as repo
-from core.symbol_batch import register_universe
+from core.symbol_steps import register_universe
 from tests.flows.helpers import adj_close_matrix, query, table_rows
 from tests.flows.test_symbol_batch import _wait_for_event
 

@@ -30,7 +30,7 @@ import pandas as pd
 import pytest
 
 from core.db.errors import StorageError
-from core.symbol_batch import register_universe
+from core.symbol_steps import register_universe
 from tests.conftest import SQLITE_ONLY
 from tests.flows.helpers import (
     clone_database,
@@ -156,7 +156,7 @@ def test_a_refresh_waits_for_a_live_holder_then_fails_without_writing(
 
     from core.db.engine import transaction
     from core.db.models import RunStatus
-    from core.portfolio_refresh import RefreshAlreadyRunning, lock_refresh
+    from core.portfolio_steps import RefreshAlreadyRunning, lock_refresh
     from core.repositories import batch_runs
     from core.run_lock import LockOwner, process_token
 
@@ -365,11 +365,9 @@ def _api_patch_cash(url: str, portfolio_id: str, cash: str,
     from litestar.testing import TestClient
 
     from api.app import create_app
-    from core import onboarding
-
-    monkeypatch.setattr(onboarding, "dispatch", lambda *a, **k: None, raising=False)
-    monkeypatch.setattr(onboarding, "resume", lambda *a, **k: 0, raising=False)
-    monkeypatch.setattr(onboarding, "freeze_long_lived_objects", lambda: None)
+    from tests.recording_launcher import record_launches
+    record_launches(monkeypatch)
+    monkeypatch.setattr("flows.launcher.freeze_long_lived_objects", lambda: None)
     headers = {"Authorization": f"Bearer {_api_token(url, portfolio_id)}"}
     with TestClient(create_app(url)) as client:
         resp = client.patch(f"/v1/portfolios/{portfolio_id}", json={"cash": cash},
@@ -418,7 +416,7 @@ def test_an_api_edit_before_the_refresh_loses_no_session(
 
 
 def _snapshot_now(portfolio_id: str) -> None:
-    from core.analytics_service import snapshot_now
+    from core.services.analytics import snapshot_now
 
     assert asyncio.run(snapshot_now(portfolio_id))["data_as_of"] == D3.isoformat()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.symbol_batch import register_universe
+from core.symbol_steps import register_universe
 from tests.flows.test_symbol_batch import _wait_for_event
 
 REPO = Path(__file__).resolve().parents[2]

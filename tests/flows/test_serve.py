@@ -104,7 +104,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     out, err = home.parent / "serve.out", home.parent / "serve.err"
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "serve", "--start-server", "--server-port",
+            [sys.executable, "-m", "cli.main", "serve", "--start-server", "--server-port",
              str(port)], cwd=REPO, env=_env(home), stdout=o, stderr=e)
     s = Served(proc, port, home, out, err)
 
@@ -234,7 +234,7 @@ def test_sigterm_stops_serve_and_its_local_server(served: Served) -> None:
 def _serve_once(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     port = free_port()
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "serve", "--start-server", "--server-port",
+        [sys.executable, "-m", "cli.main", "serve", "--start-server", "--server-port",
          str(port)], cwd=REPO, env=_env(tmp_path / "home", **extra), capture_output=True,
         text=True, timeout=120)
     assert _answers(f"http://127.0.0.1:{port}/api/health") is None  # no server was started

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
-from core.symbol_batch import ReferenceDataError, register_universe
+from core.symbol_steps import ReferenceDataError, register_universe
 from tests.flows.helpers import adj_close_matrix, execute, query, snapshot
 
 AS_OF = dt.date(2026, 11, 19)
@@ -273,7 +273,7 @@ def test_a_run_while_another_live_run_holds_the_lock_fails_and_writes_nothing(
 ) -> None:
     import subprocess
 
-    from core.symbol_batch import BatchAlreadyRunning, lock_batch, unlock_batch
+    from core.symbol_steps import BatchAlreadyRunning, lock_batch, unlock_batch
     from flows.symbol_batch import symbol_batch
 
     register(["MKTA"])
@@ -296,7 +296,7 @@ def test_a_run_while_another_live_run_holds_the_lock_fails_and_writes_nothing(
 def test_a_lock_left_by_a_dead_run_is_taken_over_at_once(database_url: str) -> None:
     import subprocess
 
-    from core.symbol_batch import lock_batch
+    from core.symbol_steps import lock_batch
 
     register(["MKTA"])
     dead = subprocess.Popen(["true"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.symbol_batch import register_universe
+from core.symbol_steps import register_universe
 from tests.conftest import SQLITE_ONLY
 
 AS_OF = dt.date(2026, 11, 19)
@@ -47,7 +47,7 @@ def test_a_failed_run_has_a_summary_naming_the_providers_error(
     database_url: str, settings_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
     from core.settings import get_settings
-    from core.symbol_batch import ReferenceDataError
+    from core.symbol_steps import ReferenceDataError
     from flows.symbol_batch import symbol_batch
 
     settings_env.setenv("FACTORFLOW_PRICE_PROVIDER", "csv")

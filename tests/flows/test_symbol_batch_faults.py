@@ -21,7 +21,7 @@ import pytest
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.synthetic import SyntheticProvider
-from core.symbol_batch import ReferenceDataError, register_universe
+from core.symbol_steps import ReferenceDataError, register_universe
 from tests.conftest import SQLITE_ONLY
 from tests.flows.helpers import (
     clone_database,

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 
 def _register(url: str) -> None:
     from core.db.engine import create_engine
-    from core.symbol_batch import register_universe
+    from core.symbol_steps import register_universe
 
     async def run() -> None:
         engine = create_engine(url)
@@ -60,7 +60,7 @@ def _symbol_batch(url: str, prefect_url: str, home: Path, fault: str | None = No
     if fault:
         env["FACTORFLOW_FAULT_POINT"] = fault
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", "symbol-batch", "--as-of", AS_OF],
+        [sys.executable, "-m", "cli.main", "symbol-batch", "--as-of", AS_OF],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

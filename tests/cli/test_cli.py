@@ -16,7 +16,7 @@ def run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
            if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
     env["FACTORFLOW_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=300,
     )
 

@@ -6,8 +6,8 @@ and the problem (``"positions[2].quantity: must not be zero"``); another user's 
 is :class:`~core.errors.NotFound`, exactly like one that does not exist.
 
 Writes run in one transaction; onboarding of new symbols, the instant snapshot and the
-analytics are requested only after it committed (:mod:`core.onboarding`,
-:mod:`core.analytics_service`), and nothing here waits for an onboarding flow.
+analytics are requested only after it committed (:mod:`core.services.onboarding_queue`,
+:mod:`core.services.analytics`), and nothing here waits for an onboarding flow.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import inspect
 import logging
 import re
 import time
@@ -29,9 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core import analytics_service
-from core import onboarding as onboarding_service
-from core.analytics_memo import AnalyticsMemo, MemoEntry, stored_token
+from core import launch
 from core.db.engine import is_retryable, reading, run_transaction, transaction
 from core.db.models import (
     BatchRun,
@@ -42,8 +39,14 @@ from core.db.models import (
 from core.db.types import as_utc
 from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
 from core.portfolio.valuation import realized_pnl
-from core.portfolio_csv import parse_positions_csv
-from core.portfolio_input import (
+from core.repositories import portfolios as portfolio_repo
+from core.repositories import prices as price_repo
+from core.repositories.portfolios import PF, POS, SNAP
+from core.services import analytics as analytics_service
+from core.services import onboarding_queue as onboarding_service
+from core.services.analytics_cache import AnalyticsMemo, MemoEntry, stored_token
+from core.services.csv_import import parse_positions_csv
+from core.services.validation import (
     MAX_POSITIONS,
     PositionInput,
     bad,
@@ -52,9 +55,6 @@ from core.portfolio_input import (
     validate_cash,
     validate_name,
 )
-from core.repositories import portfolios as portfolio_repo
-from core.repositories import prices as price_repo
-from core.repositories.portfolios import PF, POS, SNAP
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _money(d: Decimal | None) -> str | None:
 
 
 def snapshot_dict(r: Any) -> dict[str, Any]:
-    """A stored snapshot row in the shape of :func:`core.analytics_service.snapshot_now`."""
+    """A stored snapshot row in the shape of :func:`core.services.analytics.snapshot_now`."""
     return {
         "date": r.date.isoformat(), "equity": _money(r.equity),
         "market_value": _money(r.market_value), "cash": _money(r.cash),
@@ -286,22 +286,6 @@ async def _realized(conn: AsyncConnection, closed_rows: Sequence[Any]
 # --- onboarding, snapshot, analytics after a commit ---------------------------------------
 
 
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def dispatch_onboarding() -> None:
-    """Start processing the onboarding queue in the background (never waits for it)."""
-    dispatch = getattr(onboarding_service, "dispatch", None)
-    if dispatch is None:
-        log.warning("core.onboarding.dispatch is not available: pending symbols wait")
-        return
-    if inspect.iscoroutinefunction(dispatch):
-        await dispatch()
-    else:
-        await _maybe_await(await asyncio.to_thread(dispatch))
-
-
 async def _onboard(
     engine: AsyncEngine, portfolio_id: str, symbols: Sequence[str]
 ) -> dict[str, str]:
@@ -310,7 +294,7 @@ async def _onboard(
         return {}
     statuses = await onboarding_service.request_onboarding(market, portfolio_id, engine)
     if any(v == "pending" for v in statuses.values()):
-        await dispatch_onboarding()
+        await launch.launcher().start_onboarding()
     return dict(statuses)
 
 
@@ -434,7 +418,7 @@ async def import_portfolio_csv(
     engine: AsyncEngine, owner_id: str, *, name: str, cash: Decimal, csv_text: str
 ) -> PortfolioCreated:
     """:func:`create_portfolio` from a positions CSV (see
-    :func:`core.portfolio_csv.parse_positions_csv`)."""
+    :func:`core.services.csv_import.parse_positions_csv`)."""
     name, cash = validate_name(name), validate_cash(cash)
     today_ = today()
     positions = []
@@ -653,8 +637,8 @@ async def list_snapshots(
 ANALYTICS_MEMO_INTERVAL_S = 1.0
 """Seconds between two validations of the in-memory analytics answers (see ``analytics``)."""
 _memos: weakref.WeakKeyDictionary[AsyncEngine, AnalyticsMemo] = weakref.WeakKeyDictionary()
-"""One in-memory answer memo per engine (see :mod:`core.analytics_memo`); an engine belongs
-to one event loop, like the memo's background validation."""
+"""One in-memory answer memo per engine (see :mod:`core.services.analytics_cache`); an engine
+belongs to one event loop, like the memo's background validation."""
 
 
 def _memo_of(engine: AsyncEngine) -> AnalyticsMemo:
@@ -705,7 +689,7 @@ async def analytics(
 ) -> AnalyticsAnswer:
     """Cached analytics ``kind`` of an owned portfolio (see ``analytics_service``).
 
-    Answers are also kept in this process's memory (:mod:`core.analytics_memo`), validated
+    Answers are also kept in this process's memory (:mod:`core.services.analytics_cache`), validated
     in bulk in the background by one query about once a second: a hit costs no query, and a
     change made by another process (the nightly refresh, another worker) is seen within
     about a second (never more than five). Changes made through this module drop the

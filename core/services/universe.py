@@ -45,7 +45,7 @@ from core.providers.base import PriceProvider, ProviderError
 from core.repositories import portfolios as portfolio_repo
 from core.repositories import symbols as symbol_repo
 from core.settings import Settings, get_settings
-from core.symbol_batch import (
+from core.symbol_steps import (
     BATCH_LOCK,
     FetchRequest,
     compute_and_store_factors,
@@ -636,7 +636,7 @@ async def refetch_symbols(
 
     Runs under the symbol batch's lock (``symbol-batch``): never while a symbol batch runs.
     Each symbol is fetched over [first stored price, last stored price] through the
-    configured provider chain and stored by ``core.symbol_batch.fetch_and_store``: a stored
+    configured provider chain and stored by ``core.symbol_steps.fetch_and_store``: a stored
     price is replaced only by one that passes the checks and loses no field, a corrected
     delivery replaces a price that failed its checks, refusals and replacements are audited
     in ``price_revisions``. Then the symbol's data checks, factors and metrics are computed

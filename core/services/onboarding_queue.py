@@ -4,20 +4,18 @@ Unknown symbols become ``pending`` in the universe and get one queue row each (d
 requests share it). The onboarding flow (``flows/onboarding.py``) processes the queue:
 ~1 year of prices, data checks, factors, then ``active`` or ``error`` with the reason, then
 the affected portfolios' snapshot and analytics. Rows left ``processing`` by a crash go
-back to ``pending`` at start-up (:func:`resume`), so no request is lost.
+back to ``pending`` at start-up (:func:`reset_stuck`), so no request is lost. No Prefect here:
+the flows start through ``core.launch`` (see ``flows/launcher.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gc
 import logging
 import os
 import socket
-import threading
-import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
-from core.errors import LimitExceeded, NotReady
+from core.errors import LimitExceeded
 from core.repositories import symbols as symbol_repo
 from core.repositories.portfolios import PF
 from core.run_lock import Beat, process_alive, process_token
@@ -51,7 +49,7 @@ async def request_onboarding(
     Returns symbol → ``"ready"`` (has prices), ``"pending"`` (queued now or already),
     ``"private"`` (never priced) or ``"error: <reason>"`` (invalid, unknown to the
     provider, delisted, removed from the universe by an operator). Does not start
-    processing: call :func:`dispatch` after the caller's transaction committed.
+    processing: start it (``core.launch``) after the caller's transaction committed.
     """
     engine = engine or flow_engine()
     out: dict[str, str] = {}
@@ -305,166 +303,3 @@ async def queue_view(engine: AsyncEngine | None = None, limit: int = 200) -> lis
         "started_at": r.started_at.isoformat() if r.started_at else None,
         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
     } for r in rows]
-
-
-# --- starting the onboarding flow ----------------------------------------------------------
-
-_runner_lock = threading.Lock()
-_runner: threading.Thread | None = None
-_again = threading.Event()
-
-
-_local_prefect_lock = threading.Lock()
-
-
-def start_local_prefect() -> None:
-    """Without a Prefect API, start Prefect's local server now, once, safely from any thread.
-
-    Prefect starts it on the first client of the process, but two threads doing so at the
-    same time race (Prefect 3.8: the second sees it "running" before its process exists and
-    fails with "Server process did not start"). The warm-up, the onboarding runner and the
-    API's symbol batch all come through here first, one at a time.
-    """
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    with _local_prefect_lock:
-        SubprocessASGIServer().start()
-
-
-RUN_ATTEMPTS = 3
-RETRY_DELAYS_S = (5.0, 30.0)
-
-
-def _run_in_process() -> None:
-    """The runner thread: the onboarding flow until no request arrived meanwhile. A run that
-    fails (Prefect not reachable, a database error) is tried again after a pause, up to
-    ``RUN_ATTEMPTS`` times; its jobs stay queued either way and start-up resumes them."""
-    from flows.onboarding import onboarding
-
-    failures = 0
-    while True:
-        _again.clear()
-        try:
-            start_local_prefect()
-            onboarding()
-            failures = 0
-        except NotReady as exc:  # no market data yet: the first symbol batch closes the jobs
-            log.warning("onboarding waits: %s", exc)
-            return
-        except Exception:  # the flow records its own failure; keep the API alive
-            failures += 1
-            log.exception("onboarding flow failed (attempt %d of %d)", failures, RUN_ATTEMPTS)
-            if failures >= RUN_ATTEMPTS:
-                return
-            time.sleep(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1])
-            continue
-        if not _again.is_set():
-            return
-
-
-def dispatch() -> str:
-    """Start processing the queue without waiting for it.
-
-    With ``PREFECT_API_URL`` set, a run of the ``onboarding`` deployment is created
-    (``run_deployment(..., timeout=0)``; a worker or ``factorflow serve`` executes it).
-    Otherwise the flow runs in this process in a background thread (one at a time; a
-    request arriving meanwhile makes it run once more). Returns what was done.
-    """
-    global _runner
-    if os.environ.get("PREFECT_API_URL"):
-        from prefect.deployments import run_deployment
-
-        run_deployment(DEPLOYMENT, timeout=0)
-        return "deployment"
-    with _runner_lock:
-        if _runner is not None and _runner.is_alive():
-            _again.set()
-            return "in-process (queued behind the running flow)"
-        _runner = threading.Thread(target=_run_in_process, name="onboarding", daemon=True)
-        _runner.start()
-    return "in-process"
-
-
-def wait_in_process(timeout: float | None = None) -> bool:
-    """Wait for the in-process runner (tests, shutdown); True when it is idle."""
-    thread = _runner
-    if thread is not None:
-        thread.join(timeout)
-        return not thread.is_alive()
-    return True
-
-
-def warm_up() -> None:
-    """Without a Prefect API, start Prefect's local server in the background now, so the first
-    onboarding run does not pay its ~10 s start-up while a user waits for a symbol."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-
-    def _warm() -> None:
-        try:
-            from flows.onboarding import warm_up as prefect_warm_up
-
-            start_local_prefect()
-            prefect_warm_up()
-        except Exception:  # only an optimisation
-            log.exception("Prefect warm-up failed")
-        freeze_long_lived_objects()
-
-    threading.Thread(target=_warm, name="prefect-warm-up", daemon=True).start()
-
-
-def freeze_long_lived_objects() -> None:
-    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
-
-    A long-running process that imported Prefect holds ~400,000 tracked objects; each full
-    collection walked them all and stopped the event loop for ~250 ms, a few times a minute
-    under load (the API's whole latency tail). Frozen, a full collection walks only what
-    was created since: ~3 ms. Called once start-up (and the warm-up) has loaded its heap.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def local_prefect_servers() -> set[int]:
-    """Identities of the local Prefect servers running in this process now (to leave them
-    alone in :func:`stop_local_prefect`)."""
-    try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:
-        return set()
-    return {id(server) for server in SubprocessASGIServer._instances.values()}
-
-
-def stop_local_prefect(keep: Collection[int] = ()) -> None:
-    """Stop the local Prefect servers this process started (warm-up or in-process flows), so
-    stopping the API leaves no orphaned server behind; those in ``keep`` (see
-    :func:`local_prefect_servers`: running before the API started, e.g. a test harness's)
-    are left running."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:
-        return
-    for server in list(SubprocessASGIServer._instances.values()):
-        if id(server) in keep:
-            continue
-        try:
-            server.stop()
-        except Exception:  # shutting down anyway
-            log.exception("could not stop the local Prefect server")
-
-
-async def resume(engine: AsyncEngine | None = None, warm: bool = True) -> int:
-    """At start-up: reset stuck jobs and, if any are pending, dispatch; warm Prefect up.
-    Returns the number of pending jobs."""
-    pending = await reset_stuck(engine)
-    if pending:
-        dispatch()
-    elif warm:
-        warm_up()
-    return pending

@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.engine import reading, transaction
 from core.errors import Conflict, NotFound
-from core.portfolio_input import MAX_USER_NAME_LENGTH, validate_name
 from core.repositories import portfolios as portfolio_repo
 from core.repositories.portfolios import PF, U
+from core.services.validation import MAX_USER_NAME_LENGTH, validate_name
 
 
 def token_hash(token: str) -> str:

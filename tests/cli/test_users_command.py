@@ -8,7 +8,7 @@ import json
 import pytest
 from litestar.testing import TestClient
 
-from flows.cli import build_parser, main
+from cli.main import build_parser, main
 from tests.api.conftest import Seed, assert_error
 from tests.flows.helpers import query
 

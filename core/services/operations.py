@@ -8,10 +8,7 @@ Plain async functions over an ``AsyncEngine``; a caller's mistake raises a
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import logging
-import os
-import threading
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
@@ -20,8 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core import analytics_service, calendar
-from core import onboarding as onboarding_service
+from core import calendar, launch, run_lock
 from core.db.engine import reading
 from core.db.models import (
     OnboardingJob,
@@ -33,9 +29,11 @@ from core.db.models import (
 )
 from core.db.types import as_utc
 from core.errors import Conflict, NotFound
-from core.portfolio_input import bad
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
+from core.services import analytics as analytics_service
+from core.services import onboarding_queue as onboarding_service
+from core.services.validation import bad
 from core.symbols import InvalidSymbolError, validate_symbol
 
 log = logging.getLogger(__name__)
@@ -49,7 +47,6 @@ FRESH_SESSIONS = 1
 (the symbol batch runs at 21:00 New York time, five hours after the close)."""
 NIGHTLY_JOBS = ("symbol-batch", "portfolio-refresh")
 JOB_TYPES = (*NIGHTLY_JOBS, "onboarding")
-SYMBOL_BATCH_DEPLOYMENT = "symbol-batch/symbol-batch"
 
 
 def _symbol_status(kind: str, status: str) -> str:
@@ -217,58 +214,26 @@ async def readiness(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
     return checks
 
 
-_batch_lock = threading.Lock()
-_batch_thread: threading.Thread | None = None
-
-
-def _run_symbol_batch(as_of: dt.date | None) -> None:
-    """The symbol flow in this process (the background thread's target)."""
-    try:
-        from flows.symbol_batch import symbol_batch
-
-        onboarding_service.start_local_prefect()
-        symbol_batch(as_of=as_of)
-    except BaseException:  # a thread has nobody to raise to: the batch_runs row tells
-        log.exception("symbol batch started from the API failed")
-
-
 async def start_symbol_batch(
     engine: AsyncEngine, as_of: dt.date | None = None
 ) -> dict[str, Any]:
     """Start the symbol flow for ``as_of`` (default: the latest completed session) and return
-    at once: the Prefect deployment when ``PREFECT_API_URL`` is set, else the flow in a
-    background thread of this process. Conflict while one is already running."""
-    from core.symbol_batch import TargetDateError, resolve_target_dates
+    at once, through the process's flow launcher (``core.launch``: the Prefect deployment
+    when a Prefect API is configured, else the flow in a background thread). Conflict while
+    one is already running."""
+    from core.symbol_steps import BATCH_LOCK, TargetDateError, resolve_target_dates
 
-    global _batch_thread
     try:
         target = resolve_target_dates(as_of)[-1]
     except (TargetDateError, calendar.CalendarRangeError) as exc:
         raise bad("as_of", str(exc)) from None
-    from core import run_lock
-    from core.symbol_batch import BATCH_LOCK
-
     held = [lk for lk in await run_lock.list_locks(engine) if lk.name == BATCH_LOCK]
     now = dt.datetime.now(dt.UTC)
     if held and (held[0].alive or (held[0].alive is None and held[0].expires_at > now)):
         # a lock whose holder died does not block: the new run takes it over at once
         raise Conflict(f"a symbol batch is already running ({held[0].describe()})")
-    if os.environ.get("PREFECT_API_URL"):
-        from prefect.deployments import run_deployment
-
-        params = {"as_of": target.isoformat()}
-        run = run_deployment(SYMBOL_BATCH_DEPLOYMENT, parameters=params, timeout=0)
-        if inspect.isawaitable(run):  # Prefect's dispatch: a coroutine on an event loop
-            run = await run
-        return {"as_of": target, "mode": "deployment", "flow_run_id": str(run.id),
-                "deployment": SYMBOL_BATCH_DEPLOYMENT}
-    with _batch_lock:
-        if _batch_thread is not None and _batch_thread.is_alive():
-            raise Conflict("a symbol batch started from this server is still running")
-        _batch_thread = threading.Thread(
-            target=_run_symbol_batch, args=(target,), name="symbol-batch", daemon=True)
-        _batch_thread.start()
-    return {"as_of": target, "mode": "in-process", "flow_run_id": None, "deployment": None}
+    started = await launch.launcher().start_symbol_batch(target)
+    return {"as_of": target, **started}
 
 
 async def onboarding_queue(engine: AsyncEngine, limit: int = 200) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from core.errors import InvalidInput
 from core.portfolio.valuation import InvestmentClass
-from core.portfolio_input import MAX_POSITIONS, PositionInput
+from core.services.validation import MAX_POSITIONS, PositionInput
 
 CSV_REQUIRED = ("symbol", "quantity", "entry_date", "entry_price")
 CSV_OPTIONAL = ("exit_date", "exit_price", "investment_class", "manual_value")

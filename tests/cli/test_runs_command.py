@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
+from cli.main import main
 from core.run_lock import LockOwner, acquire, process_token
-from flows.cli import main
 from tests.flows.helpers import execute, query
 
 

@@ -23,7 +23,7 @@ def run_cli(args: list[str], home: Path, **env_vars: str) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
     env["FACTORFLOW_HOME"] = str(home)
     env.update(env_vars)
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=180)
 
 

@@ -53,6 +53,14 @@ class _ShutdownNoise(logging.Filter):
         return "CancelledError" not in record.getMessage()
 
 
+def _install_flow_launcher() -> None:
+    """Services started from the CLI start flows the way the API does (``core.launch``)."""
+    from core import launch
+    from flows.launcher import PrefectLauncher
+
+    launch.install(PrefectLauncher())
+
+
 def _quiet_shutdown() -> None:
     noise = _ShutdownNoise()
     for name in ("", "prefect", "prefect.server", "uvicorn.error", "asyncio"):
@@ -157,8 +165,8 @@ class _NamedErrorOneLine(logging.Filter):
 
 def _is_named_error(exc: BaseException) -> bool:
     from core.db.errors import StorageError
-    from core.portfolio_refresh import PortfolioRefreshError
-    from core.symbol_batch import SymbolBatchError
+    from core.portfolio_steps import PortfolioRefreshError
+    from core.symbol_steps import SymbolBatchError
 
     return isinstance(exc, SymbolBatchError | PortfolioRefreshError | StorageError)
 
@@ -222,7 +230,7 @@ def _portfolio_refresh(args: argparse.Namespace) -> int:
 def _symbol_batch(args: argparse.Namespace) -> int:
     from core.config_check import ensure_configuration
     from core.db import migrate
-    from core.symbol_batch import resolve_target_dates
+    from core.symbol_steps import resolve_target_dates
 
     resolve_target_dates(args.as_of, args.start, args.end)  # fail fast, before Prefect starts
     ensure_configuration()
@@ -251,7 +259,7 @@ def _demo(args: argparse.Namespace) -> int:
     from core.db import migrate
     from core.demo import demo_symbols, seed_portfolios
     from core.settings import get_settings
-    from core.symbol_batch import register_universe
+    from core.symbol_steps import register_universe
 
     ensure_configuration()
     settings = get_settings()
@@ -445,9 +453,9 @@ def _symbols_refetched(report: Any) -> list[str]:
 
 
 def _symbols(args: argparse.Namespace) -> int:
-    from core import universe
     from core.db import migrate
     from core.db.engine import create_engine
+    from core.services import universe
     from core.settings import get_settings
 
     url = get_settings().resolved_database_url
@@ -536,10 +544,10 @@ def _symbols(args: argparse.Namespace) -> int:
 
 
 def _users(args: argparse.Namespace) -> int:
-    from core import users as users_service
     from core.db import migrate
     from core.db.engine import create_engine
     from core.errors import AppError
+    from core.services import users as users_service
     from core.settings import get_settings
 
     url = get_settings().resolved_database_url
@@ -785,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     _prefect_environment()
     _quiet_shutdown()
     _no_orphaned_prefect_servers()
+    _install_flow_launcher()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `factorflow runs | head`: the reader left, nothing to say
@@ -796,8 +805,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"factorflow: {configuration}", file=sys.stderr)
             return 1
         from core.db.errors import StorageError, is_storage_error, short_error
-        from core.portfolio_refresh import PortfolioRefreshError
-        from core.symbol_batch import SymbolBatchError
+        from core.portfolio_steps import PortfolioRefreshError
+        from core.symbol_steps import SymbolBatchError
 
         if isinstance(exc, SymbolBatchError | PortfolioRefreshError | StorageError | ValueError):
             print(f"factorflow: {type(exc).__name__}: {exc}", file=sys.stderr)

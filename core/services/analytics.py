@@ -34,7 +34,7 @@ from core.portfolio.analytics import (
     analyse_portfolio,
 )
 from core.portfolio.valuation import Holding, InvestmentClass
-from core.portfolio_refresh import (
+from core.portfolio_steps import (
     analytics_rows,
     build_scenarios,
     load_symbol_data,

@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cli.main import main
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.synthetic import SyntheticProvider
-from flows.cli import main
 from tests.flows.helpers import query, scalar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,9 +57,9 @@ def use_csv(env: pytest.MonkeyPatch, csv: Path) -> None:
 
 def hold(url: str, symbol: str, owner: str = "alice", name: str = "main") -> str:
     """A live portfolio of ``owner`` with an open position in ``symbol``; its id."""
-    from core import users
     from core.db.engine import flow_engine, transaction
     from core.repositories import portfolios as portfolio_repo
+    from core.services import users
 
     async def make() -> str:
         engine = flow_engine(url)
@@ -174,7 +174,7 @@ def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
     tickers.write_text("AAPL\nmsft\n")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "flows.cli", "symbols", *args], cwd=REPO,
+        return subprocess.run([sys.executable, "-m", "cli.main", "symbols", *args], cwd=REPO,
                               env=env, capture_output=True, text=True, timeout=120)
 
     done = cli("import", str(tickers))
@@ -247,9 +247,9 @@ def _tick(bars: pd.DataFrame) -> None:
 def test_refetch_replaces_a_bad_price_recomputes_the_factors_and_waits_for_no_batch(
         database_url: str, tmp_path: Path, settings_env: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from core import operations as svc
     from core.db.engine import flow_engine
     from core.run_lock import LockOwner, acquire, process_token
+    from core.services import operations as svc
 
     use_csv(settings_env, write_prices(tmp_path / "bad.csv", ["MKTA"], AS_OF, edit=_tick))
     assert main(["symbols", "add", "MKTA"]) == 0
