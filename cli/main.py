@@ -455,7 +455,7 @@ def _symbols_refetched(report: Any) -> list[str]:
 def _symbols(args: argparse.Namespace) -> int:
     from core.db import migrate
     from core.db.engine import create_engine
-    from core.services import universe
+    from core.services import ticker_file, universe
     from core.settings import get_settings
 
     url = get_settings().resolved_database_url
@@ -498,10 +498,11 @@ def _symbols(args: argparse.Namespace) -> int:
 
     if args.action in ("add", "import"):
         try:
-            entries = (universe.read_ticker_file(args.file) if args.action == "import" else
-                       [universe.Entry(t, f"argument {i}") for i, t in enumerate(args.tickers, 1)])
+            entries = (ticker_file.read_ticker_file(args.file) if args.action == "import" else
+                       [ticker_file.TickerEntry(t, f"argument {i}")
+                        for i, t in enumerate(args.tickers, 1)])
             report = asyncio.run(_call(universe.add_symbols, entries))
-        except universe.TickerFileError as exc:
+        except ticker_file.TickerFileError as exc:
             print(f"{prefix}: {exc}", file=sys.stderr)
             return 1
         except universe.NoValidSymbols as exc:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Column, Field, SQLModel
 
 from core.db.types import Money
+from core.portfolio.valuation import InvestmentClass
 
 PRICE = sa.Numeric(18, 6)
 MONEY = sa.Numeric(20, 4)
@@ -255,13 +256,6 @@ class BatchRun(SQLModel, table=True):
 
 
 # --- the portfolio layer (reads the symbol layer, never the other way round) -------------
-
-
-
-class InvestmentClass(enum.StrEnum):
-    PUBLIC = "PUBLIC"
-    OPTIONS = "OPTIONS"
-    PRIVATE = "PRIVATE"
 
 
 class User(SQLModel, table=True):

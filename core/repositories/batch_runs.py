@@ -1,4 +1,7 @@
-"""The batch-run log: one row per run of a job, with counts, durations and errors."""
+"""The batch-run log: one row per run of a job, with counts, durations and errors.
+
+May import: ``core.db``. Not: services, flows, api, cli.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Symbol factor exposures and daily metrics: bulk upserts and reads."""
+"""Symbol factor exposures and daily metrics: bulk upserts and reads.
+
+May import: ``core.db``, numpy. Not: services, flows, api, cli.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Data-check findings per symbol and run date."""
+"""Data-check findings per symbol and run date.
+
+May import: ``core.db``. Not: services, flows, api, cli.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Users, portfolios, positions and the portfolio analytics tables."""
+"""Portfolios, positions, snapshots and the portfolio analytics tables.
+
+May import: ``core.db`` and the portfolio domain types (``core.portfolio.valuation``). Not:
+services, flows, api, cli.
+"""
 
 from __future__ import annotations
 
@@ -26,16 +30,18 @@ from core.db.models import (
 from core.db.upsert import upsert_rows
 from core.portfolio.valuation import Holding, InvestmentClass
 
-U = User.__table__  # type: ignore[attr-defined]
 PF = Portfolio.__table__  # type: ignore[attr-defined]
-POS = Position.__table__  # type: ignore[attr-defined]
 SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
-PFE = PortfolioFactorExposure.__table__  # type: ignore[attr-defined]
-PSE = PortfolioSectorExposure.__table__  # type: ignore[attr-defined]
-PCOR = PortfolioCorrelation.__table__  # type: ignore[attr-defined]
-STRESS = StressTestResult.__table__  # type: ignore[attr-defined]
 CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
+# PF, SNAP and CACHE are still queried by core/services/analytics.py and analytics_cache.py
+_positions = Position.__table__  # type: ignore[attr-defined]
+_factor_exposures = PortfolioFactorExposure.__table__  # type: ignore[attr-defined]
+_sector_exposures = PortfolioSectorExposure.__table__  # type: ignore[attr-defined]
+_correlations = PortfolioCorrelation.__table__  # type: ignore[attr-defined]
+_stress_results = StressTestResult.__table__  # type: ignore[attr-defined]
+_users = User.__table__  # type: ignore[attr-defined]
 _IN = 900
+"""Ids per ``IN (...)`` query."""
 
 
 def new_id() -> str:
@@ -46,17 +52,6 @@ def new_id() -> str:
 def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), _IN):
         yield list(items[i : i + _IN])
-
-
-async def create_user(
-    conn: AsyncConnection, name: str, token_hash: str, is_admin: bool = False
-) -> str:
-    """Insert a user; returns its id."""
-    uid = new_id()
-    await conn.execute(sa.insert(U).values(
-        id=uid, name=name, token_hash=token_hash, is_admin=is_admin,
-        created_at=dt.datetime.now(dt.UTC)))
-    return uid
 
 
 async def create_portfolio(
@@ -133,7 +128,7 @@ async def add_positions(
         "market_value_date": None, "created_at": now,
     } for p in positions]
     if rows:
-        await conn.execute(sa.insert(POS), rows)
+        await conn.execute(sa.insert(_positions), rows)
     return [r["id"] for r in rows]
 
 
@@ -225,8 +220,8 @@ async def load_holdings(
     out: dict[str, list[Holding]] = {pid: [] for pid in portfolio_ids}
     invalid: dict[str, str] = {}
     for part in _chunks(portfolio_ids):
-        stmt = sa.select(POS).where(POS.c.portfolio_id.in_(part)).order_by(
-            POS.c.portfolio_id, POS.c.symbol, POS.c.id)
+        stmt = sa.select(_positions).where(_positions.c.portfolio_id.in_(part)).order_by(
+            _positions.c.portfolio_id, _positions.c.symbol, _positions.c.id)
         for r in (await conn.execute(stmt)).all():
             try:
                 out[r.portfolio_id].append(holding(r))
@@ -242,7 +237,7 @@ async def upsert_snapshots(conn: AsyncConnection, rows: Sequence[dict[str, Any]]
 
 async def upsert_factor_exposures(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
     """Store portfolio factor exposures (PK portfolio_id + date + factor)."""
-    return await upsert_rows(conn, PFE, rows, key=["portfolio_id", "date", "factor"])
+    return await upsert_rows(conn, _factor_exposures, rows, key=["portfolio_id", "date", "factor"])
 
 
 async def replace_for_dates(
@@ -251,7 +246,8 @@ async def replace_for_dates(
 ) -> int:
     """Make the rows of ``table_name`` for each (portfolio, date) in ``keys`` exactly ``rows``
     (rows that no longer apply, e.g. a sector no longer held, disappear)."""
-    table = {"portfolio_sector_exposures": PSE, "stress_test_results": STRESS}[table_name]
+    table = {"portfolio_sector_exposures": _sector_exposures,
+             "stress_test_results": _stress_results}[table_name]
     by_date: dict[dt.date, list[str]] = {}
     for pid, day in keys:
         by_date.setdefault(day, []).append(pid)
@@ -264,7 +260,7 @@ async def replace_for_dates(
 
 async def upsert_correlations(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
     """Store correlation matrices (PK portfolio_id + date)."""
-    return await upsert_rows(conn, PCOR, rows, key=["portfolio_id", "date"])
+    return await upsert_rows(conn, _correlations, rows, key=["portfolio_id", "date"])
 
 
 async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
@@ -275,13 +271,13 @@ async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str,
     """
     if not rows:
         return
-    stored = POS.c.market_value_date
+    stored = _positions.c.market_value_date
     day = sa.bindparam("mvd", type_=stored.type)
     current = sa.or_(stored.is_(None), day >= stored)
-    stmt = (sa.update(POS).where(POS.c.id == sa.bindparam("_id")).values(
+    stmt = (sa.update(_positions).where(_positions.c.id == sa.bindparam("_id")).values(
         market_value=sa.case(
-            (current, sa.bindparam("mv", type_=POS.c.market_value.type)),
-            else_=POS.c.market_value),
+            (current, sa.bindparam("mv", type_=_positions.c.market_value.type)),
+            else_=_positions.c.market_value),
         market_value_date=sa.case((current, day), else_=stored)))
     await conn.execute(stmt, [
         {"_id": r["id"], "mv": r["market_value"], "mvd": r["market_value_date"]} for r in rows])
@@ -302,10 +298,181 @@ async def count_portfolios(conn: AsyncConnection) -> int:
 async def held_symbols(conn: AsyncConnection) -> list[str]:
     """Distinct symbols of PUBLIC/OPTIONS positions in portfolios that are not deleted."""
     stmt = (
-        sa.select(POS.c.symbol).distinct()
-        .select_from(POS.join(PF, PF.c.id == POS.c.portfolio_id))
+        sa.select(_positions.c.symbol).distinct()
+        .select_from(_positions.join(PF, PF.c.id == _positions.c.portfolio_id))
         .where(PF.c.deleted_at.is_(None),
-               POS.c.investment_class != InvestmentClass.PRIVATE.value)
-        .order_by(POS.c.symbol)
+               _positions.c.investment_class != InvestmentClass.PRIVATE.value)
+        .order_by(_positions.c.symbol)
     )
     return [r[0] for r in (await conn.execute(stmt)).all()]
+
+
+# --- one owner's portfolios and positions (the API's reads and writes) --------------------
+
+
+def _live_of(owner_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None))
+
+
+async def owned_portfolio(
+    conn: AsyncConnection, owner_id: str, portfolio_id: str, *, lock: bool = False
+) -> sa.Row | None:
+    """The live ``portfolios`` row ``portfolio_id`` if ``owner_id`` owns it, else None.
+
+    ``lock``: the row is locked for the transaction, like :func:`lock_portfolios`."""
+    stmt = sa.select(PF).where(PF.c.id == portfolio_id, _live_of(owner_id))
+    return (await conn.execute(stmt.with_for_update(key_share=True) if lock else stmt)).first()
+
+
+async def owns_portfolio(conn: AsyncConnection, owner_id: str, portfolio_id: str) -> bool:
+    """Whether ``owner_id`` owns the live portfolio ``portfolio_id``."""
+    stmt = sa.select(PF.c.id).where(PF.c.id == portfolio_id, _live_of(owner_id))
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def portfolio_ids_of_owner(conn: AsyncConnection, owner_id: str) -> set[str]:
+    """Ids of every portfolio ``owner_id`` has, soft-deleted ones included."""
+    return set((await conn.execute(sa.select(PF.c.id).where(
+        PF.c.owner_id == owner_id))).scalars())
+
+
+async def live_portfolio_ids(conn: AsyncConnection) -> list[str]:
+    """Ids of the portfolios not soft-deleted (no order)."""
+    return [r[0] for r in (await conn.execute(
+        sa.select(PF.c.id).where(PF.c.deleted_at.is_(None)))).all()]
+
+
+async def portfolio_name_taken(
+    conn: AsyncConnection, owner_id: str, name: str, except_id: str | None = None
+) -> bool:
+    """Whether a live portfolio of ``owner_id`` other than ``except_id`` is named ``name``."""
+    stmt = sa.select(PF.c.id).where(PF.c.name == name, _live_of(owner_id))
+    if except_id:
+        stmt = stmt.where(PF.c.id != except_id)
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def mark_portfolio_changed(conn: AsyncConnection, portfolio_id: str,
+                                 **values: Any) -> None:
+    """Set ``updated_at`` to now (what every analysis of the portfolio depends on, see
+    :class:`PortfolioVersion`) and the columns in ``values``."""
+    await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id).values(
+        updated_at=dt.datetime.now(dt.UTC), **values))
+
+
+async def owner_portfolio_page(
+    conn: AsyncConnection, owner_id: str, *, limit: int, offset: int
+) -> tuple[int, list[sa.Row]]:
+    """The number of live portfolios of ``owner_id``, and one page of them by name: the
+    ``portfolios`` columns plus ``n`` (positions), ``d`` (latest snapshot date) and
+    ``equity`` (of that snapshot)."""
+    counts = (sa.select(_positions.c.portfolio_id, sa.func.count().label("n"))
+              .group_by(_positions.c.portfolio_id).subquery())
+    last = (sa.select(SNAP.c.portfolio_id, sa.func.max(SNAP.c.date).label("d"))
+            .group_by(SNAP.c.portfolio_id).subquery())
+    live = _live_of(owner_id)
+    stmt = (
+        sa.select(PF, counts.c.n, last.c.d, SNAP.c.equity)
+        .select_from(
+            PF.outerjoin(counts, counts.c.portfolio_id == PF.c.id)
+            .outerjoin(last, last.c.portfolio_id == PF.c.id)
+            .outerjoin(SNAP, sa.and_(SNAP.c.portfolio_id == PF.c.id, SNAP.c.date == last.c.d)))
+        .where(live).order_by(PF.c.name, PF.c.id).limit(limit).offset(offset)
+    )
+    total = int((await conn.execute(
+        sa.select(sa.func.count()).select_from(PF).where(live))).scalar_one())
+    return total, list((await conn.execute(stmt)).all())
+
+
+def _portfolio_children() -> list[sa.Table]:
+    """Every table with rows of one portfolio (a foreign key to ``portfolios.id``)."""
+    return [t for t in reversed(PF.metadata.sorted_tables)
+            if t is not PF and any(fk.column is PF.c.id for fk in t.foreign_keys)]
+
+
+async def delete_portfolio_everywhere(conn: AsyncConnection, portfolio_id: str) -> None:
+    """Delete a portfolio and every row of every table that hangs off it (hard delete)."""
+    for table in _portfolio_children():
+        await conn.execute(sa.delete(table).where(table.c.portfolio_id == portfolio_id))
+    await conn.execute(sa.delete(PF).where(PF.c.id == portfolio_id))
+
+
+async def position_count(conn: AsyncConnection, portfolio_id: str) -> int:
+    """Number of positions of a portfolio (open and closed)."""
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(_positions).where(
+        _positions.c.portfolio_id == portfolio_id))).scalar_one())
+
+
+async def positions_of(conn: AsyncConnection, portfolio_id: str) -> list[sa.Row]:
+    """The ``positions`` rows of a portfolio by symbol, entry date and id."""
+    return list((await conn.execute(
+        sa.select(_positions).where(_positions.c.portfolio_id == portfolio_id)
+        .order_by(_positions.c.symbol, _positions.c.entry_date, _positions.c.id))).all())
+
+
+async def position_in(conn: AsyncConnection, portfolio_id: str, position_id: str
+                      ) -> sa.Row | None:
+    """The ``positions`` row ``position_id`` if it belongs to ``portfolio_id``, else None."""
+    return (await conn.execute(sa.select(_positions).where(
+        _positions.c.id == position_id, _positions.c.portfolio_id == portfolio_id))).first()
+
+
+async def update_position(conn: AsyncConnection, position_id: str, **values: Any) -> None:
+    """Set the columns in ``values`` of position ``position_id``."""
+    await conn.execute(sa.update(_positions).where(_positions.c.id == position_id)
+                       .values(**values))
+
+
+async def delete_position(conn: AsyncConnection, position_id: str) -> None:
+    """Delete position ``position_id``."""
+    await conn.execute(sa.delete(_positions).where(_positions.c.id == position_id))
+
+
+async def latest_snapshot(conn: AsyncConnection, portfolio_id: str) -> sa.Row | None:
+    """The newest ``portfolio_snapshots`` row of a portfolio, or None."""
+    return (await conn.execute(sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
+                               .order_by(SNAP.c.date.desc()).limit(1))).first()
+
+
+async def newest_snapshots(
+    conn: AsyncConnection, portfolio_id: str, *, start: dt.date | None,
+    end: dt.date | None, limit: int,
+) -> list[sa.Row]:
+    """At most ``limit`` snapshot rows of a portfolio with ``start <= date <= end`` (None:
+    unbounded), newest first."""
+    stmt = sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
+    if start is not None:
+        stmt = stmt.where(SNAP.c.date >= start)
+    if end is not None:
+        stmt = stmt.where(SNAP.c.date <= end)
+    return list((await conn.execute(stmt.order_by(SNAP.c.date.desc()).limit(limit))).all())
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A live portfolio holding an open position in ``symbol``, and its owner's name."""
+
+    symbol: str
+    id: str
+    name: str
+    owner: str
+
+
+async def open_position_holders(
+    conn: AsyncConnection, symbols: Sequence[str], today: dt.date
+) -> list[Holder]:
+    """Live (not deleted) portfolios with an open position (no exit, or an exit after
+    ``today``) in one of ``symbols``, by symbol, owner name and portfolio name."""
+    out: list[Holder] = []
+    for part in _chunks(list(symbols)):
+        stmt = (
+            sa.select(_positions.c.symbol, PF.c.id, PF.c.name, _users.c.name.label("owner"))
+            .select_from(_positions.join(PF, PF.c.id == _positions.c.portfolio_id)
+                         .join(_users, _users.c.id == PF.c.owner_id))
+            .where(_positions.c.symbol.in_(part), PF.c.deleted_at.is_(None),
+                   sa.or_(_positions.c.exit_date.is_(None), _positions.c.exit_date > today))
+            .distinct().order_by(_positions.c.symbol, _users.c.name, PF.c.name)
+        )
+        out.extend(Holder(r.symbol, r.id, r.name, r.owner)
+                   for r in (await conn.execute(stmt)).all())
+    return out

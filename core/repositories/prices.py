@@ -1,4 +1,7 @@
-"""Daily prices and corporate actions: bulk upserts and aligned price matrices."""
+"""Daily prices and corporate actions: bulk upserts and aligned price matrices.
+
+May import: ``core.db``, ``core.calendar``, numpy, pandas. Not: services, flows, api, cli.
+"""
 
 from __future__ import annotations
 

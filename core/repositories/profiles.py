@@ -1,4 +1,7 @@
-"""Symbol profiles (name, sector, industry, market cap, …) for dashboards and sector exposure."""
+"""Symbol profiles (name, sector, industry, market cap, …) for dashboards and sector exposure.
+
+May import: ``core.db``, pandas. Not: services, flows, api, cli.
+"""
 
 from __future__ import annotations
 

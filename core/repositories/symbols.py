@@ -1,4 +1,7 @@
-"""The symbol universe: which symbols exist, their kind, status and data dates."""
+"""The symbol universe: which symbols exist, their kind, status and data dates.
+
+May import: ``core.db``. Not: services, flows, api, cli.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Parsing only (no I/O, no validation of the values: :class:`PositionInput.validate` does
 that); every error names the 1-based line and the column.
+
+May import: ``core.errors`` and the validation types (``core.services.validation``).
+Not: repositories, ``core.db``, flows, api, cli.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ requests share it). The onboarding flow (``flows/onboarding.py``) processes the 
 the affected portfolios' snapshot and analytics. Rows left ``processing`` by a crash go
 back to ``pending`` at start-up (:func:`reset_stuck`), so no request is lost. No Prefect here:
 the flows start through ``core.launch`` (see ``flows/launcher.py``).
+
+Holds the queue table's queries itself (the ``onboarding_jobs`` table is the queue).
+May import: repositories, ``core.db``, ``core.run_lock``, ``core.settings``,
+``core.symbols``. Not: flows, api, cli, Prefect.
 """
 
 from __future__ import annotations
@@ -25,13 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
 from core.errors import LimitExceeded
+from core.repositories import portfolios as portfolio_repo
 from core.repositories import symbols as symbol_repo
-from core.repositories.portfolios import PF
 from core.run_lock import Beat, process_alive, process_token
 from core.settings import get_settings
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
-J = OnboardingJob.__table__  # type: ignore[attr-defined]
+_jobs = OnboardingJob.__table__  # type: ignore[attr-defined]
 log = logging.getLogger(__name__)
 DEPLOYMENT = "onboarding/onboarding"
 
@@ -120,10 +124,9 @@ async def check_pending_quota(
         new = market - known
         if not new:
             return
-        owned = set((await conn.execute(sa.select(PF.c.id).where(
-            PF.c.owner_id == owner_id))).scalars())
-        queued = (await conn.execute(sa.select(J.c.symbol, J.c.portfolio_ids).where(
-            J.c.status.in_(WAITING)))).all()
+        owned = await portfolio_repo.portfolio_ids_of_owner(conn, owner_id)
+        queued = (await conn.execute(sa.select(_jobs.c.symbol, _jobs.c.portfolio_ids).where(
+            _jobs.c.status.in_(WAITING)))).all()
     waiting = {sym for sym, ids in queued if owned.intersection(ids or ())}
     total = len(waiting | new)
     if total > limit:
@@ -135,12 +138,12 @@ async def check_pending_quota(
 
 async def _enqueue(conn: Any, symbols: list[str], portfolio_id: str | None) -> None:
     existing = {r.symbol: r for r in (await conn.execute(
-        sa.select(J).where(J.c.symbol.in_(symbols)))).all()}
+        sa.select(_jobs).where(_jobs.c.symbol.in_(symbols)))).all()}
     now = _now()
     for sym in symbols:
         row = existing.get(sym)
         if row is None:
-            await conn.execute(sa.insert(J).values(
+            await conn.execute(sa.insert(_jobs).values(
                 symbol=sym, status="pending", attempts=0, error=None,
                 portfolio_ids=[portfolio_id] if portfolio_id else [], requested_at=now))
             continue
@@ -150,7 +153,7 @@ async def _enqueue(conn: Any, symbols: list[str], portfolio_id: str | None) -> N
         values: dict[str, Any] = {"portfolio_ids": ids}
         if row.status in ("done", "error"):  # asked again after an earlier outcome: redo
             values.update(status="pending", requested_at=now, error=None)
-        await conn.execute(sa.update(J).where(J.c.symbol == sym).values(**values))
+        await conn.execute(sa.update(_jobs).where(_jobs.c.symbol == sym).values(**values))
 
 
 @dataclass(frozen=True)
@@ -166,17 +169,17 @@ async def claim(limit: int = 500, engine: AsyncEngine | None = None) -> Claim:
     jobs another run is claiming at this moment are skipped, not waited for."""
     async with transaction(engine or flow_engine()) as conn:
         rows = (await conn.execute(
-            sa.select(J.c.symbol, J.c.portfolio_ids).where(J.c.status == "pending")
-            .order_by(J.c.requested_at, J.c.symbol).limit(limit)
+            sa.select(_jobs.c.symbol, _jobs.c.portfolio_ids).where(_jobs.c.status == "pending")
+            .order_by(_jobs.c.requested_at, _jobs.c.symbol).limit(limit)
             # PostgreSQL: concurrent runs (a deployment run per request) take disjoint jobs
             # instead of waiting on each other's rows; SQLite serialises writers anyway
             .with_for_update(skip_locked=True))).all()
         symbols = [r[0] for r in rows]
         if symbols:
             now = _now()
-            await conn.execute(sa.update(J).where(
-                J.c.symbol.in_(symbols), J.c.status == "pending").values(
-                status="processing", started_at=now, attempts=J.c.attempts + 1,
+            await conn.execute(sa.update(_jobs).where(
+                _jobs.c.symbol.in_(symbols), _jobs.c.status == "pending").values(
+                status="processing", started_at=now, attempts=_jobs.c.attempts + 1,
                 heartbeat_at=now, **_claimer()))
     pids = sorted({p for r in rows for p in (r[1] or [])})
     return Claim(symbols, pids)
@@ -213,9 +216,9 @@ async def renew_claims(engine: AsyncEngine | None = None) -> int:
     """Renew the heartbeat of every job this process has claimed; returns how many."""
     async with transaction(engine or flow_engine()) as conn:
         me = _claimer()
-        res = await conn.execute(sa.update(J).where(
-            J.c.status == "processing", J.c.host == me["host"], J.c.pid == me["pid"],
-            J.c.process_token == me["process_token"]).values(heartbeat_at=_now()))
+        res = await conn.execute(sa.update(_jobs).where(
+            _jobs.c.status == "processing", _jobs.c.host == me["host"], _jobs.c.pid == me["pid"],
+            _jobs.c.process_token == me["process_token"]).values(heartbeat_at=_now()))
     return int(res.rowcount)
 
 
@@ -236,7 +239,7 @@ async def finish(outcomes: dict[str, str | None], engine: AsyncEngine | None = N
     now = _now()
     async with transaction(engine or flow_engine()) as conn:
         for sym, error in outcomes.items():
-            await conn.execute(sa.update(J).where(J.c.symbol == sym).values(
+            await conn.execute(sa.update(_jobs).where(_jobs.c.symbol == sym).values(
                 status="error" if error else "done", error=error, finished_at=now,
                 **_UNCLAIMED))
 
@@ -249,9 +252,9 @@ async def close_jobs_settled_by_batch(engine: AsyncEngine | None = None) -> int:
     keeps its job for the onboarding flow to try again. Returns how many jobs were closed."""
     symbols = Symbol.__table__  # type: ignore[attr-defined]
     async with transaction(engine or flow_engine()) as conn:
-        res = await conn.execute(sa.update(J).where(
-            J.c.status == "pending",
-            J.c.symbol.in_(sa.select(symbols.c.symbol).where(
+        res = await conn.execute(sa.update(_jobs).where(
+            _jobs.c.status == "pending",
+            _jobs.c.symbol.in_(sa.select(symbols.c.symbol).where(
                 symbols.c.status == SymbolStatus.active.value,
                 symbols.c.last_price_date.is_not(None))),
         ).values(status="done", error=None, finished_at=_now()))
@@ -264,8 +267,8 @@ async def release(symbols: Sequence[str], engine: AsyncEngine | None = None) -> 
     if not symbols:
         return 0
     async with transaction(engine or flow_engine()) as conn:
-        res = await conn.execute(sa.update(J).where(
-            J.c.symbol.in_(list(symbols)), J.c.status == "processing").values(
+        res = await conn.execute(sa.update(_jobs).where(
+            _jobs.c.symbol.in_(list(symbols)), _jobs.c.status == "processing").values(
             status="pending", **_UNCLAIMED))
     return int(res.rowcount)
 
@@ -276,16 +279,17 @@ async def reset_stuck(engine: AsyncEngine | None = None) -> int:
     now = _now()
     async with transaction(engine or flow_engine()) as conn:
         claimed = (await conn.execute(sa.select(
-            J.c.symbol, J.c.host, J.c.pid, J.c.process_token, J.c.heartbeat_at).where(
-            J.c.status == "processing"))).all()
+            _jobs.c.symbol, _jobs.c.host, _jobs.c.pid, _jobs.c.process_token,
+            _jobs.c.heartbeat_at).where(_jobs.c.status == "processing"))).all()
         gone = [r.symbol for r in claimed
                 if claimer_gone(r.host, r.pid, r.process_token, r.heartbeat_at, now)]
         if gone:
-            await conn.execute(sa.update(J).where(
-                J.c.symbol.in_(gone), J.c.status == "processing").values(
+            await conn.execute(sa.update(_jobs).where(
+                _jobs.c.symbol.in_(gone), _jobs.c.status == "processing").values(
                 status="pending", **_UNCLAIMED))
         pending = (await conn.execute(
-            sa.select(sa.func.count()).select_from(J).where(J.c.status == "pending"))).scalar_one()
+            sa.select(sa.func.count()).select_from(_jobs)
+            .where(_jobs.c.status == "pending"))).scalar_one()
     log.info("onboarding: %d job(s) of gone runs reset to pending, %d left to live runs; "
              "%d pending", len(gone), len(claimed) - len(gone), pending)
     return int(pending)
@@ -295,7 +299,8 @@ async def queue_view(engine: AsyncEngine | None = None, limit: int = 200) -> lis
     """The newest queue rows (symbol, status, attempts, error, portfolios, timestamps)."""
     async with reading(engine or flow_engine()) as conn:
         rows = (await conn.execute(
-            sa.select(J).order_by(J.c.requested_at.desc(), J.c.symbol).limit(limit))).all()
+            sa.select(_jobs).order_by(_jobs.c.requested_at.desc(), _jobs.c.symbol)
+            .limit(limit))).all()
     return [{
         "symbol": r.symbol, "status": r.status, "attempts": r.attempts, "error": r.error,
         "portfolio_ids": list(r.portfolio_ids or []),

@@ -1,4 +1,4 @@
-"""Portfolios, positions, symbol status and batch administration: the API's service.
+"""Portfolios, positions, snapshots and analytics answers of one owner: the API's service.
 
 Plain async functions over an ``AsyncEngine`` (the API passes its pooled engine); no HTTP
 here. A caller's mistake raises a :mod:`core.errors` type whose message names the field
@@ -8,6 +8,9 @@ is :class:`~core.errors.NotFound`, exactly like one that does not exist.
 Writes run in one transaction; onboarding of new symbols, the instant snapshot and the
 analytics are requested only after it committed (:mod:`core.services.onboarding_queue`,
 :mod:`core.services.analytics`), and nothing here waits for an onboarding flow.
+
+May import: repositories (every query is theirs), the other services, ``core.db`` engines
+and transactions, ``core.launch``, the portfolio math. Not: flows, api, cli.
 """
 
 from __future__ import annotations
@@ -30,22 +33,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import launch
 from core.db.engine import is_retryable, reading, run_transaction, transaction
-from core.db.models import (
-    BatchRun,
-    Symbol,
-    SymbolDailyMetrics,
-    SymbolProfile,
-)
 from core.db.types import as_utc
 from core.errors import AppError, Conflict, InvalidInput, NotFound, NotReady
 from core.portfolio.valuation import realized_pnl
 from core.repositories import portfolios as portfolio_repo
 from core.repositories import prices as price_repo
-from core.repositories.portfolios import PF, POS, SNAP
 from core.services import analytics as analytics_service
 from core.services import onboarding_queue as onboarding_service
 from core.services.analytics_cache import AnalyticsMemo, MemoEntry, stored_token
 from core.services.csv_import import parse_positions_csv
+from core.services.snapshot_json import snapshot_dict
 from core.services.validation import (
     MAX_POSITIONS,
     PositionInput,
@@ -57,11 +54,6 @@ from core.services.validation import (
 )
 
 log = logging.getLogger(__name__)
-
-SYM = Symbol.__table__  # type: ignore[attr-defined]
-PROF = SymbolProfile.__table__  # type: ignore[attr-defined]
-METRICS = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
-RUNS = BatchRun.__table__  # type: ignore[attr-defined]
 
 # --- read models ---------------------------------------------------------------------------
 
@@ -166,24 +158,6 @@ def _position_view(r: Any) -> PositionView:
     )
 
 
-def _money(d: Decimal | None) -> str | None:
-    return None if d is None else f"{d:f}"
-
-
-def snapshot_dict(r: Any) -> dict[str, Any]:
-    """A stored snapshot row in the shape of :func:`core.services.analytics.snapshot_now`."""
-    return {
-        "date": r.date.isoformat(), "equity": _money(r.equity),
-        "market_value": _money(r.market_value), "cash": _money(r.cash),
-        "cost_basis": _money(r.cost_basis), "unrealized_pnl": _money(r.unrealized_pnl),
-        "daily_pnl": _money(r.daily_pnl), "daily_return": r.daily_return,
-        "long_exposure": _money(r.long_exposure), "short_exposure": _money(r.short_exposure),
-        "gross_exposure": _money(r.gross_exposure), "net_exposure": _money(r.net_exposure),
-        "position_count": int(r.position_count), "partial": bool(r.partial),
-        "missing_symbols": list(r.missing_symbols or []),
-    }
-
-
 # --- ownership ----------------------------------------------------------------------------
 
 
@@ -204,9 +178,7 @@ async def _owned(conn: AsyncConnection, owner_id: str, portfolio_id: str,
     transaction of a portfolio: one lock order, see ``portfolio_repo.lock_portfolios``)."""
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
-    stmt = sa.select(PF).where(
-        PF.c.id == portfolio_id, PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None))
-    row = (await conn.execute(stmt.with_for_update(key_share=True) if lock else stmt)).first()
+    row = await portfolio_repo.owned_portfolio(conn, owner_id, portfolio_id, lock=lock)
     if row is None:
         raise _not_found(portfolio_id)
     return row
@@ -217,51 +189,31 @@ async def ensure_owned(engine: AsyncEngine, owner_id: str, portfolio_id: str) ->
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
     async with reading(engine) as conn:
-        found = (await conn.execute(sa.select(PF.c.id).where(
-            PF.c.id == portfolio_id, PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None),
-        ))).first()
-    if found is None:
+        found = await portfolio_repo.owns_portfolio(conn, owner_id, portfolio_id)
+    if not found:
         raise _not_found(portfolio_id)
-
-
-async def _name_taken(
-    conn: AsyncConnection, owner_id: str, name: str, except_id: str | None = None
-) -> bool:
-    stmt = sa.select(PF.c.id).where(
-        PF.c.owner_id == owner_id, PF.c.name == name, PF.c.deleted_at.is_(None))
-    if except_id:
-        stmt = stmt.where(PF.c.id != except_id)
-    return (await conn.execute(stmt)).first() is not None
 
 
 def _duplicate(name: str) -> Conflict:
     return Conflict(f"name: you already have a portfolio named {name!r}", "name")
 
 
-async def _position_count(conn: AsyncConnection, portfolio_id: str) -> int:
-    return int((await conn.execute(sa.select(sa.func.count()).select_from(POS).where(
-        POS.c.portfolio_id == portfolio_id))).scalar_one())
-
-
 async def _touch(conn: AsyncConnection, portfolio_id: str, **values: Any) -> None:
     """Mark a portfolio changed (``updated_at``) and set ``values``; its in-memory answers
     are dropped by the caller after the commit."""
-    await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id).values(
-        updated_at=dt.datetime.now(dt.UTC), **values))
+    await portfolio_repo.mark_portfolio_changed(conn, portfolio_id, **values)
 
 
 async def _load_view(conn: AsyncConnection, row: Any) -> PortfolioView:
-    positions = (await conn.execute(sa.select(POS).where(POS.c.portfolio_id == row.id)
-                                    .order_by(POS.c.symbol, POS.c.entry_date, POS.c.id))).all()
-    snap = (await conn.execute(sa.select(SNAP).where(SNAP.c.portfolio_id == row.id)
-                               .order_by(SNAP.c.date.desc()).limit(1))).first()
+    positions = await portfolio_repo.positions_of(conn, row.id)
+    snap = await portfolio_repo.latest_snapshot(conn, row.id)
     realized = await _realized(conn, [p for p in positions if p.exit_date is not None])
     views = [replace(_position_view(p), realized_pnl=realized.get(p.id)) for p in positions]
     return PortfolioView(
         id=row.id, name=row.name, base_currency=row.base_currency, cash=row.cash_balance,
         created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
         positions=views,
-        latest_snapshot=snapshot_dict(snap) if snap is not None else None,
+        latest_snapshot=snapshot_dict(snap._mapping) if snap is not None else None,
         realized_pnl=sum((v for v in realized.values() if v is not None), Decimal(0)),
     )
 
@@ -369,7 +321,7 @@ async def _create(
     pid = portfolio_repo.new_id()
     try:
         async with transaction(engine) as conn:
-            if await _name_taken(conn, owner_id, name):
+            if await portfolio_repo.portfolio_name_taken(conn, owner_id, name):
                 raise _duplicate(name)
             await portfolio_repo.create_portfolio(
                 conn, owner_id, name, cash, [p.row() for p in positions], portfolio_id=pid)
@@ -395,20 +347,12 @@ async def _create(
     return PortfolioCreated(portfolio=view, outcome=outcome, factor_exposures=exposures)
 
 
-def _portfolio_children() -> list[sa.Table]:
-    """Every table with rows of one portfolio (a foreign key to ``portfolios.id``)."""
-    return [t for t in reversed(PF.metadata.sorted_tables)
-            if t is not PF and any(fk.column is PF.c.id for fk in t.foreign_keys)]
-
-
 async def discard_portfolio(engine: AsyncEngine, portfolio_id: str) -> None:
     """Remove a portfolio and every row that hangs off it, in one transaction: undoes a
     create whose later steps failed. Logged, never raised (the original error matters)."""
     try:
         async with transaction(engine) as conn:
-            for table in _portfolio_children():
-                await conn.execute(sa.delete(table).where(table.c.portfolio_id == portfolio_id))
-            await conn.execute(sa.delete(PF).where(PF.c.id == portfolio_id))
+            await portfolio_repo.delete_portfolio_everywhere(conn, portfolio_id)
         _forget(portfolio_id)
     except Exception:
         log.exception("could not discard the half-created portfolio %s", portfolio_id)
@@ -436,23 +380,9 @@ async def list_portfolios(
     engine: AsyncEngine, owner_id: str, *, limit: int = 50, offset: int = 0
 ) -> PortfolioPage:
     """The owner's live portfolios by name, with position count and latest snapshot."""
-    counts = (sa.select(POS.c.portfolio_id, sa.func.count().label("n"))
-              .group_by(POS.c.portfolio_id).subquery())
-    last = (sa.select(SNAP.c.portfolio_id, sa.func.max(SNAP.c.date).label("d"))
-            .group_by(SNAP.c.portfolio_id).subquery())
-    live = sa.and_(PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None))
-    stmt = (
-        sa.select(PF, counts.c.n, last.c.d, SNAP.c.equity)
-        .select_from(
-            PF.outerjoin(counts, counts.c.portfolio_id == PF.c.id)
-            .outerjoin(last, last.c.portfolio_id == PF.c.id)
-            .outerjoin(SNAP, sa.and_(SNAP.c.portfolio_id == PF.c.id, SNAP.c.date == last.c.d)))
-        .where(live).order_by(PF.c.name, PF.c.id).limit(limit).offset(offset)
-    )
     async with reading(engine) as conn:
-        total = int((await conn.execute(
-            sa.select(sa.func.count()).select_from(PF).where(live))).scalar_one())
-        rows = (await conn.execute(stmt)).all()
+        total, rows = await portfolio_repo.owner_portfolio_page(
+            conn, owner_id, limit=limit, offset=offset)
     items = [PortfolioSummary(
         id=r.id, name=r.name, base_currency=r.base_currency, cash=r.cash_balance,
         position_count=int(r.n or 0), created_at=as_utc(r.created_at),
@@ -480,7 +410,8 @@ async def update_portfolio(
         values: dict[str, Any] = {}
         row = await _owned(conn, owner_id, portfolio_id, lock=True)
         if new_name is not None and new_name != row.name:
-            if await _name_taken(conn, owner_id, new_name, except_id=portfolio_id):
+            if await portfolio_repo.portfolio_name_taken(
+                    conn, owner_id, new_name, except_id=portfolio_id):
                 raise _duplicate(new_name)
             values["name"] = new_name
         if new_cash is not None and new_cash != row.cash_balance:
@@ -525,7 +456,7 @@ async def add_position(
 
     async def write(conn: AsyncConnection) -> str:
         await _owned(conn, owner_id, portfolio_id, lock=True)
-        if await _position_count(conn, portfolio_id) >= MAX_POSITIONS:
+        if await portfolio_repo.position_count(conn, portfolio_id) >= MAX_POSITIONS:
             raise Conflict(f"positions: the portfolio already holds {MAX_POSITIONS} "
                            "positions (the most allowed)", "positions")
         (pos_id,) = await portfolio_repo.add_positions(conn, portfolio_id, [p.row()])
@@ -543,8 +474,7 @@ async def add_position(
 async def _position_row(conn: AsyncConnection, portfolio_id: str, position_id: str) -> Any:
     row = None
     if _ID.fullmatch(position_id):
-        row = (await conn.execute(sa.select(POS).where(
-            POS.c.id == position_id, POS.c.portfolio_id == portfolio_id))).first()
+        row = await portfolio_repo.position_in(conn, portfolio_id, position_id)
     if row is None:
         raise NotFound(f"position {position_id!r} not found in portfolio {portfolio_id!r}",
                        "position_id")
@@ -583,8 +513,8 @@ async def update_position(
         merged = replace(current, **changes).validate(today())
         values = {k: v for k, v in merged.row().items() if k != "symbol"}
         if any(values[k] != getattr(current, k) for k in values):
-            await conn.execute(sa.update(POS).where(POS.c.id == position_id).values(
-                **values, market_value=None, market_value_date=None))
+            await portfolio_repo.update_position(
+                conn, position_id, **values, market_value=None, market_value_date=None)
             await _touch(conn, portfolio_id)
             await portfolio_repo.invalidate_cache(conn, [portfolio_id])
         return merged
@@ -604,7 +534,7 @@ async def delete_position(
     async def write(conn: AsyncConnection) -> None:
         await _owned(conn, owner_id, portfolio_id, lock=True)
         await _position_row(conn, portfolio_id, position_id)
-        await conn.execute(sa.delete(POS).where(POS.c.id == position_id))
+        await portfolio_repo.delete_position(conn, position_id)
         await _touch(conn, portfolio_id)
         await portfolio_repo.invalidate_cache(conn, [portfolio_id])
 
@@ -621,16 +551,12 @@ async def list_snapshots(
     ``limit`` of them (``truncated`` says when older ones were left out)."""
     if start is not None and end is not None and end < start:
         raise bad("end", f"{end.isoformat()} is before start {start.isoformat()}")
-    stmt = sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
-    if start is not None:
-        stmt = stmt.where(SNAP.c.date >= start)
-    if end is not None:
-        stmt = stmt.where(SNAP.c.date <= end)
     async with reading(engine) as conn:
         await _owned(conn, owner_id, portfolio_id)
-        rows = (await conn.execute(stmt.order_by(SNAP.c.date.desc()).limit(limit + 1))).all()
+        rows = await portfolio_repo.newest_snapshots(
+            conn, portfolio_id, start=start, end=end, limit=limit + 1)
     truncated = len(rows) > limit
-    items = [snapshot_dict(r) for r in reversed(rows[:limit])]
+    items = [snapshot_dict(r._mapping) for r in reversed(rows[:limit])]
     return SnapshotList(items=items, start=start, end=end, truncated=truncated)
 
 

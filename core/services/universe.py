@@ -10,14 +10,16 @@ corrected it (``refetch``). ``factorflow symbols …`` and the admin API
 Removing a symbol is an operator's decision about the symbol layer, but it is checked
 against the portfolio layer: a symbol an open position of a live portfolio holds is
 removed only when forced, and the answer names the portfolios.
+
+Reading ticker files is :mod:`core.services.ticker_file`. May import: repositories, the
+plain symbol steps (``core.symbol_steps``), providers, ``core.db``, ``core.run_lock``.
+Not: flows, api, cli, Prefect.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import datetime as dt
-import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,20 +32,18 @@ from core import run_lock
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import (
     OnboardingJob,
-    Portfolio,
-    Position,
     PriceRevision,
     Symbol,
     SymbolFactorExposure,
     SymbolKind,
     SymbolStatus,
-    User,
 )
 from core.errors import Conflict, InvalidInput, NotFound
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.base import PriceProvider, ProviderError
 from core.repositories import portfolios as portfolio_repo
 from core.repositories import symbols as symbol_repo
+from core.services.ticker_file import TickerEntry
 from core.settings import Settings, get_settings
 from core.symbol_steps import (
     BATCH_LOCK,
@@ -54,18 +54,14 @@ from core.symbol_steps import (
 )
 from core.symbols import InvalidSymbolError, is_market_symbol, validate_symbol
 
-SYM = Symbol.__table__  # type: ignore[attr-defined]
-POS = Position.__table__  # type: ignore[attr-defined]
-PF = Portfolio.__table__  # type: ignore[attr-defined]
-USERS = User.__table__  # type: ignore[attr-defined]
-JOBS = OnboardingJob.__table__  # type: ignore[attr-defined]
-REV = PriceRevision.__table__  # type: ignore[attr-defined]
-FX = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
+_symbols = Symbol.__table__  # type: ignore[attr-defined]
+_jobs = OnboardingJob.__table__  # type: ignore[attr-defined]
+_revision_log = PriceRevision.__table__  # type: ignore[attr-defined]
+_exposures = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
 
 STATUSES = tuple(s.value for s in SymbolStatus)
 MAX_REVISIONS_SHOWN = 50
 """Price revisions listed per symbol in a refetch report (all are in ``price_revisions``)."""
-_IN = 900  # SQLite's bound-parameter limit, with room
 
 
 class NoValidSymbols(InvalidInput):
@@ -78,100 +74,6 @@ class NoValidSymbols(InvalidInput):
 
 class RefetchBlocked(Conflict):
     """A live symbol batch (or another refetch) holds the symbol-batch lock."""
-
-
-# --- reading a ticker list -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One ticker as given: the raw text and where it came from (``line 3``, ``symbols[2]``)."""
-
-    raw: str
-    where: str
-
-
-class TickerFileError(ValueError):
-    """A ticker file that cannot be read as one (the message names the file and why)."""
-
-
-def _data_lines(text: str) -> list[tuple[int, str]]:
-    """``(line number, text)`` of the lines that are neither blank nor ``#`` comments."""
-    out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#"):
-            out.append((n, line))
-    return out
-
-
-def parse_ticker_list(text: str, source: str = "input") -> list[Entry]:
-    """The tickers of a ticker file: one per line, or a CSV with a ``symbol`` column.
-
-    Blank lines and lines starting with ``#`` are ignored, as is anything after a ``#`` on
-    a one-per-line line. A CSV (the first data line has a comma, or is the header
-    ``symbol``) contributes the distinct values of its ``symbol`` column in order of first
-    appearance — e.g. the long price format ``symbol,date,open,…``. Raises
-    ``TickerFileError`` for a CSV without a ``symbol`` column.
-
-    Parameters
-    ----------
-    text
-        The file's content.
-    source
-        The file's name, for messages.
-
-    Returns
-    -------
-    list[Entry]
-        One entry per ticker (not yet validated), with its line number.
-    """
-    lines = _data_lines(text)
-    if not lines:
-        return []
-    first = lines[0][1]
-    if "," not in first and first.strip().lower() != "symbol":
-        out = []
-        for n, line in lines:
-            raw = line.split("#", 1)[0].strip()
-            if raw:
-                out.append(Entry(raw, f"line {n}"))
-        return out
-    reader = csv.reader(io.StringIO("\n".join(line for _, line in lines)))
-    header = [h.strip().lower() for h in next(reader)]
-    if "symbol" not in header:
-        raise TickerFileError(
-            f"{source} line {lines[0][0]}: a CSV needs a 'symbol' column "
-            f"(found: {', '.join(header) or 'nothing'})")
-    col = header.index("symbol")
-    seen: set[str] = set()
-    out = []
-    for (n, _), record in zip(lines[1:], reader, strict=False):
-        raw = record[col].strip() if col < len(record) else ""
-        if raw in seen:
-            continue
-        seen.add(raw)
-        out.append(Entry(raw, f"line {n}"))
-    return out
-
-
-def read_ticker_file(path: str) -> list[Entry]:
-    """:func:`parse_ticker_list` of the file at ``path``; ``TickerFileError`` when it cannot
-    be read (missing, a directory, not text)."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise TickerFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise TickerFileError(f"{path}: is a directory, not a ticker file") from None
-    except UnicodeDecodeError:
-        raise TickerFileError(f"{path}: not a text file (UTF-8 expected)") from None
-    except OSError as exc:
-        raise TickerFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if "\x00" in text:
-        raise TickerFileError(f"{path}: not a text file (it contains NUL bytes)")
-    return parse_ticker_list(text, path)
 
 
 # --- listing -----------------------------------------------------------------------------------
@@ -238,11 +140,11 @@ async def list_symbols(
         raise InvalidInput("offset: must be at least 0", "offset")
     if limit is not None and limit < 1:
         raise InvalidInput("limit: must be at least 1", "limit")
-    stmt = sa.select(SYM).order_by(SYM.c.symbol)
-    total_stmt = sa.select(sa.func.count()).select_from(SYM)
+    stmt = sa.select(_symbols).order_by(_symbols.c.symbol)
+    total_stmt = sa.select(sa.func.count()).select_from(_symbols)
     if wanted is not None:
-        stmt = stmt.where(SYM.c.status == wanted)
-        total_stmt = total_stmt.where(SYM.c.status == wanted)
+        stmt = stmt.where(_symbols.c.status == wanted)
+        total_stmt = total_stmt.where(_symbols.c.status == wanted)
     if offset:
         stmt = stmt.offset(offset)
     if limit is not None:
@@ -288,13 +190,13 @@ class AddReport:
         return {**asdict(self), "valid": self.valid}
 
 
-def _entries(symbols: Sequence[str | Entry]) -> list[Entry]:
-    return [s if isinstance(s, Entry) else Entry(str(s), f"symbols[{i}]")
+def _entries(symbols: Sequence[str | TickerEntry]) -> list[TickerEntry]:
+    return [s if isinstance(s, TickerEntry) else TickerEntry(str(s), f"symbols[{i}]")
             for i, s in enumerate(symbols)]
 
 
 async def add_symbols(
-    symbols: Sequence[str | Entry], engine: AsyncEngine | None = None,
+    symbols: Sequence[str | TickerEntry], engine: AsyncEngine | None = None,
 ) -> AddReport:
     """Add symbols to the universe, validated and normalised by the identifier rules
     (``core.symbols``): ``pending`` until the next symbol batch fetches them.
@@ -309,7 +211,7 @@ async def add_symbols(
     Parameters
     ----------
     symbols
-        Raw tickers (or :class:`Entry` with where each came from, e.g. a file's line).
+        Raw tickers (or :class:`TickerEntry` with where each came from, e.g. a file's line).
     engine
         The database (default: the configured one).
 
@@ -324,7 +226,7 @@ async def add_symbols(
         Nothing valid was given (empty, or every entry rejected); nothing was written.
     """
     report = AddReport()
-    wanted: dict[str, Entry] = {}
+    wanted: dict[str, TickerEntry] = {}
     for entry in _entries(symbols):
         try:
             sym = validate_symbol(entry.raw)
@@ -409,20 +311,10 @@ async def holders(
 ) -> dict[str, list[dict[str, str]]]:
     """Live (not deleted) portfolios with an open position (no exit, or an exit after
     ``today``) in each of ``symbols``: symbol → ``[{"id", "name", "owner"}]``."""
-    today = today or dt.date.today()
     out: dict[str, list[dict[str, str]]] = {}
-    wanted = list(symbols)
-    for i in range(0, len(wanted), _IN):
-        stmt = (
-            sa.select(POS.c.symbol, PF.c.id, PF.c.name, USERS.c.name.label("owner"))
-            .select_from(POS.join(PF, PF.c.id == POS.c.portfolio_id)
-                         .join(USERS, USERS.c.id == PF.c.owner_id))
-            .where(POS.c.symbol.in_(wanted[i:i + _IN]), PF.c.deleted_at.is_(None),
-                   sa.or_(POS.c.exit_date.is_(None), POS.c.exit_date > today))
-            .distinct().order_by(POS.c.symbol, USERS.c.name, PF.c.name)
-        )
-        for r in (await conn.execute(stmt)).all():
-            out.setdefault(r.symbol, []).append({"id": r.id, "name": r.name, "owner": r.owner})
+    for h in await portfolio_repo.open_position_holders(
+            conn, symbols, today or dt.date.today()):
+        out.setdefault(h.symbol, []).append({"id": h.id, "name": h.name, "owner": h.owner})
     return out
 
 
@@ -496,8 +388,9 @@ async def remove_symbols(
             {"symbol": s, "status": SymbolStatus.inactive.value,
              "error_reason": removed_reason(today)} for s in remove])
         if remove:
-            await conn.execute(sa.update(JOBS).where(
-                JOBS.c.symbol.in_(remove), JOBS.c.status.in_(("pending", "processing"))
+            await conn.execute(sa.update(_jobs).where(
+                _jobs.c.symbol.in_(remove),
+                _jobs.c.status.in_(("pending", "processing"))
             ).values(status="error", error="removed from the universe by an operator",
                      finished_at=dt.datetime.now(dt.UTC)))
     return report
@@ -595,16 +488,17 @@ def _owner(holder: str | None) -> run_lock.LockOwner:
 async def _factor_dates(conn: AsyncConnection, symbols: Sequence[str]) -> dict[str, dt.date]:
     """Per symbol the session its factors were last computed at (with or without values)."""
     rows = (await conn.execute(
-        sa.select(FX.c.symbol, sa.func.max(FX.c.date)).where(FX.c.symbol.in_(list(symbols)))
-        .group_by(FX.c.symbol))).all()
+        sa.select(_exposures.c.symbol, sa.func.max(_exposures.c.date))
+        .where(_exposures.c.symbol.in_(list(symbols))).group_by(_exposures.c.symbol))).all()
     return {r[0]: r[1] for r in rows if r[1] is not None}
 
 
 async def _betas(conn: AsyncConnection, symbol: str, day: dt.date
                  ) -> tuple[dict[str, float | None], str | None]:
     rows = (await conn.execute(
-        sa.select(FX.c.factor, FX.c.beta, FX.c.reason)
-        .where(FX.c.symbol == symbol, FX.c.date == day).order_by(FX.c.factor))).all()
+        sa.select(_exposures.c.factor, _exposures.c.beta, _exposures.c.reason)
+        .where(_exposures.c.symbol == symbol, _exposures.c.date == day)
+        .order_by(_exposures.c.factor))).all()
     reason = next((r.reason for r in rows if r.beta is None and r.reason), None)
     return {r.factor: (None if r.beta is None else float(r.beta)) for r in rows}, reason
 
@@ -615,9 +509,10 @@ def _plain(value: Any) -> float | None:
 
 async def _revisions(conn: AsyncConnection, symbol: str, after_id: int) -> list[dict[str, Any]]:
     rows = (await conn.execute(
-        sa.select(REV.c.date, REV.c.outcome, REV.c.reason, REV.c.stored_close,
-                  REV.c.offered_close)
-        .where(REV.c.symbol == symbol, REV.c.id > after_id).order_by(REV.c.date)
+        sa.select(_revision_log.c.date, _revision_log.c.outcome, _revision_log.c.reason,
+                  _revision_log.c.stored_close, _revision_log.c.offered_close)
+        .where(_revision_log.c.symbol == symbol, _revision_log.c.id > after_id)
+        .order_by(_revision_log.c.date)
         .limit(MAX_REVISIONS_SHOWN))).all()
     return [{"date": r.date, "outcome": r.outcome, "reason": r.reason,
              "stored_close": _plain(r.stored_close), "offered_close": _plain(r.offered_close)}
@@ -726,7 +621,8 @@ async def _refetch(wanted: list[str], engine: AsyncEngine, settings: Settings,
     changed_reference: set[dt.date] = set()
     for item in todo:
         async with reading(engine) as conn:
-            last_rev = (await conn.execute(sa.select(sa.func.max(REV.c.id)))).scalar() or 0
+            last_rev = (await conn.execute(
+                sa.select(sa.func.max(_revision_log.c.id)))).scalar() or 0
             if item.factor_date is not None:
                 item.factors_before, _ = await _betas(conn, item.symbol, item.factor_date)
         as_of = item.factor_date or item.end
@@ -762,14 +658,9 @@ async def _refetch(wanted: list[str], engine: AsyncEngine, settings: Settings,
         held = await holders(conn, [i.symbol for i in todo])
         ids = sorted({p["id"] for ps in held.values() for p in ps})
         if changed_reference:  # every portfolio's betas moved
-            ids = sorted({p["id"] for p in await _live_portfolios(conn)})
+            ids = sorted(await portfolio_repo.live_portfolio_ids(conn))
         await portfolio_repo.invalidate_cache(conn, ids)
         report.portfolios_invalidated = len(ids)
-
-
-async def _live_portfolios(conn: AsyncConnection) -> list[dict[str, str]]:
-    rows = (await conn.execute(sa.select(PF.c.id).where(PF.c.deleted_at.is_(None)))).all()
-    return [{"id": r.id} for r in rows]
 
 
 async def _recompute(todo: list[SymbolRefetch], changed_reference: set[dt.date],
@@ -781,8 +672,8 @@ async def _recompute(todo: list[SymbolRefetch], changed_reference: set[dt.date],
             by_date.setdefault(item.factor_date, set()).add(item.symbol)
     for day in changed_reference:  # a reference ETF moved: every symbol of that session
         async with reading(engine) as conn:
-            rows = (await conn.execute(sa.select(FX.c.symbol).where(FX.c.date == day)
-                                       .distinct())).all()
+            rows = (await conn.execute(sa.select(_exposures.c.symbol)
+                                       .where(_exposures.c.date == day).distinct())).all()
         by_date.setdefault(day, set()).update(r[0] for r in rows)
     for day, syms in sorted(by_date.items()):
         ordered = sorted(syms)

@@ -5,6 +5,9 @@ A user holds one bearer token; the database stores only its SHA-256 hash
 replaced or revoked in this process stops working here at once (registered token caches
 drop it, see ``api.auth.TokenCache``); other processes validate their caches about once a
 second.
+
+May import: repositories, ``core.db`` (engines and transactions), ``core.errors``, the
+validation of :mod:`core.services.validation`. Not: flows, api, cli.
 """
 
 from __future__ import annotations
@@ -16,14 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.engine import reading, transaction
 from core.errors import Conflict, NotFound
-from core.repositories import portfolios as portfolio_repo
-from core.repositories.portfolios import PF, U
+from core.repositories import users as user_repo
 from core.services.validation import MAX_USER_NAME_LENGTH, validate_name
 
 
@@ -52,10 +53,9 @@ async def create_user(engine: AsyncEngine, name: str, admin: bool = False) -> tu
     token = secrets.token_urlsafe(32)
     try:
         async with transaction(engine) as conn:
-            taken = (await conn.execute(sa.select(U.c.id).where(U.c.name == name))).first()
-            if taken is not None:
+            if await user_repo.name_taken(conn, name):
                 raise Conflict(f"name: a user named {name!r} already exists", "name")
-            uid = await portfolio_repo.create_user(conn, name, token_hash(token), admin)
+            uid = await user_repo.create_user(conn, name, token_hash(token), admin)
     except IntegrityError:
         raise Conflict(f"name: a user named {name!r} already exists", "name") from None
     return uid, token
@@ -64,14 +64,10 @@ async def create_user(engine: AsyncEngine, name: str, admin: bool = False) -> tu
 async def list_users(engine: AsyncEngine) -> list[dict[str, Any]]:
     """Every user (name order): id, name, admin, created_at, live portfolios. No tokens:
     only their hashes are stored."""
-    live = (sa.select(sa.func.count()).select_from(PF)
-            .where(PF.c.owner_id == U.c.id, PF.c.deleted_at.is_(None)).scalar_subquery())
     async with reading(engine) as conn:
-        rows = (await conn.execute(sa.select(
-            U.c.id, U.c.name, U.c.is_admin, U.c.created_at, live.label("portfolios"))
-            .order_by(U.c.name))).all()
-    return [{"id": r.id, "name": r.name, "admin": bool(r.is_admin),
-             "created_at": r.created_at, "portfolios": int(r.portfolios)} for r in rows]
+        rows = await user_repo.users_with_portfolio_counts(conn)
+    return [{"id": r.id, "name": r.name, "admin": r.is_admin,
+             "created_at": r.created_at, "portfolios": r.portfolios} for r in rows]
 
 
 class TokenForgetter(Protocol):
@@ -100,25 +96,20 @@ async def replace_token(engine: AsyncEngine, name: str, *, revoke: bool = False
     token = secrets.token_urlsafe(32)
     name = name.strip()
     async with transaction(engine) as conn:
-        row = (await conn.execute(sa.select(U.c.id, U.c.token_hash).where(
-            U.c.name == name))).first()
-        if row is None:
+        found = await user_repo.id_and_token_hash_by_name(conn, name)
+        if found is None:
             raise NotFound(f"name: no user named {name!r}", "name")
-        await conn.execute(sa.update(U).where(U.c.id == row.id).values(
-            token_hash=token_hash(token)))
+        user_id, old_hash = found
+        await user_repo.set_token_hash(conn, user_id, token_hash(token))
     for cache in list(_token_caches):
-        cache.forget(row.token_hash)
-    return row.id, None if revoke else token
+        cache.forget(old_hash)
+    return user_id, None if revoke else token
 
 
 async def known_token_hashes(engine: AsyncEngine, hashes: Sequence[str]) -> set[str]:
     """Which of ``hashes`` are the token hash of a user now (one query per 500)."""
-    out: set[str] = set()
     async with reading(engine) as conn:
-        for i in range(0, len(hashes), 500):
-            out.update((await conn.execute(sa.select(U.c.token_hash).where(
-                U.c.token_hash.in_(list(hashes[i:i + 500]))))).scalars())
-    return out
+        return await user_repo.existing_token_hashes(conn, hashes)
 
 
 async def authenticate(engine: AsyncEngine, token: str) -> UserContext | None:
@@ -126,6 +117,5 @@ async def authenticate(engine: AsyncEngine, token: str) -> UserContext | None:
     if not token or len(token) > 512:
         return None
     async with reading(engine) as conn:
-        row = (await conn.execute(sa.select(U.c.id, U.c.name, U.c.is_admin).where(
-            U.c.token_hash == token_hash(token)))).first()
-    return None if row is None else UserContext(row.id, row.name, bool(row.is_admin))
+        row = await user_repo.user_by_token_hash(conn, token_hash(token))
+    return None if row is None else UserContext(row.id, row.name, row.is_admin)

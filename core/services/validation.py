@@ -3,6 +3,9 @@
 Every check raises :class:`core.errors.InvalidInput` naming the field at fault
 (``"positions[2].quantity: must not be zero"``). The bounds follow the precision of the
 database columns. No I/O.
+
+May import: ``core.errors``, ``core.symbols``, the portfolio domain types. Not: repositories,
+``core.db``, flows, api, cli.
 """
 
 from __future__ import annotations

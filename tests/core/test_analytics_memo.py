@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from core.db.engine import create_engine, transaction
 from core.repositories import portfolios as repo
+from core.repositories import users as user_repo
 from core.repositories.portfolios import CACHE, PF
 from core.services.analytics_cache import (
     AnalyticsMemo,
@@ -27,7 +28,7 @@ KINDS = ("overview", "correlations")
 
 async def _seed(engine) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
     async with transaction(engine) as conn:
-        owner = await repo.create_user(conn, "ann", "h" * 64)
+        owner = await user_repo.create_user(conn, "ann", "h" * 64)
         ids = [await repo.create_portfolio(conn, owner, f"p{i}", Decimal(0)) for i in range(2)]
         now = dt.datetime.now(dt.UTC)
         await conn.execute(sa.insert(CACHE), [

@@ -19,7 +19,8 @@ from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.csv_file import CsvProvider
 from core.providers.synthetic import SyntheticProvider
-from core.services import universe
+from core.services import ticker_file, universe
+from core.services.ticker_file import TickerEntry
 from tests.flows.helpers import clone_database, drop_clone, execute, query, scalar
 
 AS_OF = dt.date(2026, 11, 19)
@@ -41,7 +42,7 @@ def engine_of(url: str):
 
 def test_one_ticker_per_line_ignores_blanks_and_comments() -> None:
     text = "# my universe\n\naapl\n  MSFT  # software\nbrk.b\n\n# the end\n"
-    entries = universe.parse_ticker_list(text)
+    entries = ticker_file.parse_ticker_list(text)
     assert [(e.raw, e.where) for e in entries] == [
         ("aapl", "line 3"), ("MSFT", "line 4"), ("brk.b", "line 5")]
 
@@ -50,23 +51,23 @@ def test_a_price_csv_gives_its_distinct_symbols_in_order() -> None:
     text = ("symbol,date,open,high,low,close,adj_close,volume\n"
             "SPY,2024-04-18,1,1,1,1,1,1\nSPY,2024-04-19,1,1,1,1,1,1\n"
             "# a comment row\nAAPL,2024-04-19,1,1,1,1,1,1\n\nSPY,2024-04-22,1,1,1,1,1,1\n")
-    entries = universe.parse_ticker_list(text)
+    entries = ticker_file.parse_ticker_list(text)
     assert [(e.raw, e.where) for e in entries] == [("SPY", "line 2"), ("AAPL", "line 5")]
-    one_column = universe.parse_ticker_list("Symbol\nKO\nPEP\n")
+    one_column = ticker_file.parse_ticker_list("Symbol\nKO\nPEP\n")
     assert [e.raw for e in one_column] == ["KO", "PEP"]
 
 
 def test_a_csv_without_a_symbol_column_or_an_unreadable_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(universe.TickerFileError, match="needs a 'symbol' column .*ticker, date"):
-        universe.parse_ticker_list("ticker,date\nAAPL,2024-01-02\n", "t.csv")
-    with pytest.raises(universe.TickerFileError, match="no such file"):
-        universe.read_ticker_file(str(tmp_path / "missing.txt"))
-    with pytest.raises(universe.TickerFileError, match="is a directory"):
-        universe.read_ticker_file(str(tmp_path))
+    with pytest.raises(ticker_file.TickerFileError, match="needs a 'symbol' column .*ticker, date"):
+        ticker_file.parse_ticker_list("ticker,date\nAAPL,2024-01-02\n", "t.csv")
+    with pytest.raises(ticker_file.TickerFileError, match="no such file"):
+        ticker_file.read_ticker_file(str(tmp_path / "missing.txt"))
+    with pytest.raises(ticker_file.TickerFileError, match="is a directory"):
+        ticker_file.read_ticker_file(str(tmp_path))
     binary = tmp_path / "x.bin"
     binary.write_bytes(b"\x89PNG\x00\x00\xff\xfe")
-    with pytest.raises(universe.TickerFileError, match="not a text file"):
-        universe.read_ticker_file(str(binary))
+    with pytest.raises(ticker_file.TickerFileError, match="not a text file"):
+        ticker_file.read_ticker_file(str(binary))
 
 
 # --- add and list -----------------------------------------------------------------------------
@@ -100,8 +101,8 @@ def test_add_with_nothing_valid_raises_with_every_reason_and_writes_nothing(
         database_url: str) -> None:
     engine = engine_of(database_url)
     with pytest.raises(universe.NoValidSymbols, match=r"line 2: invalid symbol 'A B'") as err:
-        run(universe.add_symbols([universe.Entry("A B", "line 2"),
-                                  universe.Entry("^", "line 3")], engine))
+        run(universe.add_symbols([TickerEntry("A B", "line 2"),
+                                  TickerEntry("^", "line 3")], engine))
     assert err.value.field == "line 2" and len(err.value.report.rejected) == 2
     with pytest.raises(universe.NoValidSymbols, match="no symbol given"):
         run(universe.add_symbols([], engine))

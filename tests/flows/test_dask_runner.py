@@ -19,6 +19,7 @@ import pytest
 from core.db import migrate
 from core.db.engine import transaction
 from core.repositories import portfolios as repo
+from core.repositories import users as user_repo
 from core.symbol_steps import register_universe
 from tests.flows.helpers import snapshot, table_rows
 
@@ -39,7 +40,7 @@ async def _seed() -> None:
 
 async def _portfolio() -> None:
     async with transaction() as conn:
-        uid = await repo.create_user(conn, "dask", "h")
+        uid = await user_repo.create_user(conn, "dask", "h")
         await repo.create_portfolio(conn, uid, "p", Decimal(1000), [
             {"id": f"pos-{s}", "symbol": s, "quantity": Decimal(q), "entry_date": dt.date(
                 2026, 11, 3), "entry_price": Decimal(20)}

@@ -27,6 +27,7 @@ from core.db import migrate
 from core.db.engine import transaction
 from core.providers.synthetic import SyntheticProvider
 from core.repositories import portfolios as repo
+from core.repositories import users as user_repo
 from core.symbol_steps import register_universe
 from tests.flows.helpers import query
 
@@ -97,7 +98,7 @@ def test_symbol_batch_event_triggers_portfolio_refresh(
 
     async def seed() -> str:
         async with transaction() as conn:
-            uid = await repo.create_user(conn, "op", "h")
+            uid = await user_repo.create_user(conn, "op", "h")
             return await repo.create_portfolio(conn, uid, "p", Decimal(100), [
                 {"symbol": "MKTA", "quantity": Decimal(3), "entry_date": dt.date(2026, 11, 3),
                  "entry_price": Decimal(20)}])
@@ -195,7 +196,7 @@ def test_api_starts_the_onboarding_deployment(
 
     async def user() -> None:
         async with transaction() as conn:
-            await repo.create_user(conn, "op", hashlib.sha256(token.encode()).hexdigest())
+            await user_repo.create_user(conn, "op", hashlib.sha256(token.encode()).hexdigest())
 
     asyncio.run(user())
     server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "synthetic"})

@@ -21,6 +21,7 @@ from core import launch
 from core.db.engine import transaction
 from core.errors import NotReady
 from core.repositories import portfolios as repo
+from core.repositories import users as user_repo
 from core.services import analytics
 from core.services import onboarding_queue as queue
 from core.symbol_steps import register_universe
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 async def _portfolio(name: str, symbols: list[str]) -> str:
     async with transaction() as conn:
-        uid = await repo.create_user(conn, name, f"hash-{name}")
+        uid = await user_repo.create_user(conn, name, f"hash-{name}")
         return await repo.create_portfolio(conn, uid, "main", Decimal("1000"), [
             {"symbol": s, "quantity": Decimal(10), "entry_date": dt.date(2026, 11, 2),
              "entry_price": Decimal("10")} for s in symbols] + [

@@ -22,6 +22,7 @@ from core import calendar
 from core.db.engine import transaction
 from core.portfolio_steps import SymbolBatchNotReady
 from core.repositories import portfolios as repo
+from core.repositories import users as user_repo
 from core.symbol_steps import register_universe
 from tests.flows.helpers import adj_close_matrix, query, table_rows
 from tests.flows.test_symbol_batch import _wait_for_event
@@ -48,8 +49,8 @@ def m(x: Decimal) -> Decimal:
 
 async def _seed(url: str) -> dict[str, str]:
     async with transaction() as conn:
-        u1 = await repo.create_user(conn, "alice", "h1")
-        u2 = await repo.create_user(conn, "bob", "h2")
+        u1 = await user_repo.create_user(conn, "alice", "h1")
+        u2 = await user_repo.create_user(conn, "bob", "h2")
         p1 = await repo.create_portfolio(conn, u1, "book", Decimal("10000"), [
             {"id": "A", "symbol": "MKTA", "quantity": Decimal(100), "entry_date": D0,
              "entry_price": Decimal("50")},

@@ -19,6 +19,7 @@ from core.db.engine import create_engine
 from core.db.models import PortfolioSnapshot, Price, SymbolFactorExposure
 from core.db.upsert import upsert_rows
 from core.repositories import portfolios as repo
+from core.repositories import users as user_repo
 
 P = Price.__table__  # type: ignore[attr-defined]
 SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
@@ -83,7 +84,7 @@ def test_prices_keep_six_decimals_at_any_magnitude(database_url: str) -> None:
 
 def test_money_json_booleans_and_defaults_round_trip(database_url: str) -> None:
     async def seed(conn: Any) -> str:
-        uid = await repo.create_user(conn, "u", "h")
+        uid = await user_repo.create_user(conn, "u", "h")
         return await repo.create_portfolio(conn, uid, "p", Decimal("10"))
 
     pid = _run(database_url, seed)
