@@ -36,6 +36,7 @@ from core.quality import (
     REPLACE,
     SAME,
     Finding,
+    Review,
     adjusted_basis_ratio,
     review_redelivery,
 )
@@ -140,13 +141,7 @@ async def plan_writes(
     plan = WritePlan(bars=bars)
     if bars.empty:
         return plan
-    dates = pd.to_datetime(bars["date"])
-    span = dates.groupby(bars["symbol"]).agg(["min", "max"])
-    overlap: list[str] = []
-    for sym, lo in zip(span.index, span["min"], strict=True):
-        st = states.get(sym)
-        if st is not None and st.last_price_date is not None and lo.date() <= st.last_price_date:
-            overlap.append(sym)
+    overlap = _overlapping_symbols(bars, states)
     fresh_mask = ~bars["symbol"].isin(overlap)
     plan.inserted = int(fresh_mask.sum())
     fresh = bars[fresh_mask]
@@ -165,28 +160,81 @@ async def plan_writes(
     sessions, symbols = stored.sessions, stored.symbols
     offered, t_idx, j_idx = _offered_matrix(ob, sessions, symbols)
     rebase_cols = np.array([s in rebase for s in symbols], dtype=bool)
+    _onto_stored_basis(ob, offered, stored, rebase_cols)
 
-    # the adjusted basis moves only with a new corporate action
+    review = review_redelivery(stored.fields, offered, _split_matrix(actions, sessions, symbols),
+                               jump_threshold, rebase=rebase_cols)
+    decision, rebased = _row_decisions(review, t_idx, j_idx, len(ob))
+    ob_dates = ob_days.dt.date.to_numpy()
+    _record_revisions(plan, ob, ob_dates, decision, rebased, review, stored, offered,
+                      t_idx, j_idx, as_of)
+    if rebased.any():
+        _keep_stored_fields(ob, rebased, stored, t_idx, j_idx)
+    write = (decision == INSERT) | (decision == REPLACE)
+    plan.inserted += int((decision == INSERT).sum())
+    plan.replaced = int(((decision == REPLACE) & ~rebased).sum())
+    plan.rebased = int(rebased.sum())
+    plan.unchanged = int((decision == SAME).sum())
+    plan.rejected = int((decision == REJECT).sum())
+    ins = decision == INSERT
+    plan.inserted_pairs += list(zip(ob["symbol"][ins], ob_dates[ins], strict=True))
+    plan.bars = pd.concat([fresh, ob[write]], ignore_index=True)
+    return plan
+
+
+def _overlapping_symbols(bars: pd.DataFrame, states: dict[str, SymbolState]) -> list[str]:
+    """Symbols whose delivered rows start on or before their last stored price."""
+    dates = pd.to_datetime(bars["date"])
+    span = dates.groupby(bars["symbol"]).agg(["min", "max"])
+    overlap: list[str] = []
+    for sym, lo in zip(span.index, span["min"], strict=True):
+        st = states.get(sym)
+        if st is not None and st.last_price_date is not None and lo.date() <= st.last_price_date:
+            overlap.append(sym)
+    return overlap
+
+
+def _onto_stored_basis(
+    ob: pd.DataFrame, offered: dict[str, np.ndarray], stored: price_repo.StoredPrices,
+    rebase_cols: np.ndarray,
+) -> None:
+    """Rescale the offered ``adj_close`` (in ``offered`` and ``ob``) onto the stored basis.
+
+    The adjusted basis moves only with a new corporate action: ``rebase_cols`` keep theirs.
+    """
     k = adjusted_basis_ratio(stored.fields["close"], stored.fields["adj_close"],
                              offered["close"], offered["adj_close"])
     k[rebase_cols] = 1.0
     if np.any(np.abs(k - 1.0) > 1e-9):
         offered["adj_close"] = offered["adj_close"] * k[None, :]
-        factor = pd.Series(k, index=symbols).reindex(ob["symbol"]).to_numpy()
+        factor = pd.Series(k, index=stored.symbols).reindex(ob["symbol"]).to_numpy()
         ob["adj_close"] = ob["adj_close"].to_numpy(float) * factor
 
-    review = review_redelivery(stored.fields, offered, _split_matrix(actions, sessions, symbols),
-                               jump_threshold, rebase=rebase_cols)
+
+def _row_decisions(
+    review: Review, t_idx: np.ndarray, j_idx: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per delivered row: the review's decision (``INSERT`` off the grid) and whether it is
+    an ``adj_close``-only rebase."""
     on_grid = (t_idx >= 0) & (j_idx >= 0)
-    decision = np.full(len(ob), INSERT, dtype=np.int8)
+    decision = np.full(n_rows, INSERT, dtype=np.int8)
     decision[on_grid] = review.decision[t_idx[on_grid], j_idx[on_grid]]
-    rebased = np.zeros(len(ob), dtype=bool)
+    rebased = np.zeros(n_rows, dtype=bool)
     if review.rebased is not None:
         rebased[on_grid] = review.rebased[t_idx[on_grid], j_idx[on_grid]]
+    return decision, rebased
 
+
+def _record_revisions(
+    plan: WritePlan, ob: pd.DataFrame, ob_dates: np.ndarray, decision: np.ndarray,
+    rebased: np.ndarray, review: Review, stored: price_repo.StoredPrices,
+    offered: dict[str, np.ndarray], t_idx: np.ndarray, j_idx: np.ndarray, as_of: dt.date,
+) -> None:
+    """Add to ``plan`` a revision per replaced or rejected row (rebases are not audited) and
+    one ``restatement_rejected`` warning per symbol with rejected rows."""
+    symbols = stored.symbols
     now = dt.datetime.now(dt.UTC)
     rejected_by_symbol: dict[str, list[tuple[dt.date, str]]] = {}
-    ob_dates = ob_days.dt.date.to_numpy()
     for i in np.flatnonzero((decision == REPLACE) & ~rebased | (decision == REJECT)):
         t, j = int(t_idx[i]), int(j_idx[i])
         outcome = "replaced" if decision[i] == REPLACE else "rejected"
@@ -202,23 +250,17 @@ async def plan_writes(
         plan.findings.append(Finding(sym, "restatement_rejected", "warning", items[0][0],
                                      f"{items[0][0]}: {items[0][1]}{more}"))
 
-    # rebased rows keep every stored field but adj_close
-    if rebased.any():
-        ri = np.flatnonzero(rebased)
-        for f in ("open", "high", "low", "close", "volume"):
-            vals = ob[f].to_numpy(float).copy()
-            vals[ri] = stored.fields[f][t_idx[ri], j_idx[ri]]
-            ob[f] = vals
-    write = (decision == INSERT) | (decision == REPLACE)
-    plan.inserted += int((decision == INSERT).sum())
-    plan.replaced = int(((decision == REPLACE) & ~rebased).sum())
-    plan.rebased = int(rebased.sum())
-    plan.unchanged = int((decision == SAME).sum())
-    plan.rejected = int((decision == REJECT).sum())
-    ins = decision == INSERT
-    plan.inserted_pairs += list(zip(ob["symbol"][ins], ob_dates[ins], strict=True))
-    plan.bars = pd.concat([fresh, ob[write]], ignore_index=True)
-    return plan
+
+def _keep_stored_fields(
+    ob: pd.DataFrame, rebased: np.ndarray, stored: price_repo.StoredPrices,
+    t_idx: np.ndarray, j_idx: np.ndarray,
+) -> None:
+    """Rebased rows keep every stored field but ``adj_close``."""
+    ri = np.flatnonzero(rebased)
+    for f in ("open", "high", "low", "close", "volume"):
+        vals = ob[f].to_numpy(float).copy()
+        vals[ri] = stored.fields[f][t_idx[ri], j_idx[ri]]
+        ob[f] = vals
 
 
 def provider_column(bars: pd.DataFrame, by_symbol: dict[str, str], default: str) -> pd.DataFrame:

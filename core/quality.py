@@ -107,8 +107,7 @@ def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
     missing_cols = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing_cols:
         raise PriceDataError(f"bars lack columns {missing_cols}")
-    n = len(bars)
-    if n == 0:
+    if len(bars) == 0:
         return bars.reset_index(drop=True).copy(), []
 
     symbols = bars["symbol"].to_numpy()
@@ -122,19 +121,67 @@ def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
     with np.errstate(invalid="ignore"):
         non_positive = ~missing & ((close <= 0) | (adj <= 0))
     valid = ~(missing | non_positive)
+    dup = _duplicates(symbols, dates, valid)
+    keep = valid & ~dup
+    ohlc = _repair_ohlc(bars, keep, close[keep])
 
-    # duplicates among valid rows: key = (symbol code, day number), keep the last
+    # copy-on-write (pandas 3): without dropped rows this shares the input's data
+    clean = (bars if keep.all() else bars.loc[keep]).reset_index(drop=True)
+    if ohlc.inconsistent.any():
+        clean["open"] = ohlc.open.astype(clean["open"].dtype, copy=False)
+        clean["high"] = ohlc.high.astype(clean["high"].dtype, copy=False)
+        clean["low"] = ohlc.low.astype(clean["low"].dtype, copy=False)
+
+    findings = _dropped_row_findings(symbols, dates, close, adj, missing, non_positive, dup)
+    findings += _ohlc_findings(symbols[keep], dates[keep], ohlc)
+    findings.sort(key=lambda f: (f.symbol, CHECK_ORDER.index(f.check)))
+    return clean, findings
+
+
+def _duplicates(symbols: np.ndarray, dates: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Valid rows repeated by a later valid row of the same (symbol, date): all but the last."""
     codes, _ = pd.factorize(symbols)
     days = dates.astype("datetime64[D]").astype(np.int64)
     key = codes.astype(np.int64) * 1_000_000 + (days - days.min())
-    dup = np.zeros(n, dtype=bool)
+    dup = np.zeros(len(symbols), dtype=bool)
     dup[valid] = pd.Series(key[valid]).duplicated(keep="last").to_numpy()
+    return dup
 
-    keep = valid & ~dup
+
+@dataclass(frozen=True)
+class _OhlcRepair:
+    """Open/high/low of the kept rows after repair, what was wrong, and the values before.
+
+    Every array has one entry per kept row; ``open``/``high``/``low`` are the repaired
+    values (bad fields NaN), the ``bad_*`` masks say which check failed, ``*_before`` hold
+    the values the messages quote, ``close`` the kept closes.
+    """
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    bad_open_value: np.ndarray
+    bad_high_value: np.ndarray
+    bad_low_value: np.ndarray
+    bad_range: np.ndarray
+    bad_open: np.ndarray
+    open_before: np.ndarray
+    high_before: np.ndarray
+    low_before: np.ndarray
+
+    @property
+    def inconsistent(self) -> np.ndarray:
+        """Kept rows with at least one field set to NaN."""
+        return (self.bad_open_value | self.bad_high_value | self.bad_low_value
+                | self.bad_range | self.bad_open)
+
+
+def _repair_ohlc(bars: pd.DataFrame, keep: np.ndarray, c: np.ndarray) -> _OhlcRepair:
+    """Set the bad open/high/low of the kept rows to NaN (see :func:`validate_bars`)."""
     o = bars["open"].to_numpy(dtype="float64", na_value=np.nan)[keep].copy()
     h = bars["high"].to_numpy(dtype="float64", na_value=np.nan)[keep].copy()
     lo = bars["low"].to_numpy(dtype="float64", na_value=np.nan)[keep].copy()
-    c = close[keep]
     with np.errstate(invalid="ignore"):
         bad_o = np.isinf(o) | (o <= 0)
         bad_h = np.isinf(h) | (h <= 0)
@@ -147,15 +194,15 @@ def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
         bad_open = (o > h * up) | (o < lo * down)
         o_old = o.copy()
         o[bad_open] = np.nan
-    inconsistent = bad_o | bad_h | bad_l | bad_range | bad_open
+    return _OhlcRepair(o, h, lo, c, bad_o, bad_h, bad_l, bad_range, bad_open,
+                       o_old, h_old, l_old)
 
-    # copy-on-write (pandas 3): without dropped rows this shares the input's data
-    clean = (bars if keep.all() else bars.loc[keep]).reset_index(drop=True)
-    if inconsistent.any():
-        clean["open"] = o.astype(clean["open"].dtype, copy=False)
-        clean["high"] = h.astype(clean["high"].dtype, copy=False)
-        clean["low"] = lo.astype(clean["low"].dtype, copy=False)
 
+def _dropped_row_findings(
+    symbols: np.ndarray, dates: np.ndarray, close: np.ndarray, adj: np.ndarray,
+    missing: np.ndarray, non_positive: np.ndarray, dup: np.ndarray,
+) -> list[Finding]:
+    """One warning per symbol and check for the rows not stored (missing, ≤ 0, duplicate)."""
     findings: list[Finding] = []
     for check, mask, describe in (
         ("missing_price", missing, _missing_detail),
@@ -169,23 +216,32 @@ def validate_bars(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
                 Finding(str(sym), check, "warning", _day(dates[i]),
                         describe(close[i], adj[i], _day(dates[i]), count))
             )
-    if inconsistent.any():
-        rows = np.flatnonzero(inconsistent)
-        kept_symbols, kept_dates = symbols[keep], dates[keep]
-        for sym, first, count in _first_per_symbol(kept_symbols[rows], kept_dates[rows]):
-            i = rows[first]
-            what = _ohlc_problem(
-                bool(bad_o[i]), bool(bad_h[i]), bool(bad_l[i]), bool(bad_range[i]),
-                bool(bad_open[i]), o_old[i], h_old[i], l_old[i], c[i],
-            )
-            day = _day(kept_dates[i])
-            more = "" if count == 1 else f" ({count} rows affected)"
-            findings.append(
-                Finding(str(sym), "inconsistent_ohlc", "warning", day,
-                        f"{what} on {day}{more}; bad fields set to NaN, close kept")
-            )
-    findings.sort(key=lambda f: (f.symbol, CHECK_ORDER.index(f.check)))
-    return clean, findings
+    return findings
+
+
+def _ohlc_findings(
+    kept_symbols: np.ndarray, kept_dates: np.ndarray, ohlc: _OhlcRepair
+) -> list[Finding]:
+    """One ``inconsistent_ohlc`` warning per symbol whose kept rows were repaired."""
+    findings: list[Finding] = []
+    inconsistent = ohlc.inconsistent
+    if not inconsistent.any():
+        return findings
+    rows = np.flatnonzero(inconsistent)
+    for sym, first, count in _first_per_symbol(kept_symbols[rows], kept_dates[rows]):
+        i = rows[first]
+        what = _ohlc_problem(
+            bool(ohlc.bad_open_value[i]), bool(ohlc.bad_high_value[i]),
+            bool(ohlc.bad_low_value[i]), bool(ohlc.bad_range[i]), bool(ohlc.bad_open[i]),
+            ohlc.open_before[i], ohlc.high_before[i], ohlc.low_before[i], ohlc.close[i],
+        )
+        day = _day(kept_dates[i])
+        more = "" if count == 1 else f" ({count} rows affected)"
+        findings.append(
+            Finding(str(sym), "inconsistent_ohlc", "warning", day,
+                    f"{what} on {day}{more}; bad fields set to NaN, close kept")
+        )
+    return findings
 
 
 def _first_per_symbol(
@@ -285,6 +341,29 @@ def check_series(
     t_len = len(sessions)
     close = np.asarray(close, dtype="float64")
     split_ratio = np.asarray(split_ratio, dtype="float64")
+    _check_series_arguments(close, split_ratio, t_len, n_sym, jump_threshold, stale_sessions)
+    if n_sym == 0:
+        return []
+    if t_len == 0:
+        return [
+            Finding(str(s), "stale", "error", None, f"no stored close in the window ending {as_of}")
+            for s in symbols
+        ]
+    _check_window_sessions(sessions, as_of)
+    scan = _scan_series(close, split_ratio, sessions, as_of, jump_threshold, stale_sessions)
+    findings: list[Finding] = []
+    for j in np.flatnonzero(scan.flagged).tolist():
+        findings += _symbol_series_findings(
+            str(symbols[j]), j, scan, close, sessions, as_of, jump_threshold, stale_sessions
+        )
+    return findings
+
+
+def _check_series_arguments(
+    close: np.ndarray, split_ratio: np.ndarray, t_len: int, n_sym: int,
+    jump_threshold: float, stale_sessions: int,
+) -> None:
+    """Raise ``ValueError`` on misshaped arrays or a threshold out of range."""
     if close.shape != (t_len, n_sym) or split_ratio.shape != (t_len, n_sym):
         raise ValueError(
             f"close {close.shape} and split_ratio {split_ratio.shape} must both be "
@@ -294,20 +373,55 @@ def check_series(
         raise ValueError(f"jump_threshold must be > 0, got {jump_threshold}")
     if stale_sessions < 0:
         raise ValueError(f"stale_sessions must be >= 0, got {stale_sessions}")
-    if n_sym == 0:
-        return []
-    if t_len == 0:
-        return [
-            Finding(str(s), "stale", "error", None, f"no stored close in the window ending {as_of}")
-            for s in symbols
-        ]
+
+
+def _check_window_sessions(sessions: Sequence[date], as_of: date) -> None:
+    """Raise ``ValueError`` unless ``sessions`` are consecutive NYSE sessions ending ≤ as_of."""
     pos = session_positions(list(sessions))
     if (pos < 0).any() or (np.diff(pos) != 1).any():
         raise ValueError("sessions must be consecutive NYSE sessions in ascending order")
     if sessions[-1] > as_of:
         raise ValueError(f"last session {sessions[-1]} is after as_of {as_of}")
 
-    findings: list[Finding] = []
+
+@dataclass(frozen=True)
+class _SeriesScan:
+    """Results of the series checks over all symbols (see :func:`check_series`).
+
+    (N,) arrays: ``any_stored``, ``first``/``last`` step of a stored close, ``gap_count``
+    and ``first_gap``, ``jump_count`` and ``first_jump``, ``lag`` (sessions from the last
+    stored close to as_of) and ``stale``, ``np_count`` and ``first_np`` (non-positive
+    closes). (T, N) arrays from :func:`_jumps`: ``prev``, ``move``, ``split_since``.
+    """
+
+    any_stored: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    gap_count: np.ndarray
+    first_gap: np.ndarray
+    jump_count: np.ndarray
+    first_jump: np.ndarray
+    prev: np.ndarray
+    move: np.ndarray
+    split_since: np.ndarray
+    lag: np.ndarray
+    stale: np.ndarray
+    np_count: np.ndarray
+    first_np: np.ndarray
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """(N,) bool: symbols with at least one finding."""
+        return ((self.gap_count > 0) | (self.jump_count > 0) | self.stale
+                | (self.np_count > 0))
+
+
+def _scan_series(
+    close: np.ndarray, split_ratio: np.ndarray, sessions: Sequence[date], as_of: date,
+    jump_threshold: float, stale_sessions: int,
+) -> _SeriesScan:
+    """Run every series check on (T, N) closes at once."""
+    t_len = len(sessions)
     steps = np.arange(t_len)[:, None]  # shape: (T, 1)
     stored = np.isfinite(close)  # shape: (T, N)
     with np.errstate(invalid="ignore"):
@@ -319,68 +433,90 @@ def check_series(
 
     # gaps: unstored sessions strictly inside [first, last]
     inside = (steps >= first) & (steps <= last) & ~stored & any_stored
-    gap_count = inside.sum(axis=0)
-    first_gap = np.argmax(inside, axis=0)
 
     # jumps: compare to the previous positive close, compounding splits in between
     jump, prev, move, split_since = _jumps(close, split_ratio, jump_threshold)
-    jump_count = jump.sum(axis=0)
-    first_jump = np.argmax(jump, axis=0)
 
     # stale: sessions from the last stored close to as_of
     tail = session_count_between(sessions[-1], as_of)
     lag = (t_len - 1 - last) + tail
-    stale = ~any_stored | (lag > stale_sessions)
+    return _SeriesScan(
+        any_stored=any_stored, first=first, last=last,
+        gap_count=inside.sum(axis=0), first_gap=np.argmax(inside, axis=0),
+        jump_count=jump.sum(axis=0), first_jump=np.argmax(jump, axis=0),
+        prev=prev, move=move, split_since=split_since,
+        lag=lag, stale=~any_stored | (lag > stale_sessions),
+        np_count=non_positive.sum(axis=0), first_np=np.argmax(non_positive, axis=0),
+    )
 
-    np_count = non_positive.sum(axis=0)
-    first_np = np.argmax(non_positive, axis=0)
 
-    flagged = (gap_count > 0) | (jump_count > 0) | stale | (np_count > 0)
-    for j in np.flatnonzero(flagged).tolist():
-        sym = str(symbols[j])
-        if np_count[j]:
-            t = int(first_np[j])
-            more = "" if np_count[j] == 1 else f" ({np_count[j]} sessions)"
-            findings.append(Finding(
-                sym, "non_positive_price", "error", sessions[t],
-                f"stored close {_fmt(close[t, j])} on {sessions[t]} is not positive{more}",
-            ))
-        if gap_count[j]:
-            t = int(first_gap[j])
-            findings.append(Finding(
-                sym, "gaps", "warning", sessions[t],
-                f"{gap_count[j]} of {last[j] - first[j] + 1} sessions between "
-                f"{sessions[int(first[j])]} and {sessions[int(last[j])]} have no close, "
-                f"first missing {sessions[t]}",
-            ))
-        if jump_count[j]:
-            t = int(first_jump[j])
-            p = int(prev[t, j])
-            more = "" if jump_count[j] == 1 else f"; {jump_count[j]} such moves in the window"
-            split_note = (
-                "" if split_since[t, j] == 1.0
-                else f" after adjusting for splits ×{split_since[t, j]:g}"
-            )
-            findings.append(Finding(
-                sym, "unexplained_jump", "error", sessions[t],
-                f"close moved {move[t, j]:+.1%} on {sessions[t]} "
-                f"({_fmt(close[p, j])} on {sessions[p]} → {_fmt(close[t, j])}){split_note}, "
-                f"beyond ±{jump_threshold:.0%} and not explained by a split{more}",
-            ))
-        if stale[j]:
-            if any_stored[j]:
-                findings.append(Finding(
-                    sym, "stale", "error", sessions[int(last[j])],
-                    f"last close {sessions[int(last[j])]} is {int(lag[j])} sessions before "
-                    f"as_of {as_of} (allowed {stale_sessions})",
-                ))
-            else:
-                findings.append(Finding(
-                    sym, "stale", "error", None,
-                    f"no stored close in the {t_len} sessions {sessions[0]} → {sessions[-1]} "
-                    f"(as_of {as_of})",
-                ))
+def _symbol_series_findings(
+    sym: str, j: int, scan: _SeriesScan, close: np.ndarray, sessions: Sequence[date],
+    as_of: date, jump_threshold: float, stale_sessions: int,
+) -> list[Finding]:
+    """The findings of symbol column ``j``, in ``CHECK_ORDER``."""
+    findings: list[Finding] = []
+    if scan.np_count[j]:
+        t = int(scan.first_np[j])
+        more = "" if scan.np_count[j] == 1 else f" ({scan.np_count[j]} sessions)"
+        findings.append(Finding(
+            sym, "non_positive_price", "error", sessions[t],
+            f"stored close {_fmt(close[t, j])} on {sessions[t]} is not positive{more}",
+        ))
+    if scan.gap_count[j]:
+        t = int(scan.first_gap[j])
+        first, last = scan.first[j], scan.last[j]
+        findings.append(Finding(
+            sym, "gaps", "warning", sessions[t],
+            f"{scan.gap_count[j]} of {last - first + 1} sessions between "
+            f"{sessions[int(first)]} and {sessions[int(last)]} have no close, "
+            f"first missing {sessions[t]}",
+        ))
+    if scan.jump_count[j]:
+        findings.append(_jump_finding(sym, j, scan, close, sessions, jump_threshold))
+    if scan.stale[j]:
+        findings.append(_stale_finding(sym, j, scan, sessions, as_of, stale_sessions))
     return findings
+
+
+def _jump_finding(
+    sym: str, j: int, scan: _SeriesScan, close: np.ndarray, sessions: Sequence[date],
+    jump_threshold: float,
+) -> Finding:
+    """The ``unexplained_jump`` error of symbol column ``j`` (its first jump, and the count)."""
+    t = int(scan.first_jump[j])
+    p = int(scan.prev[t, j])
+    jump_count = scan.jump_count[j]
+    more = "" if jump_count == 1 else f"; {jump_count} such moves in the window"
+    split_note = (
+        "" if scan.split_since[t, j] == 1.0
+        else f" after adjusting for splits ×{scan.split_since[t, j]:g}"
+    )
+    return Finding(
+        sym, "unexplained_jump", "error", sessions[t],
+        f"close moved {scan.move[t, j]:+.1%} on {sessions[t]} "
+        f"({_fmt(close[p, j])} on {sessions[p]} → {_fmt(close[t, j])}){split_note}, "
+        f"beyond ±{jump_threshold:.0%} and not explained by a split{more}",
+    )
+
+
+def _stale_finding(
+    sym: str, j: int, scan: _SeriesScan, sessions: Sequence[date], as_of: date,
+    stale_sessions: int,
+) -> Finding:
+    """The ``stale`` error of symbol column ``j``."""
+    if scan.any_stored[j]:
+        last = sessions[int(scan.last[j])]
+        return Finding(
+            sym, "stale", "error", last,
+            f"last close {last} is {int(scan.lag[j])} sessions before "
+            f"as_of {as_of} (allowed {stale_sessions})",
+        )
+    return Finding(
+        sym, "stale", "error", None,
+        f"no stored close in the {len(sessions)} sessions {sessions[0]} → {sessions[-1]} "
+        f"(as_of {as_of})",
+    )
 
 
 def _jumps(
@@ -546,13 +682,58 @@ def review_redelivery(
     if not both.any():
         return Review(decision, reason)
     rebase = np.zeros(n_sym, dtype=bool) if rebase is None else np.asarray(rebase, dtype=bool)
+    differs, lost, raw_change = _field_changes(stored, offered, rebase)
+    decision[both & ~differs] = SAME
+
+    candidates = both & differs
+    if not candidates.any():
+        return Review(decision, reason)
+    checks = _redelivery_checks(close_s, close_o, has_o, split_ratio, jump_threshold)
+    rebased = candidates & ~raw_change  # only adj_close moves, onto a newer basis
+    correction = candidates & raw_change & checks.bad_stored & ~checks.bad_merged
+    restatement = (candidates & raw_change & ~checks.bad_stored & ~checks.bad_merged & ~lost
+                   & checks.close_ok)
+    accept = rebased | correction | restatement
+    decision[accept] = REPLACE
+    decision[candidates & ~accept] = REJECT
+    for t, j in zip(*np.nonzero(candidates), strict=True):
+        if accept[t, j]:
+            reason[t, j] = _accepted_reason(close_s[t, j], close_o[t, j], bool(rebased[t, j]),
+                                            bool(correction[t, j]))
+        else:
+            reason[t, j] = _rejection_reason(stored, offered, close_s, close_o, t, j,
+                                             lost, checks)
+    return Review(decision, reason, rebased)
+
+
+def _accepted_reason(close_s: float, close_o: float, rebased: bool, correction: bool) -> str:
+    """Why an accepted offered row replaces the stored one: rebase, correction or restatement."""
+    was, now = _fmt(close_s), _fmt(close_o)
+    if rebased:
+        return "rebased: adjusted close on the basis of a new corporate action"
+    if correction:
+        return f"correction: stored close {was} failed the jump check, {now} passes"
+    return f"restatement: close {was} → {now}" if was != now else (
+        "restatement: open/high/low/volume")
+
+
+def _field_changes(
+    stored: dict[str, np.ndarray], offered: dict[str, np.ndarray], rebase: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, N) masks ``differs``, ``lost``, ``raw_change`` comparing offered with stored rows.
+
+    ``differs``: the offered row has a value the stored row lacks or changes (``adj_close``
+    counts only for ``rebase`` symbols); ``lost``: the stored row has a value the offered
+    one lacks; ``raw_change``: a field other than ``adj_close`` changes.
+    """
+    shape = np.shape(stored["close"])
 
     def rounded(a: np.ndarray) -> np.ndarray:
         return np.round(np.asarray(a, dtype="float64"), PRICE_DECIMALS)
 
-    differs = np.zeros((t_len, n_sym), dtype=bool)  # a value the stored row lacks or changes
-    lost = np.zeros((t_len, n_sym), dtype=bool)  # the stored row has a value, offered none
-    raw_change = np.zeros((t_len, n_sym), dtype=bool)
+    differs = np.zeros(shape, dtype=bool)
+    lost = np.zeros(shape, dtype=bool)
+    raw_change = np.zeros(shape, dtype=bool)
     for f in PRICE_FIELDS:
         s_v, o_v = rounded(stored[f]), rounded(offered[f])
         s_ok, o_ok = np.isfinite(s_v), np.isfinite(o_v)
@@ -563,11 +744,26 @@ def review_redelivery(
             raw_change |= changed
         differs |= changed
         lost |= s_ok & ~o_ok
-    decision[both & ~differs] = SAME
+    return differs, lost, raw_change
 
-    candidates = both & differs
-    if not candidates.any():
-        return Review(decision, reason)
+
+@dataclass(frozen=True)
+class _RedeliveryChecks:
+    """(T, N) outcomes of the close checks of a re-delivery (see :func:`review_redelivery`)."""
+
+    bad_stored: np.ndarray
+    """The stored close failed the jump check in the stored series."""
+    bad_merged: np.ndarray
+    """The close fails the jump check with the offered rows in place (read either way)."""
+    close_ok: np.ndarray
+    """The offered close is within the threshold of the stored one (as is or split-adjusted)."""
+
+
+def _redelivery_checks(
+    close_s: np.ndarray, close_o: np.ndarray, has_o: np.ndarray, split_ratio: np.ndarray,
+    jump_threshold: float,
+) -> _RedeliveryChecks:
+    """Jump checks of the stored and the merged series, and the offered close's move."""
     bad_stored = jump_endpoints(close_s, split_ratio, jump_threshold)
     merged = np.where(has_o, close_o, close_s)
     # a provider that split-adjusts history (Yahoo's "close") delivers no drop on the split
@@ -581,35 +777,27 @@ def review_redelivery(
         rel = np.abs(close_o / close_s - 1.0)
         rel_split = np.abs(close_o * later_splits / close_s - 1.0)
     close_ok = (rel <= jump_threshold) | (rel_split <= jump_threshold)
+    return _RedeliveryChecks(bad_stored, bad_merged, close_ok)
 
-    rebased = candidates & ~raw_change  # only adj_close moves, onto a newer basis
-    correction = candidates & raw_change & bad_stored & ~bad_merged
-    restatement = candidates & raw_change & ~bad_stored & ~bad_merged & ~lost & close_ok
-    accept = rebased | correction | restatement
-    decision[accept] = REPLACE
-    decision[candidates & ~accept] = REJECT
-    for t, j in zip(*np.nonzero(candidates), strict=True):
-        was, now = _fmt(close_s[t, j]), _fmt(close_o[t, j])
-        if rebased[t, j]:
-            reason[t, j] = "rebased: adjusted close on the basis of a new corporate action"
-        elif correction[t, j]:
-            reason[t, j] = f"correction: stored close {was} failed the jump check, {now} passes"
-        elif restatement[t, j]:
-            reason[t, j] = f"restatement: close {was} → {now}" if was != now else (
-                "restatement: open/high/low/volume")
-        else:
-            why = []
-            if bad_merged[t, j]:
-                why.append("it fails the jump check against its neighbours")
-            if lost[t, j]:
-                names = [f for f in PRICE_FIELDS if np.isfinite(stored[f][t, j])
-                         and not np.isfinite(offered[f][t, j])]
-                why.append(f"it loses {'/'.join(names)}")
-            if not close_ok[t, j]:
-                why.append(f"its close moves {close_o[t, j] / close_s[t, j] - 1:+.1%} from "
-                           "the stored one, unexplained by a split")
-            reason[t, j] = f"rejected: offered close {now} for stored {was}: " + "; ".join(why)
-    return Review(decision, reason, rebased)
+
+def _rejection_reason(
+    stored: dict[str, np.ndarray], offered: dict[str, np.ndarray],
+    close_s: np.ndarray, close_o: np.ndarray, t: int, j: int,
+    lost: np.ndarray, checks: _RedeliveryChecks,
+) -> str:
+    """Why the offered row at (t, j) may not replace the stored one."""
+    why = []
+    if checks.bad_merged[t, j]:
+        why.append("it fails the jump check against its neighbours")
+    if lost[t, j]:
+        names = [f for f in PRICE_FIELDS if np.isfinite(stored[f][t, j])
+                 and not np.isfinite(offered[f][t, j])]
+        why.append(f"it loses {'/'.join(names)}")
+    if not checks.close_ok[t, j]:
+        why.append(f"its close moves {close_o[t, j] / close_s[t, j] - 1:+.1%} from "
+                   "the stored one, unexplained by a split")
+    was, now = _fmt(close_s[t, j]), _fmt(close_o[t, j])
+    return f"rejected: offered close {now} for stored {was}: " + "; ".join(why)
 
 
 def blocking_reasons(findings: Iterable[Finding]) -> dict[str, str]:

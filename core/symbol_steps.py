@@ -29,7 +29,7 @@ from core.factors.engine import compute_factor_exposures
 from core.factors.returns import simple_returns
 from core.faults import fault_point
 from core.metrics import symbol_daily_metrics
-from core.providers.base import PriceProvider
+from core.providers.base import FetchResult, PriceProvider
 from core.quality import Finding, blocking_reasons, check_series, validate_bars
 from core.repositories import factors as factor_repo
 from core.repositories import findings as finding_repo
@@ -312,41 +312,22 @@ async def _fetch_and_store(
     syms = list(request.symbols)
     result = await asyncio.to_thread(provider.fetch, syms, request.start, request.end)
     report.provider = result.provider or getattr(provider, "name", "")
-    by_symbol = dict(getattr(result, "provider_by_symbol", None) or {})
-    bars, findings = validate_bars(result.bars)
-    bars = price_store.provider_column(bars, by_symbol, report.provider)
-    rejected = len(result.bars) - len(bars)
-    actions = result.actions
+    delivery = _validated_delivery(result, report.provider)
     async with reading(engine) as conn:
         states = {s.symbol: s for s in await symbol_repo.get_states(conn, request.symbols)}
         stored_actions = await price_repo.load_actions(conn, syms)
     stored_range = {s: (st.first_price_date, st.last_price_date) for s, st in states.items()
                     if st.first_price_date is not None and st.last_price_date is not None}
-    # an action changes the adjusted basis of the prices before it: only one after the
-    # first stored price moves the stored basis
-    fresh_actions = price_store.new_actions(actions, stored_actions)
-    rebase = {s for s, d in zip(fresh_actions["symbol"], pd.to_datetime(fresh_actions["date"]),
-                                strict=True)
-              if s in stored_range and d.date() > stored_range[s][0]}
+    rebase = _symbols_to_rebase(delivery.actions, stored_actions, stored_range)
     refetch = sorted(s for s in rebase if stored_range[s][0] < request.start
                      or stored_range[s][1] > request.end)
     if refetch:
-        since = min([request.start, *(stored_range[s][0] for s in refetch)])
-        until = max([request.end, *(stored_range[s][1] for s in refetch)])
-        again = await asyncio.to_thread(provider.fetch, refetch, since, until)
-        fresh, more = validate_bars(again.bars)
-        fresh = price_store.provider_column(
-            fresh, dict(getattr(again, "provider_by_symbol", None) or {}),
-            again.provider or report.provider)
-        rejected += len(again.bars) - len(fresh)
-        bars = _merge_refetch(bars, fresh, refetch)
-        actions = pd.concat([actions, again.actions], ignore_index=True).drop_duplicates(
-            ["symbol", "date", "kind"], keep="last"
-        )
-        findings += more
+        delivery = await _refetch_history(delivery, provider, request, refetch, stored_range,
+                                          report.provider)
         report.refetched = refetch
-    report.rejected_rows = rejected
+    report.rejected_rows = delivery.rejected
     offered = set(result.bars["symbol"]) if not result.bars.empty else set()
+    bars, actions = delivery.bars, delivery.actions
     async with reading(engine) as conn:
         plan = await price_store.plan_writes(
             conn, bars, pd.concat([stored_actions, actions], ignore_index=True), states,
@@ -357,55 +338,13 @@ async def _fetch_and_store(
     report.replaced, report.rebased_rows = plan.replaced, plan.rebased
     report.restatements_rejected = plan.rejected
 
-    updates: list[dict] = []
     got = bars.groupby("symbol")["date"].agg(["min", "max"]) if not bars.empty else None
-    for sym in request.symbols:
-        st = states.get(sym)
-        present = _concerns_present(st, request)
-        if got is not None and sym in got.index:
-            lo, hi = got.loc[sym, "min"].date(), got.loc[sym, "max"].date()
-            update: dict[str, Any] = {"symbol": sym, "first_price_date": lo,
-                                      "last_price_date": hi}
-            if present:
-                last = max(hi, st.last_price_date) if st and st.last_price_date else hi
-                update.update(status=SymbolStatus.active.value, error_reason=None)
-                if sym not in REFERENCE_ETFS and calendar.session_count_between(
-                        last, request.end) > settings.delist_after_sessions:
-                    report.delisted[sym] = f"no prices since {last}"
-                    update.update(status=SymbolStatus.delisted.value,
-                                  error_reason=report.delisted[sym])
-            updates.append(update)
-        elif sym in result.errors or sym in offered:
-            reason = result.errors.get(sym) or "no_data: every row failed the data checks"
-            report.errors[sym] = reason
-            if not present or sym in REFERENCE_ETFS:
-                continue  # a reference ETF is never retired: the run fails loudly instead
-            if st is None or st.last_price_date is None:
-                updates.append({"symbol": sym, "status": SymbolStatus.error.value,
-                                "error_reason": reason})
-            elif calendar.session_count_between(st.last_price_date, request.end) > (
-                settings.delist_after_sessions
-            ):
-                report.delisted[sym] = f"no prices since {st.last_price_date}: {reason}"
-                updates.append({"symbol": sym, "status": SymbolStatus.delisted.value,
-                                "error_reason": report.delisted[sym]})
-    fetch_findings = [
-        Finding(symbol=s, check="fetch_error", severity="error", day=None, detail=r)
-        for s, r in report.errors.items()
-    ] + [
-        Finding(symbol=f.symbol, check="rejected_rows", severity="warning", day=f.day,
-                detail=f"{f.check}: {f.detail}")
-        for f in findings
-    ] + plan.findings
+    updates = _symbol_state_updates(request, states, got, result.errors, offered, settings,
+                                    report)
+    fetch_findings = _fetch_findings(report.errors, delivery.findings) + plan.findings
     profiles = None
     if got is not None:
-        async with reading(engine) as conn:
-            need = await profile_repo.symbols_without_profile(conn, list(got.index))
-        if need:
-            try:
-                profiles = await asyncio.to_thread(provider.fetch_profiles, need)
-            except Exception as exc:  # profiles are descriptive: never fail prices for them
-                report.profile_error = short_error(exc)
+        profiles = await _missing_profiles(provider, engine, list(got.index), report)
     async with transaction(engine) as conn:
         report.rows = await price_repo.upsert_bars(conn, plan.bars)
         fault_point("symbol-batch:inside-price-writes")
@@ -423,6 +362,131 @@ async def _fetch_and_store(
     report.symbols_with_rows = 0 if got is None else len(got)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """A provider's answer for one chunk after :func:`validate_bars`."""
+
+    bars: pd.DataFrame
+    """The rows that passed, with a ``provider`` column."""
+    actions: pd.DataFrame
+    """The delivered corporate actions."""
+    findings: list[Finding]
+    """The warnings of :func:`validate_bars`."""
+    rejected: int
+    """Rows :func:`validate_bars` dropped."""
+
+
+def _validated_delivery(result: FetchResult, default_provider: str) -> _Delivery:
+    """``result``'s bars validated and labelled with the provider of each symbol
+    (``default_provider`` where the result names none)."""
+    bars, findings = validate_bars(result.bars)
+    bars = price_store.provider_column(
+        bars, dict(getattr(result, "provider_by_symbol", None) or {}), default_provider)
+    return _Delivery(bars, result.actions, findings, len(result.bars) - len(bars))
+
+
+def _symbols_to_rebase(
+    actions: pd.DataFrame, stored_actions: pd.DataFrame,
+    stored_range: dict[str, tuple[dt.date, dt.date]],
+) -> set[str]:
+    """Stored symbols with a new corporate action after their first stored price."""
+    # an action changes the adjusted basis of the prices before it: only one after the
+    # first stored price moves the stored basis
+    fresh_actions = price_store.new_actions(actions, stored_actions)
+    return {s for s, d in zip(fresh_actions["symbol"], pd.to_datetime(fresh_actions["date"]),
+                              strict=True)
+            if s in stored_range and d.date() > stored_range[s][0]}
+
+
+async def _refetch_history(
+    delivery: _Delivery, provider: PriceProvider, request: FetchRequest, refetch: list[str],
+    stored_range: dict[str, tuple[dt.date, dt.date]], default_provider: str,
+) -> _Delivery:
+    """``delivery`` with the whole stored history of the ``refetch`` symbols fetched again
+    (on the new adjusted basis) in place of their delivered rows."""
+    since = min([request.start, *(stored_range[s][0] for s in refetch)])
+    until = max([request.end, *(stored_range[s][1] for s in refetch)])
+    again = await asyncio.to_thread(provider.fetch, refetch, since, until)
+    fresh = _validated_delivery(again, again.provider or default_provider)
+    return _Delivery(
+        bars=_merge_refetch(delivery.bars, fresh.bars, refetch),
+        actions=pd.concat([delivery.actions, fresh.actions], ignore_index=True).drop_duplicates(
+            ["symbol", "date", "kind"], keep="last"
+        ),
+        findings=delivery.findings + fresh.findings,
+        rejected=delivery.rejected + fresh.rejected,
+    )
+
+
+def _symbol_state_updates(
+    request: FetchRequest, states: dict[str, symbol_repo.SymbolState], got: pd.DataFrame | None,
+    errors: dict[str, str], offered: set[str], settings: Settings, report: FetchReport,
+) -> list[dict]:
+    """State updates of the requested symbols: price range, and for a fetch that concerns
+    the present, status (active, delisted, error). Records fetch errors and delistings in
+    ``report``. ``got``: first/last delivered date per symbol with rows (None: no rows)."""
+    updates: list[dict] = []
+    for sym in request.symbols:
+        st = states.get(sym)
+        present = _concerns_present(st, request)
+        if got is not None and sym in got.index:
+            lo, hi = got.loc[sym, "min"].date(), got.loc[sym, "max"].date()
+            update: dict[str, Any] = {"symbol": sym, "first_price_date": lo,
+                                      "last_price_date": hi}
+            if present:
+                last = max(hi, st.last_price_date) if st and st.last_price_date else hi
+                update.update(status=SymbolStatus.active.value, error_reason=None)
+                if sym not in REFERENCE_ETFS and calendar.session_count_between(
+                        last, request.end) > settings.delist_after_sessions:
+                    report.delisted[sym] = f"no prices since {last}"
+                    update.update(status=SymbolStatus.delisted.value,
+                                  error_reason=report.delisted[sym])
+            updates.append(update)
+        elif sym in errors or sym in offered:
+            reason = errors.get(sym) or "no_data: every row failed the data checks"
+            report.errors[sym] = reason
+            if not present or sym in REFERENCE_ETFS:
+                continue  # a reference ETF is never retired: the run fails loudly instead
+            if st is None or st.last_price_date is None:
+                updates.append({"symbol": sym, "status": SymbolStatus.error.value,
+                                "error_reason": reason})
+            elif calendar.session_count_between(st.last_price_date, request.end) > (
+                settings.delist_after_sessions
+            ):
+                report.delisted[sym] = f"no prices since {st.last_price_date}: {reason}"
+                updates.append({"symbol": sym, "status": SymbolStatus.delisted.value,
+                                "error_reason": report.delisted[sym]})
+    return updates
+
+
+def _fetch_findings(errors: dict[str, str], rejected: list[Finding]) -> list[Finding]:
+    """A ``fetch_error`` per symbol in ``errors``, then a ``rejected_rows`` warning per
+    finding of :func:`validate_bars` (its check named in the detail)."""
+    return [
+        Finding(symbol=s, check="fetch_error", severity="error", day=None, detail=r)
+        for s, r in errors.items()
+    ] + [
+        Finding(symbol=f.symbol, check="rejected_rows", severity="warning", day=f.day,
+                detail=f"{f.check}: {f.detail}")
+        for f in rejected
+    ]
+
+
+async def _missing_profiles(
+    provider: PriceProvider, engine: AsyncEngine, symbols: list[str], report: FetchReport
+) -> pd.DataFrame | None:
+    """The provider's profiles of those ``symbols`` that have none stored (None: none needed,
+    or the provider failed; the error is noted in ``report``, prices never fail for it)."""
+    async with reading(engine) as conn:
+        need = await profile_repo.symbols_without_profile(conn, symbols)
+    if need:
+        try:
+            return await asyncio.to_thread(provider.fetch_profiles, need)
+        except Exception as exc:  # profiles are descriptive: never fail prices for them
+            report.profile_error = short_error(exc)
+    return None
 
 
 async def record_fetch_failures(

@@ -192,21 +192,65 @@ def compute_factor_exposures(
         or misshaped, or a blocked index is out of range.
     """
     y, etfs = validate_inputs(symbol_returns, etf_returns, blocked)
-    n_cols = y.shape[1]
-    n_fac = len(FACTORS)
     blocked = dict(blocked or {})
-    keep = np.ones(n_cols, dtype=bool)
+    keep = np.ones(y.shape[1], dtype=bool)
     keep[list(blocked)] = False
     if not keep.all():
         y = y[:, keep]  # shape: (T, N - blocked)
 
-    beta = np.full((n_fac, y.shape[1]), np.nan)
-    n_obs = np.zeros((n_fac, y.shape[1]), dtype=np.int64)
-    r2 = np.full((n_fac, y.shape[1]), np.nan)
-    resid_vol = np.full((n_fac, y.shape[1]), np.nan)
-    reason = np.full((n_fac, y.shape[1]), None, dtype=object)
-    row = {name: i for i, name in enumerate(FACTOR_NAMES)}
+    rows = _FactorRows.empty(len(FACTORS), y.shape[1])
+    _fill_ridge_factors(rows, y, etfs)
+    _fill_univariate_factors(rows, y, etfs)
+    _restate_insufficient_data(rows)
+    if not keep.all():
+        rows = _with_blocked_columns(rows, keep, blocked)
 
+    return FactorExposures(
+        factors=FACTOR_NAMES,
+        beta=rows.beta,
+        n_obs=rows.n_obs,
+        r_squared=rows.r_squared,
+        resid_vol=rows.resid_vol,
+        window=np.array([f.window for f in FACTORS], dtype=np.int64),
+        reason=rows.reason,
+        flag=flags_for(rows.beta, rows.r_squared),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _FactorRows:
+    """The (F, N) result arrays of :class:`FactorExposures`, filled one factor row at a time."""
+
+    beta: FloatArray
+    n_obs: IntArray
+    r_squared: FloatArray
+    resid_vol: FloatArray
+    reason: ObjectArray
+
+    @classmethod
+    def empty(cls, n_fac: int, n_cols: int) -> _FactorRows:
+        """Rows without values: NaN, 0 observations, no reason."""
+        return cls(
+            beta=np.full((n_fac, n_cols), np.nan),
+            n_obs=np.zeros((n_fac, n_cols), dtype=np.int64),
+            r_squared=np.full((n_fac, n_cols), np.nan),
+            resid_vol=np.full((n_fac, n_cols), np.nan),
+            reason=np.full((n_fac, n_cols), None, dtype=object),
+        )
+
+    def put(self, name: str, beta: FloatArray, n_obs: IntArray, r_squared: FloatArray,
+            resid_vol: FloatArray, reason: ObjectArray) -> None:
+        """Store the results of factor ``name`` in its row."""
+        i = FACTOR_NAMES.index(name)
+        self.beta[i] = beta
+        self.n_obs[i] = n_obs
+        self.r_squared[i] = r_squared
+        self.resid_vol[i] = resid_vol
+        self.reason[i] = reason
+
+
+def _fill_ridge_factors(rows: _FactorRows, y: FloatArray, etfs: Mapping[str, FloatArray]) -> None:
+    """One ridge of every symbol on the six style ETFs over the last ``RIDGE_WINDOW`` rows."""
     ridge = ridge_betas(
         y[-RIDGE_WINDOW:],
         np.column_stack([etfs[e][-RIDGE_WINDOW:] for e in RIDGE_ETFS]),  # shape: (90, 6)
@@ -215,13 +259,14 @@ def compute_factor_exposures(
         names=RIDGE_ETFS,
     )
     for k, spec in enumerate(RIDGE_FACTORS):
-        i = row[spec.name]
-        beta[i] = ridge.beta[:, k]
-        n_obs[i] = ridge.n_obs
-        r2[i] = ridge.r_squared
-        resid_vol[i] = ridge.resid_vol
-        reason[i] = ridge.reason
+        rows.put(spec.name, ridge.beta[:, k], ridge.n_obs, ridge.r_squared, ridge.resid_vol,
+                 ridge.reason)
 
+
+def _fill_univariate_factors(
+    rows: _FactorRows, y: FloatArray, etfs: Mapping[str, FloatArray]
+) -> None:
+    """OLS of every symbol on one ETF (``ols``) or on a long-minus-short spread (``spread``)."""
     for spec in FACTORS:
         if spec.family == "ridge":
             continue
@@ -233,40 +278,37 @@ def compute_factor_exposures(
                 x = etfs[spec.etfs[0]][-w:] - etfs[spec.etfs[1]][-w:]
             name = spread_name(spec)
         res = ols_betas(y[-w:], x, min_obs(w), x_name=name)
-        i = row[spec.name]
-        beta[i] = res.beta
-        n_obs[i] = res.n_obs
-        r2[i] = res.r_squared
-        resid_vol[i] = res.resid_vol
-        reason[i] = res.reason
+        rows.put(spec.name, res.beta, res.n_obs, res.r_squared, res.resid_vol, res.reason)
 
-    window = np.array([f.window for f in FACTORS], dtype=np.int64)
+
+def _restate_insufficient_data(rows: _FactorRows) -> None:
+    """Reword ``insufficient_data`` reasons with the factor's window.
+
+    The low-level texts do not know the window.
+    """
+    n_obs, reason = rows.n_obs, rows.reason
     for i, spec in enumerate(FACTORS):
-        # the low-level texts do not know the window: restate insufficient data with it
         short = np.flatnonzero(n_obs[i] < min_obs(spec.window))
         for count in np.unique(n_obs[i, short]):
             reason[i, short[n_obs[i, short] == count]] = insufficient_data_reason(
                 int(count), spec.window
             )
 
-    if not keep.all():
-        beta = _scatter(beta, keep, np.nan)
-        n_obs = _scatter(n_obs, keep, 0)
-        r2 = _scatter(r2, keep, np.nan)
-        resid_vol = _scatter(resid_vol, keep, np.nan)
-        reason = _scatter(reason, keep, None)
-        for j, why in blocked.items():
-            reason[:, int(j)] = data_check_reason(why)
 
-    return FactorExposures(
-        factors=FACTOR_NAMES,
-        beta=beta,
-        n_obs=n_obs,
-        r_squared=r2,
-        resid_vol=resid_vol,
-        window=window,
+def _with_blocked_columns(
+    rows: _FactorRows, keep: npt.NDArray[np.bool_], blocked: Mapping[int, str]
+) -> _FactorRows:
+    """All N columns: the computed ones where ``keep``, the blocked ones without a value
+    and with reason ``data_check: <reason>``."""
+    reason = _scatter(rows.reason, keep, None)
+    for j, why in blocked.items():
+        reason[:, int(j)] = data_check_reason(why)
+    return _FactorRows(
+        beta=_scatter(rows.beta, keep, np.nan),
+        n_obs=_scatter(rows.n_obs, keep, 0),
+        r_squared=_scatter(rows.r_squared, keep, np.nan),
+        resid_vol=_scatter(rows.resid_vol, keep, np.nan),
         reason=reason,
-        flag=flags_for(beta, r2),
     )
 
 

@@ -562,6 +562,26 @@ def value_portfolio(
     day = _as_date(day)
     cash_d = _money(_decimal("cash", cash))
     prev_eq = None if previous_equity is None else _decimal("previous_equity", previous_equity)
+    prev_day = _checked_prev_day(day, prev_day, prev_closes)
+    _check_unique_position_ids(items)
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        book = _end_of_day_book(items, day, closes, splits)
+        daily_pnl: Decimal | None = None
+        daily_return: float | None = None
+        if prev_day is not None:
+            assert prev_closes is not None
+            daily_pnl = _daily_pnl(items, day, prev_day, book, closes, prev_closes, splits)
+            if prev_eq is not None and prev_eq != 0:
+                daily_return = float(daily_pnl / prev_eq)
+        return _snapshot(day, cash_d, book, daily_pnl, daily_return)
+
+
+def _checked_prev_day(
+    day: date, prev_day: date | None, prev_closes: Mapping[str, PriceLike] | None
+) -> date | None:
+    """``prev_day`` as a date; raise ``ValueError`` unless it precedes ``day`` and comes
+    with ``prev_closes`` (and ``prev_closes`` never comes without it)."""
     if prev_day is not None:
         prev_day = _as_date(prev_day)
         if prev_day >= day:
@@ -570,63 +590,102 @@ def value_portfolio(
             raise ValueError("prev_closes is required when prev_day is given (pass {} if none)")
     elif prev_closes is not None:
         raise ValueError("prev_closes given without prev_day")
+    return prev_day
+
+
+def _check_unique_position_ids(items: Sequence[Holding]) -> None:
+    """Raise ``ValueError`` naming the ``position_id`` values that repeat."""
     ids = [h.position_id for h in items]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"duplicate position_id values: {dupes}")
 
-    with localcontext() as ctx:
-        ctx.prec = _PRECISION
-        zero = Decimal(0)
-        missing: set[str] = set()
-        values: dict[str, Decimal | None] = {}
-        long_ = short = cost = zero
-        for h in items:
-            if not h.is_open(day):
-                continue
-            v = _value(h, day, closes, splits)
-            values[h.position_id] = v
-            if v is None:
-                missing.add(h.symbol)
-                continue
-            cost += cost_basis(h)
-            if v > 0:
-                long_ += v
-            else:
-                short += v
 
-        daily_pnl: Decimal | None = None
-        daily_return: float | None = None
-        if prev_day is not None:
-            assert prev_closes is not None
-            daily_pnl = zero
-            for h in items:
-                lost, term = _pnl_term(
-                    h, day, prev_day, values.get(h.position_id), closes, prev_closes, splits
-                )
-                if lost:
-                    missing.add(h.symbol)
-                daily_pnl += term
-            daily_pnl = _money(daily_pnl)
-            if prev_eq is not None and prev_eq != 0:
-                daily_return = float(daily_pnl / prev_eq)
+@dataclass
+class _Book:
+    """End-of-day sums of the open holdings (Decimal, each position quantized first)."""
 
-        market_value = long_ + short
-        return Snapshot(
-            day=day,
-            equity=_money(cash_d + market_value),
-            market_value=_money(market_value),
-            cash=cash_d,
-            cost_basis=_money(cost),
-            unrealized_pnl=_money(market_value - cost),
-            daily_pnl=daily_pnl,
-            daily_return=daily_return,
-            long_exposure=_money(long_),
-            short_exposure=_money(short),
-            gross_exposure=_money(long_ - short),
-            net_exposure=_money(market_value),
-            position_count=len(values),
-            partial=bool(missing),
-            missing_symbols=tuple(sorted(missing)),
-            position_values=MappingProxyType(values),
+    values: dict[str, Decimal | None]
+    """position_id → signed value (None = missing) of every holding open on the day."""
+    missing: set[str]
+    """Symbols of the holdings left out for want of a price or value."""
+    long: Decimal
+    short: Decimal
+    cost: Decimal
+
+
+def _end_of_day_book(
+    items: Sequence[Holding], day: date, closes: Mapping[str, PriceLike], splits: Splits | None
+) -> _Book:
+    """Values, long/short exposure and cost basis of the holdings open on ``day``.
+
+    Runs in the caller's Decimal context.
+    """
+    zero = Decimal(0)
+    missing: set[str] = set()
+    values: dict[str, Decimal | None] = {}
+    long_ = short = cost = zero
+    for h in items:
+        if not h.is_open(day):
+            continue
+        v = _value(h, day, closes, splits)
+        values[h.position_id] = v
+        if v is None:
+            missing.add(h.symbol)
+            continue
+        cost += cost_basis(h)
+        if v > 0:
+            long_ += v
+        else:
+            short += v
+    return _Book(values, missing, long_, short, cost)
+
+
+def _daily_pnl(
+    items: Sequence[Holding],
+    day: date,
+    prev_day: date,
+    book: _Book,
+    closes: Mapping[str, PriceLike],
+    prev_closes: Mapping[str, PriceLike],
+    splits: Splits | None,
+) -> Decimal:
+    """Daily P&L over ``(prev_day, day]``, quantized; adds the symbols it lacks to ``book``.
+
+    Runs in the caller's Decimal context.
+    """
+    daily_pnl = Decimal(0)
+    for h in items:
+        lost, term = _pnl_term(
+            h, day, prev_day, book.values.get(h.position_id), closes, prev_closes, splits
         )
+        if lost:
+            book.missing.add(h.symbol)
+        daily_pnl += term
+    return _money(daily_pnl)
+
+
+def _snapshot(
+    day: date, cash: Decimal, book: _Book, daily_pnl: Decimal | None,
+    daily_return: float | None,
+) -> Snapshot:
+    """The snapshot of ``book`` and ``cash``. Runs in the caller's Decimal context."""
+    market_value = book.long + book.short
+    return Snapshot(
+        day=day,
+        equity=_money(cash + market_value),
+        market_value=_money(market_value),
+        cash=cash,
+        cost_basis=_money(book.cost),
+        unrealized_pnl=_money(market_value - book.cost),
+        daily_pnl=daily_pnl,
+        daily_return=daily_return,
+        long_exposure=_money(book.long),
+        short_exposure=_money(book.short),
+        gross_exposure=_money(book.long - book.short),
+        net_exposure=_money(market_value),
+        position_count=len(book.values),
+        partial=bool(book.missing),
+        missing_symbols=tuple(sorted(book.missing)),
+        position_values=MappingProxyType(book.values),
+    )
