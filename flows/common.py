@@ -1,4 +1,8 @@
-"""Shared wiring for the flows: task runner, batch-run recording, JSON-friendly summaries."""
+"""Shared wiring for the flows: task runner, batch-run rows, JSON-friendly summaries, the
+Prefect state of a lock holder.
+
+May import core and Prefect; not api, cli or a flow module.
+"""
 
 from __future__ import annotations
 
@@ -113,57 +117,3 @@ def prefect_run_ended(lock: LockState) -> bool:
     except Exception:  # unknown run, other server, no server: cannot tell
         return False
     return bool(run.state is not None and run.state.is_final())
-
-
-class Progress:
-    """A Prefect progress artifact over a run's phases (visible in the UI while a long run
-    goes on): each phase gets a share of 0–100 %, advanced one step per finished chunk;
-    :meth:`finish` reaches 100 %, :meth:`fail` says what failed where it stopped."""
-
-    def __init__(self, description: str) -> None:
-        from prefect.artifacts import create_progress_artifact
-
-        self.description = description
-        self.base, self.share, self.steps, self.done = 0.0, 100.0, 1, 0
-        self.id: Any = create_progress_artifact(progress=0.0, description=description)
-
-    @property
-    def percent(self) -> float:
-        return min(100.0, self.base + self.share * self.done / self.steps)
-
-    def _update(self, progress: float, note: str) -> None:
-        from prefect.artifacts import update_progress_artifact
-
-        try:
-            update_progress_artifact(self.id, progress=progress,
-                                     description=f"{self.description}: {note}")
-        except Exception as exc:  # the UI's progress bar never fails a run
-            logging.getLogger(__name__).warning("progress artifact: %s", exc)
-
-    def phase(self, steps: int, start: float, end: float) -> None:
-        """Start a phase of ``steps`` chunks that goes from ``start`` to ``end`` percent."""
-        self.base, self.share, self.steps, self.done = start, end - start, max(steps, 1), 0
-
-    def step(self, note: str) -> None:
-        self.done += 1
-        self._update(self.percent, note)
-
-    def finish(self, note: str) -> None:
-        self._update(100.0, note)
-
-    def fail(self, note: str) -> None:
-        self._update(self.percent, f"FAILED: {note}")
-
-
-def failure_summary(key: str, title: str, cause: str, failures: dict[str, str],
-                    label: str) -> None:
-    """The summary table artifact of a failed run: its cause, then up to 50 of the items
-    that failed before it (``label``: what an item is, e.g. "fetch failed")."""
-    from prefect.artifacts import create_table_artifact
-
-    try:
-        rows = [{"item": "status", "value": "failed"}, {"item": "cause", "value": cause}]
-        rows += [{"item": f"{label}: {k}", "value": v} for k, v in sorted(failures.items())[:50]]
-        create_table_artifact(key=key, table=rows, description=f"{title}: FAILED: {cause}")
-    except Exception as exc:  # never hide the run's own error
-        logging.getLogger(__name__).warning("could not publish the failure artifact: %s", exc)

@@ -3,6 +3,8 @@ waiting on those symbols. Started by the API (deployment ``onboarding``), never 
 
 Reuses the symbol flow's tasks: fetch (~1 year, retries), data checks + factors at the
 latest stored data date, so an onboarded symbol is exactly as a nightly one.
+
+May import core, Prefect, the shared flow wiring and the symbol flow's tasks; not api or cli.
 """
 
 from __future__ import annotations
@@ -11,28 +13,31 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.artifacts import create_table_artifact
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from core import calendar
 from core.db.engine import reading
-from core.db.errors import StorageError, is_storage_error, short_error
+from core.db.errors import short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.errors import NotReady
 from core.repositories import symbols as symbol_repo
 from core.services import onboarding_queue as queue
-from core.services.analytics import latest_data_date, refresh_portfolio_analytics
+from core.services.analytics import refresh_portfolio_analytics
 from core.settings import get_settings
+from core.symbol_data import latest_data_date
 from core.symbol_steps import chunked, plan_fetch
-from flows.common import jsonable, record_failure, record_finish, record_start, task_runner
+from flows.common import jsonable, task_runner
+from flows.run_record import ChunkFailure, RunKind, RunRecord, chunk_failure_reason, map_chunks
 from flows.symbol_batch import compute_factors, fetch_prices
 
 JOB = "onboarding"
 COMPLETED_EVENT = "factorflow.onboarding.completed"
 MAX_ROUNDS = 5
+KIND = RunKind(job=JOB, resource={"prefect.resource.id": "factorflow.onboarding"},
+               summary_key="onboarding-summary", progress=False)
 
 
 @task(name="claim-jobs", cache_policy=NO_CACHE)
@@ -92,15 +97,14 @@ def warm_up() -> bool:
 @flow(name="onboarding", task_runner=task_runner(), log_prints=False)
 def onboarding(max_symbols: int = 500) -> dict[str, Any]:
     """Onboard queued symbols (prices, checks, factors) and refresh the portfolios waiting."""
-    logger = get_run_logger()
-    settings = get_settings()
     as_of = asyncio.run(latest_data_date())
     target = as_of or calendar.latest_completed_session()
-    run_id = asyncio.run(record_start(JOB, target, None, flow_run.get_id()))
+    run = RunRecord.start(KIND, target, flow_run_id=flow_run.get_id(), emit=emit_event,
+                          title=f"onboarding on data of {as_of}")
     totals: dict[str, Any] = {"symbols": 0, "ready": 0, "errors": 0, "portfolios": 0}
     errors: dict[str, Any] = {"symbols": {}, "portfolios": {}}
-    unfinished: list[str] = []  # claimed by this run and not yet closed
-    try:
+    run.counts, run.errors = totals, errors
+    with run.failing():
         if as_of is None:
             asyncio.run(queue.reset_stuck())
             raise NotReady("no market data stored yet: the symbols stay queued, and the first "
@@ -110,59 +114,55 @@ def onboarding(max_symbols: int = 500) -> dict[str, Any]:
                 claimed = claim_jobs(max_symbols)
                 if not claimed.symbols:
                     break
-                unfinished = claimed.symbols
-                states = symbol_states(claimed.symbols)
-                plan = plan_fetch(states, as_of, settings.lookback_days, settings.fetch_chunk_size)
-                fetch_errors: dict[str, str] = {}
-                for req, fut in zip(plan, fetch_prices.map(plan, unmapped(as_of)), strict=True):
-                    res = fut.result(raise_on_failure=False)
-                    if isinstance(res, BaseException):
-                        if is_storage_error(res):  # the database failed, not the provider
-                            raise StorageError(f"storing prices failed: {short_error(res)}")
-                        fetch_errors.update({s: f"provider_error: {short_error(res)}"
-                                             for s in req.symbols})
-                    else:
-                        fetch_errors.update(res.errors)
-                priced = [s.symbol for s in symbol_states(claimed.symbols)
-                          if s.status == SymbolStatus.active and s.last_price_date]
-                for ffut in compute_factors.map(chunked(priced, settings.factor_chunk_size),
-                                                unmapped([as_of])):
-                    fres = ffut.result(raise_on_failure=False)
-                    if isinstance(fres, BaseException) and is_storage_error(fres):
-                        raise StorageError(f"storing factors failed: {short_error(fres)}")
-                outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
-                # jobs close after the waiting portfolios are revalued: a symbol reads "ready"
-                # only once the portfolios that hold it show it
-                failed = refresh_portfolios(claimed.portfolio_ids)
-                finish_jobs(outcomes)
-                unfinished = []
+                outcomes, failed = _onboard(claimed, as_of)
                 totals["symbols"] += len(outcomes)
                 totals["ready"] += sum(1 for v in outcomes.values() if v is None)
                 totals["errors"] += sum(1 for v in outcomes.values() if v is not None)
                 totals["portfolios"] += len(claimed.portfolio_ids)
                 errors["symbols"].update({k: v for k, v in outcomes.items() if v})
                 errors["portfolios"].update(failed)
-    except BaseException as exc:
-        if unfinished:
-            try:
-                asyncio.run(queue.release(unfinished))
-            except Exception as rexc:  # the API puts them back at its next start
-                logger.warning("could not give back the claimed jobs: %s", short_error(rexc))
-        record_failure(run_id, {}, {"error": short_error(exc), **errors}, totals)
-        raise
     status = (RunStatus.completed_with_failures if errors["symbols"] or errors["portfolios"]
               else RunStatus.completed)
-    asyncio.run(record_finish(run_id, status, totals, {}, errors))
-    create_table_artifact(
-        key="onboarding-summary",
-        table=[{"item": k, "value": v} for k, v in totals.items()]
-        + [{"item": f"error.{k}", "value": v} for k, v in errors["symbols"].items()],
-        description=f"onboarding on data of {as_of}: {status.value}",
-    )
-    emit_event(event=COMPLETED_EVENT,
-               resource={"prefect.resource.id": "factorflow.onboarding"},
-               payload={"as_of": as_of.isoformat() if isinstance(as_of, dt.date) else None,
-                        "run_id": run_id, **totals})
-    logger.info("onboarding %s: %s", status.value, totals)
-    return jsonable({"run_id": run_id, "as_of": as_of, "status": status.value,
+    run.complete(status, totals, errors, event=COMPLETED_EVENT,
+                 extra_rows=[{"item": f"error.{k}", "value": v}
+                             for k, v in errors["symbols"].items()],
+                 payload={"as_of": as_of.isoformat() if isinstance(as_of, dt.date) else None,
+                          "run_id": run.run_id, **totals})
+    get_run_logger().info("onboarding %s: %s", status.value, totals)
+    return jsonable({"run_id": run.run_id, "as_of": as_of, "status": status.value,
                      "counts": totals, "errors": errors})
+
+
+def _onboard(claimed: queue.Claim, as_of: dt.date) -> tuple[dict[str, str | None], dict[str, str]]:
+    """One round: fetch, check and compute the claimed symbols, refresh the portfolios that
+    wait on them, then close their jobs. Returns each symbol's outcome (``None``: ready, else
+    why not) and the portfolios that failed. On failure the jobs are given back to the queue."""
+    settings = get_settings()
+    try:
+        states = symbol_states(claimed.symbols)
+        plan = plan_fetch(states, as_of, settings.lookback_days, settings.fetch_chunk_size)
+        fetched = map_chunks(fetch_prices, plan, as_of, why=chunk_failure_reason)
+        fetched.raise_storage_error("storing prices failed")  # the database, not the provider
+        fetch_errors: dict[str, str] = {}
+        for outcome in fetched.outcomes:
+            if isinstance(outcome, ChunkFailure):
+                fetch_errors.update({s: outcome.why for s in outcome.chunk.symbols})
+            else:
+                fetch_errors.update(outcome.errors)
+        priced = [s.symbol for s in symbol_states(claimed.symbols)
+                  if s.status == SymbolStatus.active and s.last_price_date]
+        map_chunks(compute_factors, chunked(priced, settings.factor_chunk_size),
+                   [as_of]).raise_storage_error("storing factors failed")
+        outcomes = _outcomes(claimed.symbols, symbol_states(claimed.symbols), fetch_errors)
+        # jobs close after the waiting portfolios are revalued: a symbol reads "ready"
+        # only once the portfolios that hold it show it
+        failed = refresh_portfolios(claimed.portfolio_ids)
+        finish_jobs(outcomes)
+    except BaseException:
+        try:
+            asyncio.run(queue.release(claimed.symbols))
+        except Exception as exc:  # the API puts them back at its next start
+            get_run_logger().warning("could not give back the claimed jobs: %s",
+                                     short_error(exc))
+        raise
+    return outcomes, failed

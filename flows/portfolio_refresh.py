@@ -5,25 +5,24 @@ database, finds each portfolio's missing sessions (holes included), refreshes po
 chunks (mapped tasks; each chunk one transaction) and records the run. One failing
 portfolio never stops the others; more than 10 % failing raises an alert event; a
 database failure fails the run.
+
+May import core, Prefect and the shared flow wiring; not api, cli or another flow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
-from typing import Any, NoReturn
+from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from core import calendar
 from core.db.errors import StorageError, is_storage_error, short_error
-from core.db.errors import named as as_named
 from core.db.models import RunStatus
 from core.portfolio.analytics import ScenarioSet, SymbolData
 from core.portfolio_steps import (
@@ -32,8 +31,6 @@ from core.portfolio_steps import (
     RefreshPlan,
     RefreshReport,
     SymbolBatchNotReady,
-    build_scenarios,
-    load_symbol_data,
     lock_refresh,
     plan_refresh,
     portfolio_symbols,
@@ -44,22 +41,20 @@ from core.portfolio_steps import (
 )
 from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
+from core.symbol_data import build_scenarios, load_symbol_data
 from core.symbol_steps import chunked
-from flows.common import (
-    Progress,
-    failure_summary,
-    jsonable,
-    prefect_run_ended,
-    record_failure,
-    record_finish,
-    record_start,
-    task_runner,
-)
+from flows.common import jsonable, prefect_run_ended, task_runner
+from flows.run_record import ChunkFailure, ProblemTable, RunKind, RunRecord, map_chunks
 
 JOB = "portfolio-refresh"
 COMPLETED_EVENT = "factorflow.portfolio-refresh.completed"
 DEGRADED_EVENT = "factorflow.portfolio-refresh.degraded"
 RESOURCE_ID = "factorflow.portfolio-refresh"
+KIND = RunKind(
+    job=JOB, resource={"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": JOB},
+    summary_key="portfolio-refresh-summary", failed_items="portfolios",
+    failed_label="portfolio failed", named_storage_errors=True,
+)
 
 
 @task(name="wait-for-symbol-batch", cache_policy=NO_CACHE)
@@ -99,15 +94,6 @@ def refresh(
     return asyncio.run(refresh_chunk(work, as_of, scenarios, data))
 
 
-def _event_resource() -> dict[str, str]:
-    return {"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "portfolio-refresh"}
-
-
-def _failure_artifact(as_of: dt.date, cause: str, failures: dict[str, str]) -> None:
-    failure_summary("portfolio-refresh-summary", f"portfolio-refresh for {as_of}", cause,
-                    failures, "portfolio failed")
-
-
 @flow(name="portfolio-refresh", task_runner=task_runner(), log_prints=False)
 def portfolio_refresh(
     as_of: dt.date | None = None, wait_seconds: float = 0, lock_wait_seconds: float = 600,
@@ -131,15 +117,15 @@ def portfolio_refresh(
             asyncio.run(record_refused_run(JOB, as_of, holder, short_error(exc)))
         except Exception as record_exc:  # the run's own error matters more
             get_run_logger().error("could not record the run: %s", short_error(record_exc))
-        _failure_artifact(as_of, short_error(exc), {})
+        KIND.publish_failure(KIND.title(as_of), short_error(exc), {})
         raise
     except BaseException as exc:
-        _fail_unrecorded(as_of, exc, "reading the symbol batch's state failed")
+        KIND.fail_unrecorded(KIND.title(as_of), exc, "reading the symbol batch's state failed")
     try:
         asyncio.run(lock_refresh(this_process(holder, prefect_id), lock_wait_seconds,
                                  prefect_run_ended))
     except BaseException as exc:
-        _fail_unrecorded(as_of, exc, "taking the portfolio-refresh lock failed")
+        KIND.fail_unrecorded(KIND.title(as_of), exc, "taking the portfolio-refresh lock failed")
     try:
         with Heartbeat(REFRESH_LOCK, holder):
             return _run(as_of, holder)
@@ -150,69 +136,67 @@ def portfolio_refresh(
             get_run_logger().warning("could not release the refresh lock: %s", short_error(exc))
 
 
-def _fail_unrecorded(as_of: dt.date, exc: BaseException, what: str) -> NoReturn:
-    """Fail a run that has no batch-run row (yet): the artifact names the cause."""
-    err = as_named(exc, what)
-    _failure_artifact(as_of, short_error(err), {})
-    if err is exc:
-        raise exc
-    raise err from exc
-
-
 def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
     logger = get_run_logger()
-    settings = get_settings()
-    progress = Progress(f"portfolio-refresh {as_of}")
-    try:
-        run_id = asyncio.run(record_start(JOB, as_of, None, holder, close_crashed=True))
-    except BaseException as exc:
-        progress.fail(short_error(exc))
-        _fail_unrecorded(as_of, exc, "recording the run failed")
-    phases: dict[str, float] = {}
+    run = RunRecord.start(KIND, as_of, flow_run_id=holder, emit=emit_event, close_crashed=True)
     failed: dict[str, str] = {}
-    t = time.perf_counter()
-    try:
-        refresh_plan = plan(as_of)
-        scenarios = scenarios_for(as_of)
-        data = symbol_data(refresh_plan.work, as_of)
-        phases["plan"] = time.perf_counter() - t
-        t = time.perf_counter()
-        chunks = chunked(refresh_plan.work, settings.portfolio_chunk_size)
-        futures = refresh.map(chunks, unmapped(as_of), unmapped(scenarios), unmapped(data))
-        reports: list[RefreshReport] = []
-        storage: BaseException | None = None
-        storage_chunks = 0
-        progress.phase(len(chunks), 0.0, 100.0)
-        for chunk, fut in zip(chunks, futures, strict=True):
-            res = fut.result(raise_on_failure=False)
-            if isinstance(res, BaseException):
-                why = short_error(res)
-                progress.step(f"chunk from {chunk[0].id} FAILED: {why}")
-                if is_storage_error(res):  # the run fails: named once, not per portfolio
-                    storage = storage or res
-                    storage_chunks += 1
-                else:
-                    failed.update({w.id: f"chunk failed: {why}" for w in chunk})
-            else:
-                progress.step(f"chunk from {chunk[0].id} stored")
-                reports.append(res)
-                failed.update(res.failed)
-        if storage is not None:
-            raise StorageError(f"storing portfolio analytics failed ({storage_chunks} of "
-                               f"{len(chunks)} chunks): {short_error(storage)}")
-        phases["refresh"] = time.perf_counter() - t
+    run.errors["portfolios"] = failed
+    with run.failing():
+        with run.timed("plan"):
+            refresh_plan = plan(as_of)
+            scenarios = scenarios_for(as_of)
+            data = symbol_data(refresh_plan.work, as_of)
+        with run.timed("refresh"):
+            reports = _refresh_chunks(run, refresh_plan.work, as_of, scenarios, data, failed)
         for k in ("load", "compute", "write"):
-            phases[f"refresh_{k}"] = sum(getattr(r, f"{k}_seconds") for r in reports)
-    except BaseException as exc:
-        err = as_named(exc, "portfolio-refresh")
-        cause = short_error(err)
-        record_failure(run_id, phases, {"error": cause, "portfolios": failed})
-        progress.fail(cause)
-        _failure_artifact(as_of, cause, failed)
-        if err is exc:
-            raise
-        raise err from exc
+            run.phases[f"refresh_{k}"] = sum(getattr(r, f"{k}_seconds") for r in reports)
 
+    counts, errors = _summarise(refresh_plan, scenarios, reports, failed)
+    total = len(refresh_plan.work)
+    share = len(failed) / total if total else 0.0
+    degraded = share > get_settings().degraded_failure_share
+    if degraded:
+        logger.error("portfolio-refresh for %s: %d of %d portfolios failed (%.0f%%)",
+                     as_of, len(failed), total, 100 * share)
+        run.send(DEGRADED_EVENT, {"as_of": as_of.isoformat(), "failed": len(failed),
+                                  "total": total, "run_id": run.run_id})
+    status = RunStatus.completed_with_failures if failed else RunStatus.completed
+    problems = ProblemTable("portfolio-refresh-failures", ("portfolio", "reason"),
+                            sorted(failed.items())[:500], f"portfolios that failed on {as_of}")
+    run.complete(status, counts, errors, event=COMPLETED_EVENT, problems=problems,
+                 payload={"as_of": as_of.isoformat(), "status": status.value,
+                          "run_id": run.run_id, "degraded": degraded})
+    logger.info("portfolio-refresh %s for %s: %s", status.value, as_of, counts)
+    return jsonable({"run_id": run.run_id, "as_of": as_of, "status": status.value,
+                     "degraded": degraded, "counts": counts, "seconds": run.phases,
+                     "errors": errors})
+
+
+def _refresh_chunks(
+    run: RunRecord, work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
+    data: SymbolData | None, failed: dict[str, str],
+) -> list[RefreshReport]:
+    """Refresh the portfolios in chunks; portfolios that fail go to ``failed``. A database
+    failure fails the run (named once, not per portfolio)."""
+    chunks = chunked(work, get_settings().portfolio_chunk_size)
+    refreshed = map_chunks(refresh, chunks, as_of, scenarios, data, progress=run.progress,
+                           name=lambda chunk: f"chunk from {chunk[0].id}")
+    for outcome in refreshed.outcomes:
+        if not isinstance(outcome, ChunkFailure):
+            failed.update(outcome.failed)
+        elif not is_storage_error(outcome.error):
+            failed.update({w.id: f"chunk failed: {outcome.why}" for w in outcome.chunk})
+    storage = refreshed.storage_failures
+    if storage:
+        raise StorageError(f"storing portfolio analytics failed ({len(storage)} of "
+                           f"{len(chunks)} chunks): {short_error(storage[0].error)}")
+    return refreshed.reports
+
+
+def _summarise(
+    refresh_plan: RefreshPlan, scenarios: ScenarioSet, reports: list[RefreshReport],
+    failed: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     total = len(refresh_plan.work)
     counts: dict[str, Any] = {
         "portfolios": total + refresh_plan.up_to_date + refresh_plan.newer,
@@ -232,38 +216,4 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
         "scenarios": {n: r for n, r, ok in zip(scenarios.names, scenarios.reasons,
                                                 scenarios.available, strict=True) if not ok},
     }
-    share = len(failed) / total if total else 0.0
-    degraded = share > settings.degraded_failure_share
-    if degraded:
-        logger.error("portfolio-refresh for %s: %d of %d portfolios failed (%.0f%%)",
-                     as_of, len(failed), total, 100 * share)
-        emit_event(event=DEGRADED_EVENT, resource=_event_resource(), payload={
-            "as_of": as_of.isoformat(), "failed": len(failed), "total": total,
-            "run_id": run_id})
-    status = RunStatus.completed_with_failures if failed else RunStatus.completed
-    try:
-        asyncio.run(record_finish(run_id, status, counts, phases, errors))
-    except Exception as exc:  # the next run closes the row as crashed
-        progress.fail(short_error(exc))
-        _fail_unrecorded(as_of, exc, "recording the run failed")
-    create_table_artifact(
-        key="portfolio-refresh-summary",
-        table=[{"item": k, "value": v} for k, v in counts.items()]
-        + [{"item": f"seconds.{k}", "value": round(v, 3)} for k, v in phases.items()],
-        description=f"portfolio-refresh for {as_of}: {status.value}",
-    )
-    if failed:
-        create_markdown_artifact(
-            key="portfolio-refresh-failures",
-            markdown="| portfolio | reason |\n|---|---|\n" + "\n".join(
-                f"| {p} | {r} |" for p, r in sorted(failed.items())[:500]),
-            description=f"portfolios that failed on {as_of}",
-        )
-    progress.finish(status.value)
-    emit_event(event=COMPLETED_EVENT, resource=_event_resource(), payload={
-        "as_of": as_of.isoformat(), "status": status.value, "run_id": run_id,
-        "degraded": degraded})
-    logger.info("portfolio-refresh %s for %s: %s", status.value, as_of, counts)
-    return jsonable({"run_id": run_id, "as_of": as_of, "status": status.value,
-                     "degraded": degraded, "counts": counts, "seconds": phases,
-                     "errors": errors})
+    return counts, errors

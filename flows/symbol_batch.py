@@ -3,24 +3,24 @@
 It knows nothing of portfolios. Work is mapped over chunks of symbols (never one
 task per symbol); provider tasks retry with backoff; one chunk's failure is
 recorded and the run goes on.
+
+May import core, Prefect and the shared flow wiring; not api, cli or another flow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
-from prefect import flow, get_run_logger, task, unmapped
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from core.db.engine import reading
-from core.db.errors import StorageError, is_storage_error, short_error
+from core.db.errors import short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.base import PriceFileError, ProviderError
@@ -50,26 +50,18 @@ from core.symbol_steps import (
     unlock_batch,
 )
 from core.symbols import is_market_symbol
-from flows.common import (
-    Progress,
-    failure_summary,
-    jsonable,
-    prefect_run_ended,
-    record_failure,
-    record_finish,
-    record_start,
-    task_runner,
-)
+from flows.common import jsonable, prefect_run_ended, task_runner
+from flows.run_record import ProblemTable, RunKind, RunRecord, chunk_failure_reason, map_chunks
 
 JOB = "symbol-batch"
 COMPLETED_EVENT = "factorflow.symbol-batch.completed"
 ALERT_EVENT = "factorflow.symbol-batch.alert"
 """Emitted (with an error log) when factors are held back by a reference ETF's data."""
 RESOURCE_ID = "factorflow.symbol-batch"
-
-
-def _resource() -> dict[str, str]:
-    return {"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": "symbol-batch"}
+KIND = RunKind(
+    job=JOB, resource={"prefect.resource.id": RESOURCE_ID, "prefect.resource.name": JOB},
+    summary_key="symbol-batch-summary", failed_items="symbols", failed_label="fetch failed",
+)
 
 
 @task(name="load-universe", cache_policy=NO_CACHE)
@@ -203,28 +195,12 @@ def _summarise(
     return counts, errors
 
 
-def _artifact(as_of: dt.date, status: RunStatus, counts: dict, phases: dict, errors: dict) -> None:
-    rows = [{"item": k, "value": v} for k, v in counts.items() if not isinstance(v, dict)]
-    rows += [{"item": f"seconds.{k}", "value": round(v, 3)} for k, v in phases.items()]
-    create_table_artifact(
-        key="symbol-batch-summary",
-        table=rows,
-        description=f"symbol-batch for {as_of}: {status.value}",
-    )
-    problems = [f"| {s} | fetch | {e} |" for s, e in sorted(errors["symbols"].items())[:200]]
-    problems += [f"| {s} | data check | {e} |" for s, e in sorted(errors["blocked"].items())[:200]]
-    problems += [f"| {c} | chunk | {e} |" for c, e in errors["chunks"].items()]
-    if problems:
-        create_markdown_artifact(
-            key="symbol-batch-problems",
-            markdown="| symbol | stage | reason |\n|---|---|---|\n" + "\n".join(problems),
-            description=f"symbols without fresh data or factors on {as_of}",
-        )
-
-
-def _failure_artifact(as_of: dt.date, cause: str, failures: dict[str, str]) -> None:
-    failure_summary("symbol-batch-summary", f"symbol-batch for {as_of}", cause, failures,
-                    "fetch failed")
+def _problems(as_of: dt.date, errors: dict[str, Any]) -> ProblemTable:
+    rows = [(s, "fetch", e) for s, e in sorted(errors["symbols"].items())[:200]]
+    rows += [(s, "data check", e) for s, e in sorted(errors["blocked"].items())[:200]]
+    rows += [(c, "chunk", e) for c, e in errors["chunks"].items()]
+    return ProblemTable("symbol-batch-problems", ("symbol", "stage", "reason"), rows,
+                        f"symbols without fresh data or factors on {as_of}")
 
 
 @task(name="plan-repairs", cache_policy=NO_CACHE)
@@ -260,85 +236,21 @@ def symbol_batch(
             get_run_logger().warning("could not release the batch lock: %s", short_error(exc))
 
 
-def _chunk_failure(exc: BaseException) -> str:
-    kind = "storage_error" if is_storage_error(exc) else "provider_error"
-    return f"{kind}: {short_error(exc)}"
-
-
 def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
-    logger = get_run_logger()
-    settings = get_settings()
     target = dates[-1]
-    run_id = asyncio.run(record_start(
-        JOB, target, dates[0] if len(dates) > 1 else None, holder, close_crashed=True))
-    phases: dict[str, float] = {}
+    run = RunRecord.start(KIND, target, flow_run_id=holder, emit=emit_event,
+                          start=dates[0] if len(dates) > 1 else None, close_crashed=True)
     fetch_failures: dict[str, str] = {}
-    progress = Progress(f"symbol-batch {target}")
-    t = time.perf_counter()
-    try:
-        universe = load_universe()
-        invalid = asyncio.run(reject_invalid_symbols(universe))
-        universe = [u for u in universe if u.symbol not in invalid]
-        fetch_failures.update(invalid)
-        repairs = plan_repairs_task(universe, target)
-        history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if backfill else None
-        plan = plan_fetch(
-            universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start,
-            reference_start=settings.reference_history_start, repair_from=repairs.repair_from,
-        )
-        logger.info("as_of %s: %d symbols, %d fetch chunks", target, len(universe), len(plan))
-        futures = fetch_prices.map(plan, unmapped(target))
-        fetches: list[FetchReport] = []
-        storage: BaseException | None = None
-        progress.phase(len(plan), 0.0, 50.0)
-        for req, fut in zip(plan, futures, strict=True):
-            res = fut.result(raise_on_failure=False)
-            if isinstance(res, BaseException):
-                why = _chunk_failure(res)
-                storage = storage or (res if is_storage_error(res) else None)
-                progress.step(f"prices: chunk from {req.symbols[0]} FAILED: {why}")
-                for sym in req.symbols:
-                    fetch_failures[sym] = why
-            else:
-                progress.step(f"prices: chunk from {req.symbols[0]} stored")
-                fetches.append(res)
-        if storage is not None:
-            raise StorageError(f"storing prices failed: {short_error(storage)}")
-        asyncio.run(record_fetch_failures(target, fetch_failures))
-        phases["prices"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        check_reference_data(dates, fetch_failures)
-        symbols = active_market_symbols()
-        chunks = chunked(symbols, settings.factor_chunk_size)
-        ffutures = compute_factors.map(chunks, unmapped(dates))
-        factors: list[FactorReport] = []
-        factor_failures: dict[str, str] = {}
-        progress.phase(len(chunks), 50.0, 95.0)
-        for chunk, ffut in zip(chunks, ffutures, strict=True):
-            fres = ffut.result(raise_on_failure=False)
-            if isinstance(fres, BaseException):
-                why = _chunk_failure(fres)
-                storage = storage or (fres if is_storage_error(fres) else None)
-                progress.step(f"factors: chunk from {chunk[0]} FAILED: {why}")
-                factor_failures[f"{chunk[0]}..{chunk[-1]}"] = why
-            else:
-                progress.step(f"factors: chunk from {chunk[0]} stored")
-                factors.append(fres)
-        if storage is not None:
-            raise StorageError(f"storing factors failed: {short_error(storage)}")
-        phases["factors"] = time.perf_counter() - t
-        phases["factors_load"] = sum(r.load_seconds for r in factors)
-        phases["factors_compute"] = sum(r.compute_seconds for r in factors)
-        phases["factors_write"] = sum(r.write_seconds for r in factors)
+    run.errors["symbols"] = fetch_failures
+    with run.failing():
+        with run.timed("prices"):
+            universe, repairs, fetches = _refresh_prices(run, dates, backfill, fetch_failures)
+        with run.timed("factors"):
+            factors, factor_failures = _compute_factors(run, dates, fetch_failures)
+        run.phases["factors_load"] = sum(r.load_seconds for r in factors)
+        run.phases["factors_compute"] = sum(r.compute_seconds for r in factors)
+        run.phases["factors_write"] = sum(r.write_seconds for r in factors)
         jobs_closed = asyncio.run(onboarding_queue.close_jobs_settled_by_batch())
-    except BaseException as exc:
-        cause = short_error(exc)
-        errors = {"error": cause, "symbols": fetch_failures}
-        record_failure(run_id, phases, errors)
-        progress.fail(cause)
-        _failure_artifact(target, cause, fetch_failures)
-        raise
 
     counts, errors = _summarise(dates, universe, fetches, fetch_failures, factors, factor_failures)
     counts["onboarding_jobs_closed"] = jobs_closed
@@ -346,32 +258,76 @@ def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
                   repair_suspects=repairs.suspects, known_missing_marked=len(repairs.known_missing))
     held = {d: f for r in factors for d, f in r.reference_blocked.items()}
     if held:
-        errors["reference_data"] = held
-        first_day = min(held)
-        message = (f"factors held back because a reference ETF failed its data checks "
-                   f"(first on {first_day}: " + "; ".join(
-                       f"{k}: {v}" for k, v in sorted(held[first_day].items())) + ")")
-        record_failure(run_id, phases, {**errors, "error": message}, counts)
-        progress.fail(message)
-        _artifact(target, RunStatus.failed, counts, phases, errors)
-        logger.error("symbol-batch for %s: %s", target, message)
-        emit_event(event=ALERT_EVENT, resource=_resource(), payload={
-            "as_of": target.isoformat(), "run_id": run_id, "reason": message,
-            "factors": sorted({f for day in held.values() for f in day})})
-        raise ReferenceDataError(message)
+        _hold_back_factors(run, target, counts, errors, held)
     failed = bool(errors["symbols"] or errors["chunks"])
     status = RunStatus.completed_with_failures if failed else RunStatus.completed
-    asyncio.run(record_finish(run_id, status, counts, phases, errors))
-    _artifact(target, status, counts, phases, errors)
-    progress.finish(status.value)
-    emit_event(
-        event=COMPLETED_EVENT,
-        resource=_resource(),
-        payload={"as_of": target.isoformat(), "start": dates[0].isoformat(),
-                 "status": status.value, "run_id": run_id},
-    )
-    logger.info("symbol-batch %s for %s: %s", status.value, target, counts)
+    run.complete(status, counts, errors, event=COMPLETED_EVENT, problems=_problems(target, errors),
+                 payload={"as_of": target.isoformat(), "start": dates[0].isoformat(),
+                          "status": status.value, "run_id": run.run_id})
+    get_run_logger().info("symbol-batch %s for %s: %s", status.value, target, counts)
     return jsonable({
-        "run_id": run_id, "as_of": target, "start": dates[0], "status": status.value,
-        "counts": counts, "seconds": phases, "errors": errors,
+        "run_id": run.run_id, "as_of": target, "start": dates[0], "status": status.value,
+        "counts": counts, "seconds": run.phases, "errors": errors,
     })
+
+
+def _refresh_prices(
+    run: RunRecord, dates: list[dt.date], backfill: bool, fetch_failures: dict[str, str],
+) -> tuple[list[symbol_repo.SymbolState], RepairPlan, list[FetchReport]]:
+    """Fetch and store the prices of the universe (holes and suspect rows asked again);
+    symbols that fail go to ``fetch_failures`` (also stored on the symbols). A database
+    failure fails the run."""
+    settings = get_settings()
+    target = dates[-1]
+    universe = load_universe()
+    invalid = asyncio.run(reject_invalid_symbols(universe))
+    universe = [u for u in universe if u.symbol not in invalid]
+    fetch_failures.update(invalid)
+    repairs = plan_repairs_task(universe, target)
+    history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if backfill else None
+    plan = plan_fetch(
+        universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start,
+        reference_start=settings.reference_history_start, repair_from=repairs.repair_from,
+    )
+    get_run_logger().info("as_of %s: %d symbols, %d fetch chunks",
+                          target, len(universe), len(plan))
+    fetched = map_chunks(fetch_prices, plan, target, progress=run.progress, span=(0.0, 50.0),
+                         name=lambda req: f"prices: chunk from {req.symbols[0]}",
+                         why=chunk_failure_reason)
+    for failure in fetched.failures:
+        fetch_failures.update({sym: failure.why for sym in failure.chunk.symbols})
+    fetched.raise_storage_error("storing prices failed")
+    asyncio.run(record_fetch_failures(target, fetch_failures))
+    return universe, repairs, fetched.reports
+
+
+def _compute_factors(
+    run: RunRecord, dates: list[dt.date], fetch_failures: dict[str, str],
+) -> tuple[list[FactorReport], dict[str, str]]:
+    """Data checks, factors and metrics of every active market symbol, once the reference
+    ETFs have their prices; returns the reports and the failed chunks (``"first..last"``)."""
+    check_reference_data(dates, fetch_failures)
+    chunks = chunked(active_market_symbols(), get_settings().factor_chunk_size)
+    computed = map_chunks(compute_factors, chunks, dates, progress=run.progress,
+                          span=(50.0, 95.0), name=lambda chunk: f"factors: chunk from {chunk[0]}",
+                          why=chunk_failure_reason)
+    failures = {f"{f.chunk[0]}..{f.chunk[-1]}": f.why for f in computed.failures}
+    computed.raise_storage_error("storing factors failed")
+    return computed.reports, failures
+
+
+def _hold_back_factors(run: RunRecord, target: dt.date, counts: dict[str, Any],
+                       errors: dict[str, Any], held: dict[str, dict[str, str]]) -> NoReturn:
+    """Fail the run because a reference ETF failed its data checks (``held``: per date, the
+    factors held back and why): row, artifacts, error log and alert event."""
+    errors["reference_data"] = held
+    first_day = min(held)
+    message = (f"factors held back because a reference ETF failed its data checks "
+               f"(first on {first_day}: " + "; ".join(
+                   f"{k}: {v}" for k, v in sorted(held[first_day].items())) + ")")
+    run.record_failed(message, counts, errors)
+    run.publish(RunStatus.failed, counts, _problems(target, errors))
+    get_run_logger().error("symbol-batch for %s: %s", target, message)
+    run.send(ALERT_EVENT, {"as_of": target.isoformat(), "run_id": run.run_id, "reason": message,
+                           "factors": sorted({f for day in held.values() for f in day})})
+    raise ReferenceDataError(message)
