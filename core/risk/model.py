@@ -95,13 +95,14 @@ def risk_regression(returns: npt.ArrayLike, factor_returns: npt.ArrayLike,
     if y.ndim != 2 or x.ndim != 2 or y.shape[0] != x.shape[0]:
         raise ValueError(f"returns (T, N) and factor_returns (T, K) must share T: "
                          f"{y.shape} vs {x.shape}")
-    t, n = y.shape
+    n = y.shape[1]
     k = x.shape[1]
     need = max(int(min_obs), k + 2)
     beta = np.full((n, k), np.nan)
     spec = np.full(n, np.nan)
     r2 = np.full(n, np.nan)
-    valid = np.isfinite(y) & np.isfinite(x).all(axis=1)[:, None]
+    rows_complete = np.asarray(np.isfinite(x).all(axis=1))
+    valid = np.isfinite(y) & rows_complete[:, None]
     n_obs = valid.sum(axis=0).astype(np.int64)
     # symbols sharing one set of valid rows share one design matrix: solve them together
     patterns: dict[bytes, list[int]] = {}
@@ -284,53 +285,61 @@ def horizon_pnl(daily_pnl: npt.ArrayLike, horizon: int) -> FloatArray:
     return c[horizon:] - c[:-horizon]
 
 
-def historical_var_es(pnl: npt.ArrayLike, confidence: float) -> tuple[float, float]:
-    """Historical VaR and ES of a P&L sample.
+def historical_var_es(pnl: npt.ArrayLike, confidence: float
+                      ) -> tuple[FloatArray, FloatArray]:
+    """Historical VaR and ES of P&L samples.
 
     Parameters
     ----------
-    pnl : array_like, shape (T,)
-        Dollar P&L outcomes (finite), e.g. :func:`horizon_pnl` of revalued holdings.
+    pnl : array_like, shape (T,) or (T, P)
+        Dollar P&L outcomes (finite) along axis 0, e.g. :func:`horizon_pnl` of revalued
+        holdings; one column per portfolio.
     confidence : float
 
     Returns
     -------
-    (var, es) : float
+    (var, es) : ndarrays, shape () or (P,)
         ``var = −q`` with ``q`` numpy's linear-interpolated ``1 − c`` quantile;
         ``es = −mean(pnl[pnl ≤ q])`` (an outcome equal to ``q`` up to rounding counts:
-        ``1 − 0.9`` is not exactly 0.1). Losses positive.
+        ``1 − 0.9`` is not exactly 0.1). Losses positive; NaN without outcomes.
     """
     x = np.asarray(pnl, dtype=np.float64)
-    if x.size == 0:
-        return math.nan, math.nan
-    q = float(np.quantile(x, 1.0 - confidence))
-    tail = x[x <= q + 1e-12 * max(1.0, abs(q))]
-    return -q, -float(tail.mean())
+    if x.shape[0] == 0:
+        nan = np.full(x.shape[1:], np.nan)
+        return nan, nan.copy()
+    q = np.quantile(x, 1.0 - confidence, axis=0)
+    tail = x <= q + 1e-12 * np.maximum(1.0, np.abs(q))
+    es = (x * tail).sum(axis=0) / tail.sum(axis=0)
+    return -q, -es
 
 
-def cornish_fisher_z(confidence: float, skew: float, excess_kurtosis: float) -> float:
+def cornish_fisher_z(confidence: float, skew: npt.ArrayLike, excess_kurtosis: npt.ArrayLike
+                     ) -> FloatArray:
     """The Cornish-Fisher lower-tail quantile of a standardised variable.
 
     ``z + (z²−1)S/6 + (z³−3z)K/24 − (2z³−5z)S²/36`` with ``z = Φ⁻¹(1 − c)`` (negative).
     """
     z = _NORMAL.inv_cdf(1.0 - confidence)
-    s, k = skew, excess_kurtosis
+    s = np.asarray(skew, dtype=np.float64)
+    k = np.asarray(excess_kurtosis, dtype=np.float64)
     return z + (z * z - 1) * s / 6 + (z ** 3 - 3 * z) * k / 24 - (2 * z ** 3 - 5 * z) * s * s / 36
 
 
-def cornish_fisher_var(pnl: npt.ArrayLike, confidence: float) -> float:
+def cornish_fisher_var(pnl: npt.ArrayLike, confidence: float) -> FloatArray:
     """VaR from the mean, standard deviation (ddof 1), skewness and excess kurtosis
-    (population moments) of a P&L sample: ``−(μ + σ z_cf)``; a loss is positive."""
+    (population moments) of P&L samples along axis 0: ``−(μ + σ z_cf)``; a loss is
+    positive. Shape () or (P,); NaN with fewer than 4 outcomes; ``−μ`` when σ = 0."""
     x = np.asarray(pnl, dtype=np.float64)
-    if x.size < 4:
-        return math.nan
-    mu, sd = float(x.mean()), float(x.std(ddof=1))
-    if sd == 0:
-        return -mu
+    if x.shape[0] < 4:
+        return np.full(x.shape[1:], np.nan)
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0, ddof=1)
     d = x - mu
-    m2 = float((d ** 2).mean())
-    skew = float((d ** 3).mean()) / m2 ** 1.5
-    kurt = float((d ** 4).mean()) / m2 ** 2 - 3.0
+    m2 = (d ** 2).mean(axis=0)
+    flat = m2 == 0
+    m2 = np.where(flat, 1.0, m2)
+    skew = np.where(flat, 0.0, (d ** 3).mean(axis=0) / m2 ** 1.5)
+    kurt = np.where(flat, 0.0, (d ** 4).mean(axis=0) / m2 ** 2 - 3.0)
     return -(mu + sd * cornish_fisher_z(confidence, skew, kurt))
 
 

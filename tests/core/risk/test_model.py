@@ -224,3 +224,17 @@ def test_reverse_stress_move_costs_exactly_the_loss_through_the_stress_propagati
     assert short is not None and short == pytest.approx(-move)  # a short book loses on a rise
     assert reverse_stress_move(np.zeros(8), cov, 0, loss) is None
     assert reverse_stress_move(d, cov, 0, 1e12) is None  # would need SPY below -100 %
+
+
+def test_many_portfolios_at_once_equal_one_by_one() -> None:
+    rng = np.random.default_rng(6)
+    pnl = rng.standard_t(df=5, size=(400, 3)) * [1.0, 50.0, 0.01]
+    for c in (0.95, 0.99):
+        var, es = historical_var_es(pnl, c)
+        cf = cornish_fisher_var(pnl, c)
+        for p in range(3):
+            v1, e1 = historical_var_es(pnl[:, p], c)
+            assert (var[p], es[p]) == (pytest.approx(float(v1)), pytest.approx(float(e1)))
+            assert cf[p] == pytest.approx(float(cornish_fisher_var(pnl[:, p], c)))
+    flat = cornish_fisher_var(np.full((10, 1), -2.0), 0.99)
+    assert flat[0] == pytest.approx(2.0)  # no spread: the mean loss, no NaN
