@@ -1,52 +1,39 @@
-"""The portfolio refresh as plain async steps (no Prefect): readiness, planning, market
-context, and the refresh of one chunk of portfolios.
+"""The portfolio refresh as plain async steps (no Prefect): readiness, planning, and the
+refresh of one chunk of portfolios.
 
-The portfolio layer only *reads* the symbol layer (prices, factor exposures, profiles).
+The portfolio layer only *reads* the symbol layer, and only through :mod:`core.symbol_data`
+(the data a chunk needs, the scenarios, the priced sessions, whether the symbol batch
+completed). May import that door, the portfolio math and repositories, the run lock; no
+service and no Prefect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import calendar, run_lock
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import RunStatus
-from core.factors.definitions import FACTOR_NAMES
-from core.factors.returns import simple_returns
 from core.faults import fault_point
-from core.portfolio.analytics import (
-    CORRELATION_WINDOW,
-    PortfolioAnalytics,
-    ScenarioSet,
-    SymbolData,
-    analyse_portfolio,
-)
+from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolio
 from core.portfolio.valuation import InvestmentClass
+from core.portfolio_rows import analytics_rows
 from core.repositories import batch_runs
-from core.repositories import factors as factor_repo
 from core.repositories import portfolios as portfolio_repo
-from core.repositories import prices as price_repo
-from core.repositories import profiles as profile_repo
-from core.risk.stress import (
-    FACTOR_ETFS,
-    SCENARIOS,
-    ewma_covariance,
-    scenario_moves,
+from core.symbol_data import (
+    CALENDAR_SYMBOL,
+    load_symbol_data,
+    priced_sessions,
+    symbol_batch_completed,
 )
-
-COVARIANCE_SESSIONS = 252
-CALENDAR_SYMBOL = "SPY"
-"""A session 'has prices' when the market reference has a stored price for it."""
 
 
 class PortfolioRefreshError(Exception):
@@ -100,12 +87,6 @@ async def record_refused_run(
         run_id = await batch_runs.start_run(conn, job_type, as_of, None, flow_run_id)
         await batch_runs.finish_run(conn, run_id, RunStatus.failed, {}, {}, {"error": error})
     return run_id
-
-
-async def symbol_batch_completed(as_of: dt.date, engine: AsyncEngine | None = None) -> bool:
-    """True when a symbol batch covering ``as_of`` completed (with or without failures)."""
-    async with reading(engine or flow_engine()) as conn:
-        return await batch_runs.latest_successful(conn, "symbol-batch", as_of) is not None
 
 
 async def wait_for_symbol_batch(
@@ -169,10 +150,10 @@ async def plan_refresh(
     """
     engine = engine or flow_engine()
     window_start = calendar.sessions_back(as_of, max_backfill_sessions - 1)
+    priced = await priced_sessions(window_start, as_of, engine)
+    if as_of not in priced:
+        raise PortfolioRefreshError(f"no {CALENDAR_SYMBOL} price stored for {as_of}")
     async with reading(engine) as conn:
-        priced = await price_repo.sessions_with_price(conn, CALENDAR_SYMBOL, window_start, as_of)
-        if as_of not in priced:
-            raise PortfolioRefreshError(f"no {CALENDAR_SYMBOL} price stored for {as_of}")
         states = await portfolio_repo.active_portfolios(
             conn, window_start, as_of, portfolio_ids)
         plan = RefreshPlan(work=[], up_to_date=0)
@@ -207,124 +188,6 @@ async def plan_refresh(
             st.id, st.cash, tuple(days), prev,
             equities.get((st.id, prev)) if prev is not None else None))
     return plan
-
-
-async def build_scenarios(as_of: dt.date, engine: AsyncEngine | None = None) -> ScenarioSet:
-    """Factor-ETF moves of every catalogue scenario, from stored ETF prices up to ``as_of``.
-
-    Shock scenarios propagate to unshocked ETFs through the EWMA covariance (λ 0.94,
-    252 sessions); replays use the ETFs' actual returns over their windows.
-    """
-    engine = engine or flow_engine()
-    etfs = list(FACTOR_ETFS)
-    async with reading(engine) as conn:
-        recent = await price_repo.load_price_matrix(
-            conn, etfs, calendar.sessions_back(as_of, COVARIANCE_SESSIONS), as_of)
-        cov = ewma_covariance(simple_returns(recent.adj_close))
-        names, moves, available, reasons, filled = [], [], [], [], []
-        for sc in SCENARIOS:
-            names.append(sc.name)
-            move = np.full(len(etfs), np.nan)
-            reason: str | None = None
-            fill: tuple[str, ...] = ()
-            if sc.kind == "shock":
-                move, _ = scenario_moves(sc, cov)
-            elif sc.start is None or sc.end is None or sc.end > as_of:
-                reason = f"window ends after {as_of}"
-            else:
-                window = await price_repo.load_price_matrix(
-                    conn, etfs, sc.start - dt.timedelta(days=10), sc.end)
-                try:
-                    move, idx = scenario_moves(sc, cov, window.adj_close, window.sessions)
-                    fill = tuple(etfs[i] for i in idx)
-                except ValueError as exc:
-                    reason = f"no reference ETF prices for {sc.start} → {sc.end}: {exc}"
-            ok = reason is None and bool(np.isfinite(move).all())
-            if not ok and reason is None:
-                reason = "some factor moves could not be estimated"
-            moves.append(move)
-            available.append(ok)
-            reasons.append(reason)
-            filled.append(fill)
-    return ScenarioSet(tuple(names), tuple(etfs), np.vstack(moves), cov, tuple(available),
-                       tuple(reasons), tuple(filled))
-
-
-async def load_symbol_data(
-    symbols: Sequence[str], first_day: dt.date, as_of: dt.date,
-    engine: AsyncEngine | None = None,
-) -> SymbolData:
-    """Prices from the session before ``first_day`` (and the 90-session correlation window)
-    through ``as_of``, factor betas at ``as_of``, splits and sectors of ``symbols``."""
-    engine = engine or flow_engine()
-    start = min(calendar.previous_session(first_day),
-                calendar.sessions_back(as_of, CORRELATION_WINDOW))
-    syms = sorted(set(symbols))
-    async with reading(engine) as conn:
-        pm = await price_repo.load_price_matrix(conn, syms, start, as_of)
-        betas = await factor_repo.load_beta_matrix(conn, syms, as_of, FACTOR_NAMES)
-        splits = await price_repo.load_splits(conn, syms)
-        sectors = await profile_repo.load_sectors(conn, syms)
-    return SymbolData(pm.sessions, syms, pm.close, pm.adj_close, tuple(FACTOR_NAMES), betas,
-                      splits, sectors)
-
-
-def analytics_rows(pid: str, result: PortfolioAnalytics) -> dict[str, list[dict[str, Any]]]:
-    """Table rows for one portfolio's analytics (keyed by table)."""
-    out: dict[str, list[dict[str, Any]]] = {
-        "snapshots": [], "factors": [], "sectors": [], "correlations": [], "stress": [],
-        "positions": [],
-    }
-    for s in result.snapshots:
-        out["snapshots"].append({
-            "portfolio_id": pid, "date": s.day, "equity": s.equity,
-            "market_value": s.market_value, "cash": s.cash, "cost_basis": s.cost_basis,
-            "unrealized_pnl": s.unrealized_pnl, "daily_pnl": s.daily_pnl,
-            "daily_return": s.daily_return, "long_exposure": s.long_exposure,
-            "short_exposure": s.short_exposure, "gross_exposure": s.gross_exposure,
-            "net_exposure": s.net_exposure, "position_count": s.position_count,
-            "partial": s.partial, "missing_symbols": list(s.missing_symbols),
-        })
-    day = result.snapshots[-1].day
-    fa = result.factors
-    if fa is not None:
-        share, weight = fa.covered_share.tolist(), fa.covered_weight.tolist()
-        betas, dollars = fa.beta.tolist(), fa.dollar_exposure.tolist()
-        for j, f in enumerate(fa.factors):
-            covered = math.isfinite(share[j]) and share[j] > 0
-            out["factors"].append({
-                "portfolio_id": pid, "date": day, "factor": f,
-                "beta": betas[j] if covered and math.isfinite(betas[j]) else None,
-                "dollar_exposure": dollars[j] if covered and math.isfinite(dollars[j]) else None,
-                "covered_share": share[j] if math.isfinite(share[j]) else 0.0,
-                "covered_weight": weight[j] if math.isfinite(weight[j]) else 0.0,
-            })
-    for sector, (value, weight) in result.sectors.items():
-        out["sectors"].append({
-            "portfolio_id": pid, "date": day, "sector": sector[:64], "value": float(value),
-            "weight": float(weight) if np.isfinite(weight) else None})
-    c = result.correlation
-    if c is not None:
-        syms = result.correlation_symbols
-        avg = float(c.average_correlation)
-        out["correlations"].append({
-            "portfolio_id": pid, "date": day, "symbols": syms,
-            "matrix": np.round(c.matrix, 10).tolist(),
-            "n_overlap": np.asarray(c.n_overlap).astype(int).tolist(),
-            "average_correlation": avg if np.isfinite(avg) else None,
-            "effective_positions": float(c.effective_positions),
-            "repaired": bool(c.repaired),
-            "clusters": [[syms[i] for i in cl] for cl in c.clusters],
-            "insufficient_pairs": [[syms[i], syms[j]] for i, j in c.insufficient_pairs],
-        })
-    for st in result.stress:
-        out["stress"].append({
-            "portfolio_id": pid, "date": day, "scenario": st.name, "available": st.available,
-            "pnl": st.pnl, "pnl_pct": st.pnl_pct, "contributions": st.contributions,
-            "reason": st.reason})
-    for pos_id, mv in result.position_values.items():
-        out["positions"].append({"id": pos_id, "market_value": mv, "market_value_date": day})
-    return out
 
 
 @dataclass

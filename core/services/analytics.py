@@ -5,16 +5,18 @@ date = that price date, never the wall-clock date) and the symbol factors stored
 Analytics are cached per (portfolio, kind) together with the hash of the positions (and
 cash) and the data date they were computed for; another hash or date is a miss, computed
 from the symbol layer and stored again.
+
+Reads the symbol layer only through :mod:`core.symbol_data` and turns results into rows
+with :mod:`core.portfolio_rows`, as the nightly refresh does; never imports the nightly
+steps (:mod:`core.portfolio_steps`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import logging
 import math
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -34,15 +36,11 @@ from core.portfolio.analytics import (
     analyse_portfolio,
 )
 from core.portfolio.valuation import Holding, InvestmentClass
-from core.portfolio_steps import (
-    analytics_rows,
-    build_scenarios,
-    load_symbol_data,
-)
-from core.repositories import batch_runs as batch_repo
+from core.portfolio_rows import analytics_rows
 from core.repositories import portfolios as portfolio_repo
 from core.repositories.portfolios import CACHE, PF, SNAP
 from core.risk.stress import SCENARIOS
+from core.symbol_data import latest_data_date, load_symbol_data, scenarios_at
 
 ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
                    "stress-tests")
@@ -54,33 +52,10 @@ _full_matrices: dict[tuple[str, str, str, dt.date], tuple[dict[str, Any], np.nda
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
 """Analyses of one ``compute`` call whose result may be found outdated before it is stored."""
-_DATA_DATE_TTL = 5.0
-_data_dates: dict[str, tuple[float, dt.date | None]] = {}
-_scenario_sets: dict[tuple[str, dt.date], ScenarioSet] = {}
-_scenario_lock = asyncio.Lock()
 
 
 def _key(engine: AsyncEngine) -> str:
     return str(engine.url)
-
-
-async def latest_data_date(engine: AsyncEngine | None = None) -> dt.date | None:
-    """The data date of every answer: the newest target date of a *completed* symbol batch;
-    None before any.
-
-    Not the newest stored price: a batch stores the day's prices before its factors, and a
-    crash (or the second between the two) would otherwise date answers on a half-written
-    night (prices of the new day, no betas) and cache them. Cached for a few seconds per
-    database (it changes once a night).
-    """
-    engine = engine or flow_engine()
-    hit = _data_dates.get(_key(engine))
-    if hit and time.monotonic() - hit[0] < _DATA_DATE_TTL:
-        return hit[1]
-    async with reading(engine) as conn:
-        day = await batch_repo.latest_completed_target(conn, batch_repo.SYMBOL_BATCH_JOB)
-    _data_dates[_key(engine)] = (time.monotonic(), day)
-    return day
 
 
 async def _required_data_date(engine: AsyncEngine) -> dt.date:
@@ -101,15 +76,6 @@ def positions_hash(holdings: list[Holding], cash: Decimal) -> str:
         f"{h.position_id}|{h.symbol}|{h.quantity}|{h.entry_date}|{h.entry_price}|{h.exit_date}|"
         f"{h.exit_price}|{h.investment_class}|{h.manual_value}" for h in holdings)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-async def _scenarios(engine: AsyncEngine, day: dt.date) -> ScenarioSet:
-    key = (_key(engine), day)
-    if key not in _scenario_sets:
-        async with _scenario_lock:
-            if key not in _scenario_sets:
-                _scenario_sets[key] = await build_scenarios(day, engine)
-    return _scenario_sets[key]
 
 
 async def _portfolio(conn: AsyncConnection, portfolio_id: str) -> tuple[Decimal, list[Holding]]:
@@ -242,7 +208,7 @@ async def compute(
         prev_day, prev_equity = await _previous(conn, portfolio_id, day)
     symbols = sorted({h.symbol for h in holdings if h.investment_class != InvestmentClass.PRIVATE})
     data = await load_symbol_data(symbols, day, day, engine)
-    scenarios = await _scenarios(engine, day)
+    scenarios = await scenarios_at(day, engine)
     # the instant snapshot of a large portfolio does not wait for its correlations (most
     # of the work, and not part of the answer): they are computed on their first request
     eager = not store_snapshot or len(symbols) <= CORRELATION_MATRIX_LIMIT

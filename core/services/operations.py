@@ -31,9 +31,9 @@ from core.db.types import as_utc
 from core.errors import Conflict, NotFound
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
-from core.services import analytics as analytics_service
 from core.services import onboarding_queue as onboarding_service
 from core.services.validation import bad
+from core.symbol_data import latest_data_date
 from core.symbols import InvalidSymbolError, validate_symbol
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ async def freshness(engine: AsyncEngine, now: dt.datetime | None = None) -> dict
     the latest completed NYSE session, and whether that makes it stale."""
     expected = calendar.latest_completed_session(now)
     jobs = await _jobs_freshness(engine, NIGHTLY_JOBS, expected)
-    data_date = await analytics_service.latest_data_date(engine)
+    data_date = await latest_data_date(engine)
     return {"latest_completed_session": expected, "latest_data_date": data_date,
             "jobs": jobs}
 

@@ -52,6 +52,7 @@ from core.services.validation import (
     validate_cash,
     validate_name,
 )
+from core.symbol_data import latest_data_date
 
 log = logging.getLogger(__name__)
 
@@ -628,7 +629,7 @@ async def analytics(
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
     memo = _memo_of(engine)
-    await memo.ensure_valid(engine, analytics_service.latest_data_date)
+    await memo.ensure_valid(engine, latest_data_date)
     key = (portfolio_id, kind, scenario)
     hit = memo.get(key, owner_id)
     if hit is not None:

@@ -212,10 +212,11 @@ def test_the_refresh_never_stores_an_analysis_outdated_by_an_api_write(
     position, checked against quantity × close."""
     from core import portfolio_steps as portfolio_refresh
     from core.db.engine import create_engine
-    from core.portfolio_steps import PortfolioWork, build_scenarios, refresh_chunk
+    from core.portfolio_steps import PortfolioWork, refresh_chunk
     from core.services import portfolios as svc
     from core.services import users
     from core.services.validation import PositionInput
+    from core.symbol_data import build_scenarios
 
     url, tokens = target
     closes = _closes(url, seed.as_of)

@@ -50,11 +50,10 @@ def _market(answer: dict) -> dict:
 
 def test_answers_stay_on_the_last_completed_night_until_the_batch_completes(
         client: TestClient, seed: Seed, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core import calendar
+    from core import calendar, symbol_data
     from core.factors.definitions import REFERENCE_ETFS
-    from core.services import analytics as analytics_service
 
-    monkeypatch.setattr(analytics_service, "_DATA_DATE_TTL", 0.0)
+    monkeypatch.setattr(symbol_data, "DATA_DATE_TTL", 0.0)
     day, previous = seed.as_of, calendar.previous_session(seed.as_of)
     symbols = [*REFERENCE_ETFS, *seed.tickers]
     store_factors(db_url, previous, symbols)  # the night before completed with its betas
