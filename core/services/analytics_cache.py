@@ -12,7 +12,12 @@ cost ~2 ms of CPU in thread hand-offs and hundreds of hot entries made the whole
 tail; a validation awaited by a request took up to a second under load). Changes made
 through this process drop the portfolio's entries at once (:meth:`AnalyticsMemo.forget`);
 changes made elsewhere (the nightly refresh, another API worker, a deleted cache row) are
-seen within ``interval`` plus one query, and never later than ``max_age``.
+seen within ``interval`` plus one query, and never later than ``max_age``. A new data date
+(a symbol batch completed) is seen once :func:`core.symbol_data.latest_data_date` sees it,
+at most ``DATA_DATE_TTL`` seconds later.
+
+May import the database layer, the bulk-validation schedule and the portfolio tables; no
+service (the data date comes in as ``latest_day``).
 """
 
 from __future__ import annotations
