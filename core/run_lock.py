@@ -31,7 +31,7 @@ from core.db.upsert import upsert_statement
 
 logger = logging.getLogger(__name__)
 
-L = RunLock.__table__  # type: ignore[attr-defined]
+_locks = RunLock.__table__  # type: ignore[attr-defined]
 
 LOCK_TTL = dt.timedelta(seconds=120)
 """How long a lock outlives its holder's last heartbeat (holders on other hosts)."""
@@ -110,7 +110,7 @@ def _state(row: sa.Row) -> LockState:
 
 async def _read(engine: AsyncEngine, name: str) -> LockState | None:
     async with reading(engine) as conn:
-        row = (await conn.execute(sa.select(L).where(L.c.name == name))).first()
+        row = (await conn.execute(sa.select(_locks).where(_locks.c.name == name))).first()
     return _state(row) if row is not None else None
 
 
@@ -136,7 +136,7 @@ async def acquire(
     engine = engine or flow_engine()
     now = dt.datetime.now(dt.UTC)
     async with transaction(engine) as conn:
-        await conn.execute(upsert_statement(conn, L, ["name"], update=()).values(
+        await conn.execute(upsert_statement(conn, _locks, ["name"], update=()).values(
             name=name, **_values(owner, now, ttl)))
     state = await _read(engine, name)
     assert state is not None
@@ -148,7 +148,8 @@ async def acquire(
             raise LockHeld(f"{name} is held by {state.describe()}")
         logger.warning("taking over %s from %s: its holder is gone", name, state.describe())
     async with transaction(engine) as conn:  # compare-and-swap on the holder we saw
-        await conn.execute(sa.update(L).where(L.c.name == name, L.c.holder == state.holder)
+        await conn.execute(sa.update(_locks).where(_locks.c.name == name,
+                                                   _locks.c.holder == state.holder)
                            .values(**_values(owner, now, ttl)))
     state = await _read(engine, name)
     if state is None or state.holder != owner.holder:
@@ -179,7 +180,8 @@ async def acquire_waiting(
 async def release(name: str, holder: str, engine: AsyncEngine | None = None) -> None:
     """Drop lock ``name`` if ``holder`` holds it."""
     async with transaction(engine or flow_engine()) as conn:
-        await conn.execute(sa.delete(L).where(L.c.name == name, L.c.holder == holder))
+        await conn.execute(sa.delete(_locks).where(_locks.c.name == name,
+                                                   _locks.c.holder == holder))
 
 
 async def extend(name: str, holder: str, ttl: dt.timedelta = LOCK_TTL,
@@ -187,7 +189,7 @@ async def extend(name: str, holder: str, ttl: dt.timedelta = LOCK_TTL,
     """Push the expiry of ``holder``'s lock forward; False when it no longer holds it."""
     async with transaction(engine or flow_engine()) as conn:
         result = await conn.execute(
-            sa.update(L).where(L.c.name == name, L.c.holder == holder)
+            sa.update(_locks).where(_locks.c.name == name, _locks.c.holder == holder)
             .values(expires_at=dt.datetime.now(dt.UTC) + ttl))
     return bool(result.rowcount)
 
@@ -195,7 +197,7 @@ async def extend(name: str, holder: str, ttl: dt.timedelta = LOCK_TTL,
 async def list_locks(engine: AsyncEngine | None = None) -> list[LockState]:
     """Every lock, with whether its holder looks alive from this host."""
     async with reading(engine or flow_engine()) as conn:
-        rows = (await conn.execute(sa.select(L).order_by(L.c.name))).all()
+        rows = (await conn.execute(sa.select(_locks).order_by(_locks.c.name))).all()
     return [_state(r) for r in rows]
 
 

@@ -29,10 +29,12 @@ from core.db.engine import flow_engine, reading
 from core.factors.definitions import FACTOR_NAMES
 from core.factors.returns import simple_returns
 from core.portfolio.analytics import CORRELATION_WINDOW, ScenarioSet, SymbolData
+from core.portfolio.risk import ADV_SESSIONS, RiskData
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
 from core.repositories import prices as price_repo
 from core.repositories import profiles as profile_repo
+from core.risk.model import HISTORICAL_SESSIONS, RISK_FACTORS, RISK_WINDOW, risk_regression
 from core.risk.stress import FACTOR_ETFS, SCENARIOS, ewma_covariance, scenario_moves
 
 COVARIANCE_SESSIONS = 252
@@ -102,6 +104,37 @@ async def load_symbol_data(
         sectors = await profile_repo.load_sectors(conn, syms)
     return SymbolData(pm.sessions, syms, pm.close, pm.adj_close, tuple(FACTOR_NAMES), betas,
                       splits, sectors)
+
+
+async def load_risk_data(
+    symbols: Sequence[str], as_of: dt.date, engine: AsyncEngine | None = None,
+) -> RiskData:
+    """The risk model's data for ``symbols`` at ``as_of``: one risk regression per symbol
+    (``RISK_WINDOW`` sessions on ``RISK_FACTORS``), the factors' EWMA covariance, SPY's own
+    regression, ``HISTORICAL_SESSIONS`` sessions of returns and the 20-session average
+    volume. A symbol with too little history gets no model (NaN)."""
+    engine = engine or flow_engine()
+    syms = sorted(set(symbols))
+    factors = list(RISK_FACTORS)
+    sessions = HISTORICAL_SESSIONS + 1
+    first = calendar.sessions_back(as_of, sessions)
+    async with reading(engine) as conn:
+        pm = await price_repo.load_price_matrix(conn, [*syms, *factors, CALENDAR_SYMBOL],
+                                                first, as_of)
+        volumes = await price_repo.average_volumes(
+            conn, syms, calendar.sessions_back(as_of, ADV_SESSIONS - 1), as_of)
+    returns = simple_returns(pm.adj_close)  # (T - 1, S + K + 1), NaN where a price is missing
+    n = len(syms)
+    r, f, spy = returns[:, :n], returns[:, n:n + len(factors)], returns[:, -1:]
+    fitted = risk_regression(np.hstack([r, spy])[-RISK_WINDOW:], f[-RISK_WINDOW:])
+    try:
+        cov = ewma_covariance(f)
+    except ValueError:  # too few complete rows of factor returns
+        cov = np.full((len(factors), len(factors)), np.nan)
+    return RiskData(as_of, syms, fitted.beta[:n], fitted.specific_var[:n], cov,
+                    fitted.beta[n], float(fitted.specific_var[n]), r[-HISTORICAL_SESSIONS:],
+                    f[-HISTORICAL_SESSIONS:],
+                    np.array([volumes.get(s, np.nan) for s in syms], dtype=np.float64))
 
 
 async def build_scenarios(as_of: dt.date, engine: AsyncEngine | None = None) -> ScenarioSet:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db.models import BatchRun, RunStatus
 
-B = BatchRun.__table__  # type: ignore[attr-defined]
+_runs = BatchRun.__table__  # type: ignore[attr-defined]
 SYMBOL_BATCH_JOB = "symbol-batch"
 """The job type of the nightly symbol flow's runs."""
 SUCCESS = (RunStatus.completed.value, RunStatus.completed_with_failures.value)
@@ -34,7 +34,7 @@ async def start_run(
     run_id = str(uuid.uuid4())
     host, pid, token = process or (None, None, None)
     await conn.execute(
-        sa.insert(B).values(
+        sa.insert(_runs).values(
             id=run_id, job_type=job_type, target_date=target_date, start_date=start_date,
             status=RunStatus.running.value, flow_run_id=flow_run_id,
             started_at=dt.datetime.now(dt.UTC), counts={}, phase_seconds={}, error_summary={},
@@ -54,8 +54,8 @@ async def finish_run(
 ) -> None:
     """Close a run with its outcome."""
     await conn.execute(
-        sa.update(B)
-        .where(B.c.id == run_id)
+        sa.update(_runs)
+        .where(_runs.c.id == run_id)
         .values(
             status=status.value, finished_at=dt.datetime.now(dt.UTC), counts=counts,
             phase_seconds=phase_seconds, error_summary=error_summary,
@@ -66,31 +66,31 @@ async def finish_run(
 async def latest_completed_target(conn: AsyncConnection, job_type: str) -> dt.date | None:
     """The newest target date a run of ``job_type`` completed (with or without failures of
     single symbols); None before any. A run still writing, failed or crashed never counts."""
-    return (await conn.execute(sa.select(sa.func.max(B.c.target_date)).where(
-        B.c.job_type == job_type, B.c.status.in_(SUCCESS)))).scalar_one_or_none()
+    return (await conn.execute(sa.select(sa.func.max(_runs.c.target_date)).where(
+        _runs.c.job_type == job_type, _runs.c.status.in_(SUCCESS)))).scalar_one_or_none()
 
 
 async def latest_successful(
     conn: AsyncConnection, job_type: str, target_date: dt.date | None = None
 ) -> sa.Row | None:
     """The newest completed run of ``job_type`` (covering ``target_date`` if given)."""
-    stmt = sa.select(B).where(B.c.job_type == job_type, B.c.status.in_(SUCCESS))
+    stmt = sa.select(_runs).where(_runs.c.job_type == job_type, _runs.c.status.in_(SUCCESS))
     if target_date is not None:
         stmt = stmt.where(
             sa.or_(
-                sa.and_(B.c.start_date.is_(None), B.c.target_date == target_date),
-                sa.and_(B.c.start_date <= target_date, B.c.target_date >= target_date),
+                sa.and_(_runs.c.start_date.is_(None), _runs.c.target_date == target_date),
+                sa.and_(_runs.c.start_date <= target_date, _runs.c.target_date >= target_date),
             )
         )
-    stmt = stmt.order_by(B.c.target_date.desc(), B.c.finished_at.desc()).limit(1)
+    stmt = stmt.order_by(_runs.c.target_date.desc(), _runs.c.finished_at.desc()).limit(1)
     return (await conn.execute(stmt)).first()
 
 
 async def list_runs(conn: AsyncConnection, job_type: str | None = None, limit: int = 50) -> list:
     """The newest runs, newest first."""
-    stmt = sa.select(B).order_by(B.c.started_at.desc()).limit(limit)
+    stmt = sa.select(_runs).order_by(_runs.c.started_at.desc()).limit(limit)
     if job_type:
-        stmt = stmt.where(B.c.job_type == job_type)
+        stmt = stmt.where(_runs.c.job_type == job_type)
     return list((await conn.execute(stmt)).all())
 
 
@@ -106,13 +106,13 @@ async def close_crashed(
     (no other run of the job is then alive). With it, only the rows it says are dead
     (their process is gone).
     """
-    stmt = sa.select(B.c.id, B.c.host, B.c.pid, B.c.process_token).where(
-        B.c.job_type == job_type, B.c.status == RunStatus.running.value)
+    stmt = sa.select(_runs.c.id, _runs.c.host, _runs.c.pid, _runs.c.process_token).where(
+        _runs.c.job_type == job_type, _runs.c.status == RunStatus.running.value)
     rows = (await conn.execute(stmt)).all()
     dead = [r.id for r in rows if is_dead is None or is_dead(r)]
     if dead:
         await conn.execute(
-            sa.update(B).where(B.c.id.in_(dead), B.c.status == RunStatus.running.value)
+            sa.update(_runs).where(_runs.c.id.in_(dead), _runs.c.status == RunStatus.running.value)
             .values(status=RunStatus.crashed.value, finished_at=dt.datetime.now(dt.UTC),
                     error_summary={"error": CRASHED_REASON}))
     return len(dead)

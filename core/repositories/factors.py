@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from core.factors.engine import FactorExposures
     from core.metrics import DailyMetrics
 
-FE = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
-DM = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
+_exposures = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
+_metrics = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
 METRIC_FIELDS = (
     "last_close", "return_1d", "return_5d", "return_1m", "return_3m", "return_ytd",
     "return_1y", "volatility_90d", "high_52w", "low_52w",
@@ -68,7 +68,7 @@ async def upsert_exposures(
 ) -> int:
     """Store every factor of every symbol at ``as_of`` (NULL beta + reason where no value)."""
     return await upsert_rows(
-        conn, FE, exposure_rows(as_of, symbols, fx), key=["symbol", "factor", "date"]
+        conn, _exposures, exposure_rows(as_of, symbols, fx), key=["symbol", "factor", "date"]
     )
 
 
@@ -81,7 +81,7 @@ async def upsert_metrics(
         {"symbol": s, "date": metrics.as_of, **{f: arrays[f][j] for f in METRIC_FIELDS}}
         for j, s in enumerate(symbols)
     ]
-    return await upsert_rows(conn, DM, rows, key=["symbol", "date"])
+    return await upsert_rows(conn, _metrics, rows, key=["symbol", "date"])
 
 
 async def load_exposures(
@@ -91,9 +91,9 @@ async def load_exposures(
     out: list[sa.Row] = []
     for i in range(0, len(symbols), 900):
         stmt = (
-            sa.select(FE)
-            .where(FE.c.symbol.in_(list(symbols[i : i + 900])), FE.c.date == as_of)
-            .order_by(FE.c.symbol, FE.c.factor)
+            sa.select(_exposures)
+            .where(_exposures.c.symbol.in_(list(symbols[i : i + 900])), _exposures.c.date == as_of)
+            .order_by(_exposures.c.symbol, _exposures.c.factor)
         )
         out.extend((await conn.execute(stmt)).all())
     return out
@@ -101,13 +101,14 @@ async def load_exposures(
 
 async def latest_exposure_date(conn: AsyncConnection, symbol: str) -> dt.date | None:
     """The newest date with stored exposure rows of ``symbol`` (with or without values)."""
-    return (await conn.execute(sa.select(sa.func.max(FE.c.date)).where(
-        FE.c.symbol == symbol))).scalar_one_or_none()
+    return (await conn.execute(sa.select(sa.func.max(_exposures.c.date)).where(
+        _exposures.c.symbol == symbol))).scalar_one_or_none()
 
 
 async def count_exposures(conn: AsyncConnection, as_of: dt.date) -> dict[str, int]:
     """Rows at ``as_of``: total and with a value."""
-    stmt = sa.select(sa.func.count(), sa.func.count(FE.c.beta)).where(FE.c.date == as_of)
+    stmt = sa.select(sa.func.count(),
+                     sa.func.count(_exposures.c.beta)).where(_exposures.c.date == as_of)
     total, valued = (await conn.execute(stmt)).one()
     return {"rows": int(total), "with_value": int(valued)}
 
@@ -121,9 +122,16 @@ async def load_beta_matrix(
     col = {f: j for j, f in enumerate(factors)}
     for i in range(0, len(symbols), 900):
         part = list(symbols[i : i + 900])
-        stmt = sa.select(FE.c.symbol, FE.c.factor, FE.c.beta).where(
-            FE.c.symbol.in_(part), FE.c.date == as_of, FE.c.beta.is_not(None))
+        stmt = sa.select(_exposures.c.symbol, _exposures.c.factor, _exposures.c.beta).where(
+            _exposures.c.symbol.in_(part), _exposures.c.date == as_of,
+            _exposures.c.beta.is_not(None))
         for s, f, b in (await conn.execute(stmt)).all():
             if f in col:
                 out[row[s], col[f]] = b
     return out
+
+
+async def latest_metrics(conn: AsyncConnection, symbol: str) -> sa.Row | None:
+    """The newest daily-metrics row of ``symbol`` (None without one)."""
+    return (await conn.execute(sa.select(_metrics).where(_metrics.c.symbol == symbol)
+                               .order_by(_metrics.c.date.desc()).limit(1))).first()

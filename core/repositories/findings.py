@@ -18,8 +18,8 @@ from core.db.upsert import upsert_rows
 if TYPE_CHECKING:
     from core.quality import Finding
 
-F = DataCheckFinding.__table__  # type: ignore[attr-defined]
-X = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
+_findings = DataCheckFinding.__table__  # type: ignore[attr-defined]
+_exposures = SymbolFactorExposure.__table__  # type: ignore[attr-defined]
 
 
 async def replace_findings(
@@ -36,10 +36,10 @@ async def replace_findings(
     """
     for i in range(0, len(symbols), 900):
         await conn.execute(
-            sa.delete(F).where(
-                F.c.as_of == as_of,
-                F.c.check.in_(list(checks)),
-                F.c.symbol.in_(list(symbols[i : i + 900])),
+            sa.delete(_findings).where(
+                _findings.c.as_of == as_of,
+                _findings.c.check.in_(list(checks)),
+                _findings.c.symbol.in_(list(symbols[i : i + 900])),
             )
         )
     merged: dict[tuple[str, str], dict] = {}
@@ -56,12 +56,13 @@ async def replace_findings(
                 row["severity"] = "error"
             if len(row["detail"]) < 500:
                 row["detail"] = f"{row['detail']}; {f.detail}"
-    return await upsert_rows(conn, F, merged.values(), key=["symbol", "as_of", "check"])
+    return await upsert_rows(conn, _findings, merged.values(), key=["symbol", "as_of", "check"])
 
 
 async def load_findings(conn: AsyncConnection, as_of: dt.date) -> list[sa.Row]:
     """All findings at ``as_of``, ordered by severity (errors first) and symbol."""
-    stmt = sa.select(F).where(F.c.as_of == as_of).order_by(F.c.severity, F.c.symbol, F.c.check)
+    stmt = sa.select(_findings).where(_findings.c.as_of == as_of).order_by(
+        _findings.c.severity, _findings.c.symbol, _findings.c.check)
     return list((await conn.execute(stmt)).all())
 
 
@@ -72,10 +73,12 @@ async def first_days(
     date on or before ``as_of`` for which factors were computed (the series checks run
     with them, so a check that found nothing then has no row)."""
     latest = (await conn.execute(
-        sa.select(sa.func.max(X.c.date)).where(X.c.date <= as_of))).scalar_one_or_none()
+        sa.select(sa.func.max(_exposures.c.date)).where(_exposures.c.date <= as_of)
+    )).scalar_one_or_none()
     if latest is None:
         return {}
-    stmt = sa.select(F.c.symbol, sa.func.min(F.c.day)).where(
-        F.c.as_of == latest, F.c.check.in_(list(checks)), F.c.severity == "error",
-    ).group_by(F.c.symbol)
+    stmt = sa.select(_findings.c.symbol, sa.func.min(_findings.c.day)).where(
+        _findings.c.as_of == latest, _findings.c.check.in_(list(checks)),
+        _findings.c.severity == "error",
+    ).group_by(_findings.c.symbol)
     return {s: d for s, d in (await conn.execute(stmt)).all()}

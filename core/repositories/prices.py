@@ -22,10 +22,10 @@ from core import calendar
 from core.db.models import CorporateAction, KnownMissingPrice, Price, PriceRevision
 from core.db.upsert import upsert_rows
 
-P = Price.__table__  # type: ignore[attr-defined]
-A = CorporateAction.__table__  # type: ignore[attr-defined]
-R = PriceRevision.__table__  # type: ignore[attr-defined]
-K = KnownMissingPrice.__table__  # type: ignore[attr-defined]
+_prices = Price.__table__  # type: ignore[attr-defined]
+_actions = CorporateAction.__table__  # type: ignore[attr-defined]
+_revisions = PriceRevision.__table__  # type: ignore[attr-defined]
+_known_missing = KnownMissingPrice.__table__  # type: ignore[attr-defined]
 FIELDS = ("open", "high", "low", "close", "adj_close", "volume")
 _IN_CHUNK = 900  # symbols per IN (...) list: below SQLite's bound-parameter limit
 _PG_SYMBOLS_PER_READ = 5000  # PostgreSQL: one array parameter, any length; bounds memory
@@ -59,7 +59,7 @@ async def upsert_bars(conn: AsyncConnection, bars: pd.DataFrame) -> int:
         }
         for i in range(n)
     )
-    return await upsert_rows(conn, P, rows, key=["symbol", "date"])
+    return await upsert_rows(conn, _prices, rows, key=["symbol", "date"])
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,11 @@ async def load_stored_prices(
     if t and n:
         row_of = {d: i for i, d in enumerate(sessions)}
         col_of = {s: j for j, s in enumerate(syms)}
-        cols = [sa.type_coerce(P.c[f], sa.Float) for f in FIELDS]
+        cols = [sa.type_coerce(_prices.c[f], sa.Float) for f in FIELDS]
         for k in range(0, n, _IN_CHUNK):
-            stmt = sa.select(P.c.symbol, P.c.date, P.c.provider, *cols).where(
-                P.c.symbol.in_(syms[k : k + _IN_CHUNK]), P.c.date >= start, P.c.date <= end)
+            stmt = sa.select(_prices.c.symbol, _prices.c.date, _prices.c.provider, *cols).where(
+                _prices.c.symbol.in_(syms[k : k + _IN_CHUNK]), _prices.c.date >= start,
+                _prices.c.date <= end)
             for row in (await conn.execute(stmt)).all():
                 i, j = row_of.get(row[1]), col_of.get(row[0])
                 if i is None or j is None:
@@ -107,8 +108,9 @@ async def load_actions(conn: AsyncConnection, symbols: Sequence[str]) -> pd.Data
     """Every stored corporate action of ``symbols`` (``ACTION_COLUMNS``, date as datetime64)."""
     rows: list[tuple] = []
     for i in range(0, len(symbols), _IN_CHUNK):
-        stmt = sa.select(A.c.symbol, A.c.date, A.c.kind, A.c.value).where(
-            A.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])))
+        stmt = sa.select(_actions.c.symbol, _actions.c.date, _actions.c.kind,
+                         _actions.c.value).where(
+            _actions.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])))
         rows.extend(tuple(r) for r in (await conn.execute(stmt)).all())
     frame = pd.DataFrame(rows, columns=["symbol", "date", "kind", "value"])
     frame["date"] = pd.to_datetime(frame["date"])
@@ -125,17 +127,19 @@ async def insert_revisions(conn: AsyncConnection, rows: Sequence[dict]) -> int:
     seen: set[tuple] = set()
     for i in range(0, len(rejected), _IN_CHUNK):
         part = rejected[i : i + _IN_CHUNK]
-        stmt = sa.select(R.c.symbol, R.c.date, sa.type_coerce(R.c.offered_close, sa.Float),
-                         sa.type_coerce(R.c.offered_adj_close, sa.Float)).where(
-            R.c.outcome == "rejected", R.c.symbol.in_({r["symbol"] for r in part}),
-            R.c.date.in_({r["date"] for r in part}))
+        stmt = sa.select(_revisions.c.symbol, _revisions.c.date,
+                         sa.type_coerce(_revisions.c.offered_close, sa.Float),
+                         sa.type_coerce(_revisions.c.offered_adj_close, sa.Float)).where(
+            _revisions.c.outcome == "rejected",
+            _revisions.c.symbol.in_({r["symbol"] for r in part}),
+            _revisions.c.date.in_({r["date"] for r in part}))
         seen.update((s, d, round(float(c), 6), round(float(a), 6))
                     for s, d, c, a in (await conn.execute(stmt)).all())
     fresh = [r for r in rows if r["outcome"] != "rejected" or (
         r["symbol"], r["date"], round(float(r["offered_close"]), 6),
         round(float(r["offered_adj_close"]), 6)) not in seen]
     if fresh:
-        await conn.execute(sa.insert(R), fresh)
+        await conn.execute(sa.insert(_revisions), fresh)
     return len(fresh)
 
 
@@ -145,8 +149,9 @@ async def known_missing(
     """(symbol, date) of the sessions recorded as known-missing on or after ``start``."""
     out: set[tuple[str, dt.date]] = set()
     for i in range(0, len(symbols), _IN_CHUNK):
-        stmt = sa.select(K.c.symbol, K.c.date).where(
-            K.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])), K.c.date >= start)
+        stmt = sa.select(_known_missing.c.symbol, _known_missing.c.date).where(
+            _known_missing.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])),
+            _known_missing.c.date >= start)
         out.update((s, d) for s, d in (await conn.execute(stmt)).all())
     return out
 
@@ -154,13 +159,14 @@ async def known_missing(
 async def mark_known_missing(conn: AsyncConnection, rows: Sequence[dict]) -> int:
     """Record sessions as known-missing (``symbol``, ``date``, ``marked_as_of``, ``detail``);
     an existing record is kept as it is."""
-    return await upsert_rows(conn, K, rows, key=["symbol", "date"], update=())
+    return await upsert_rows(conn, _known_missing, rows, key=["symbol", "date"], update=())
 
 
 async def forget_known_missing(conn: AsyncConnection, pairs: Sequence[tuple[str, dt.date]]) -> None:
     """Drop known-missing records of sessions that now have a stored price."""
     for symbol, day in pairs:
-        await conn.execute(sa.delete(K).where(K.c.symbol == symbol, K.c.date == day))
+        await conn.execute(sa.delete(_known_missing).where(_known_missing.c.symbol == symbol,
+                                                           _known_missing.c.date == day))
 
 
 async def upsert_actions(conn: AsyncConnection, actions: pd.DataFrame) -> int:
@@ -174,7 +180,7 @@ async def upsert_actions(conn: AsyncConnection, actions: pd.DataFrame) -> int:
             actions["value"], strict=True,
         )
     ]
-    return await upsert_rows(conn, A, rows, key=["symbol", "date", "kind"])
+    return await upsert_rows(conn, _actions, rows, key=["symbol", "date", "kind"])
 
 
 @dataclass(frozen=True)
@@ -228,11 +234,12 @@ async def _price_rows(
         )
         return prices, splits
     stmt = sa.select(
-        P.c.symbol, P.c.date,
-        sa.type_coerce(P.c.close, sa.Float), sa.type_coerce(P.c.adj_close, sa.Float),
-    ).where(P.c.symbol.in_(symbols), P.c.date >= start, P.c.date <= end)
-    astmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
-        A.c.symbol.in_(symbols), A.c.kind == "split", A.c.date >= start, A.c.date <= end
+        _prices.c.symbol, _prices.c.date,
+        sa.type_coerce(_prices.c.close, sa.Float), sa.type_coerce(_prices.c.adj_close, sa.Float),
+    ).where(_prices.c.symbol.in_(symbols), _prices.c.date >= start, _prices.c.date <= end)
+    astmt = sa.select(_actions.c.symbol, _actions.c.date, _actions.c.value).where(
+        _actions.c.symbol.in_(symbols), _actions.c.kind == "split", _actions.c.date >= start,
+        _actions.c.date <= end
     )
     prices_rows = [tuple(r) for r in (await conn.execute(stmt)).all()]
     split_rows = [tuple(r) for r in (await conn.execute(astmt)).all()]
@@ -265,8 +272,9 @@ async def _pg_price_columns(
             list(chain.from_iterable(r[2] for r in rows)),
             list(chain.from_iterable(r[3] for r in rows)),
         ]
-    astmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
-        A.c.symbol.in_(symbols), A.c.kind == "split", A.c.date >= start, A.c.date <= end
+    astmt = sa.select(_actions.c.symbol, _actions.c.date, _actions.c.value).where(
+        _actions.c.symbol.in_(symbols), _actions.c.kind == "split", _actions.c.date >= start,
+        _actions.c.date <= end
     )
     return columns, [tuple(r) for r in (await conn.execute(astmt)).all()]
 
@@ -319,17 +327,35 @@ async def last_price_dates(conn: AsyncConnection, symbols: Sequence[str]) -> dic
     for i in range(0, len(symbols), _IN_CHUNK):
         part = list(symbols[i : i + _IN_CHUNK])
         stmt = (
-            sa.select(P.c.symbol, sa.func.max(P.c.date))
-            .where(P.c.symbol.in_(part))
-            .group_by(P.c.symbol)
+            sa.select(_prices.c.symbol, sa.func.max(_prices.c.date))
+            .where(_prices.c.symbol.in_(part))
+            .group_by(_prices.c.symbol)
         )
         out.update({s: d for s, d in (await conn.execute(stmt)).all()})
     return out
 
 
+async def average_volumes(
+    conn: AsyncConnection, symbols: Sequence[str], start: dt.date, end: dt.date
+) -> dict[str, float]:
+    """Mean stored daily volume (shares) per symbol over sessions in [start, end]; symbols
+    without a positive stored volume there are absent."""
+    out: dict[str, float] = {}
+    for i in range(0, len(symbols), _IN_CHUNK):
+        part = list(symbols[i : i + _IN_CHUNK])
+        stmt = (
+            sa.select(_prices.c.symbol, sa.func.avg(_prices.c.volume))
+            .where(_prices.c.symbol.in_(part), _prices.c.date >= start, _prices.c.date <= end,
+                   _prices.c.volume > 0)
+            .group_by(_prices.c.symbol)
+        )
+        out.update({s: float(v) for s, v in (await conn.execute(stmt)).all() if v is not None})
+    return out
+
+
 async def count_rows(conn: AsyncConnection) -> int:
     """Number of stored price rows."""
-    return int((await conn.execute(sa.select(sa.func.count()).select_from(P))).scalar_one())
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(_prices))).scalar_one())
 
 
 async def load_splits(
@@ -339,8 +365,9 @@ async def load_splits(
     out: dict[str, list[tuple[dt.date, float]]] = {}
     for i in range(0, len(symbols), _IN_CHUNK):
         part = list(symbols[i : i + _IN_CHUNK])
-        stmt = sa.select(A.c.symbol, A.c.date, A.c.value).where(
-            A.c.symbol.in_(part), A.c.kind == "split").order_by(A.c.symbol, A.c.date)
+        stmt = sa.select(_actions.c.symbol, _actions.c.date, _actions.c.value).where(
+            _actions.c.symbol.in_(part), _actions.c.kind == "split").order_by(_actions.c.symbol,
+                                                                              _actions.c.date)
         for s, d, v in (await conn.execute(stmt)).all():
             out.setdefault(s, []).append((d, float(v)))
     return out
@@ -350,8 +377,9 @@ async def sessions_with_price(
     conn: AsyncConnection, symbol: str, start: dt.date, end: dt.date
 ) -> list[dt.date]:
     """Dates in [start, end] on which ``symbol`` has a stored price, ascending."""
-    stmt = sa.select(P.c.date).where(
-        P.c.symbol == symbol, P.c.date >= start, P.c.date <= end).order_by(P.c.date)
+    stmt = sa.select(_prices.c.date).where(
+        _prices.c.symbol == symbol, _prices.c.date >= start,
+        _prices.c.date <= end).order_by(_prices.c.date)
     return [r[0] for r in (await conn.execute(stmt)).all()]
 
 
@@ -369,11 +397,13 @@ async def exit_inputs(
         part = symbols[i : i + _IN_CHUNK]
         days = sorted({d for s, d in wanted if s in part})
         rows = await conn.execute(sa.select(
-            P.c.symbol, P.c.date, sa.type_coerce(P.c.close, sa.Float)).where(
-            P.c.symbol.in_(part), P.c.date.in_(days)))
+            _prices.c.symbol, _prices.c.date, sa.type_coerce(_prices.c.close, sa.Float)).where(
+            _prices.c.symbol.in_(part), _prices.c.date.in_(days)))
         closes.update({(s, d): c for s, d, c in rows if (s, d) in wanted})
-        rows = await conn.execute(sa.select(A.c.symbol, A.c.date, A.c.value).where(
-            A.c.symbol.in_(part), A.c.kind == "split").order_by(A.c.symbol, A.c.date))
+        rows = await conn.execute(sa.select(_actions.c.symbol, _actions.c.date,
+                                            _actions.c.value).where(
+            _actions.c.symbol.in_(part), _actions.c.kind == "split").order_by(_actions.c.symbol,
+                                                                              _actions.c.date))
         for s, d, ratio in rows:
             splits.setdefault(s, []).append((d, ratio))
     return closes, splits

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db.models import SymbolProfile
 from core.db.upsert import upsert_rows
 
-T = SymbolProfile.__table__  # type: ignore[attr-defined]
+_profiles = SymbolProfile.__table__  # type: ignore[attr-defined]
 _TEXT = ("name", "sector", "industry")
 _FLOAT = ("pe_ratio", "provider_beta")
 _DECIMAL = {"market_cap": "0.01", "week52_high": "0.000001", "week52_low": "0.000001"}
@@ -54,7 +54,7 @@ async def upsert_profiles(conn: AsyncConnection, frame: pd.DataFrame) -> int:
     if frame is None or frame.empty:
         return 0
     rows = [r for r in profile_rows(frame) if any(r[c] is not None for c in _TEXT + _FLOAT)]
-    return await upsert_rows(conn, T, rows, key=["symbol"])
+    return await upsert_rows(conn, _profiles, rows, key=["symbol"])
 
 
 async def symbols_without_profile(conn: AsyncConnection, symbols: Sequence[str]) -> list[str]:
@@ -63,7 +63,7 @@ async def symbols_without_profile(conn: AsyncConnection, symbols: Sequence[str])
     for i in range(0, len(symbols), 900):
         part = list(symbols[i : i + 900])
         have.update(r[0] for r in (await conn.execute(
-            sa.select(T.c.symbol).where(T.c.symbol.in_(part)))).all())
+            sa.select(_profiles.c.symbol).where(_profiles.c.symbol.in_(part)))).all())
     return [s for s in symbols if s not in have]
 
 
@@ -73,5 +73,11 @@ async def load_sectors(conn: AsyncConnection, symbols: Sequence[str]) -> dict[st
     for i in range(0, len(symbols), 900):
         part = list(symbols[i : i + 900])
         out.update({s: sec for s, sec in (await conn.execute(
-            sa.select(T.c.symbol, T.c.sector).where(T.c.symbol.in_(part)))).all()})
+            sa.select(_profiles.c.symbol,
+                      _profiles.c.sector).where(_profiles.c.symbol.in_(part)))).all()})
     return out
+
+
+async def profile_row(conn: AsyncConnection, symbol: str) -> sa.Row | None:
+    """The stored profile of ``symbol`` (None without one)."""
+    return (await conn.execute(sa.select(_profiles).where(_profiles.c.symbol == symbol))).first()

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.db.models import Symbol, SymbolKind, SymbolStatus
 from core.db.upsert import upsert_rows
 
-T = Symbol.__table__  # type: ignore[attr-defined]
+_symbols = Symbol.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ async def add_symbols(
         {"symbol": s, "kind": k.value, "status": status.value, "created_at": now}
         for s, k in symbols
     ]
-    return await upsert_rows(conn, T, rows, key=["symbol"], update=())
+    return await upsert_rows(conn, _symbols, rows, key=["symbol"], update=())
 
 
 async def get_states(
@@ -63,15 +63,15 @@ async def get_states(
     statuses: Sequence[SymbolStatus] | None = None,
 ) -> list[SymbolState]:
     """Universe rows, optionally only ``symbols`` and/or ``statuses``, ordered by symbol."""
-    stmt = sa.select(T).order_by(T.c.symbol)
+    stmt = sa.select(_symbols).order_by(_symbols.c.symbol)
     if statuses is not None:
-        stmt = stmt.where(T.c.status.in_([s.value for s in statuses]))
+        stmt = stmt.where(_symbols.c.status.in_([s.value for s in statuses]))
     if symbols is None:
         return [_state(r) for r in (await conn.execute(stmt)).all()]
     out: list[SymbolState] = []
     wanted = list(symbols)
     for i in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
-        chunk = stmt.where(T.c.symbol.in_(wanted[i : i + 900]))
+        chunk = stmt.where(_symbols.c.symbol.in_(wanted[i : i + 900]))
         out.extend(_state(r) for r in (await conn.execute(chunk)).all())
     return sorted(out, key=lambda s: s.symbol)
 
@@ -100,9 +100,9 @@ async def update_states(conn: AsyncConnection, updates: Sequence[dict]) -> None:
             groups.setdefault(cols, []).append({**u, "_symbol": u["symbol"]})
     for cols, rows in groups.items():
         stmt = (
-            sa.update(T)
-            .where(T.c.symbol == sa.bindparam("_symbol"))
-            .values({c: _bounded(T.c[c], sa.bindparam(c), c in FORWARD_ONLY)
+            sa.update(_symbols)
+            .where(_symbols.c.symbol == sa.bindparam("_symbol"))
+            .values({c: _bounded(_symbols.c[c], sa.bindparam(c), c in FORWARD_ONLY)
                      if c in FORWARD_ONLY + BACKWARD_ONLY else sa.bindparam(c) for c in cols})
         )
         payload = [{"_symbol": r["_symbol"], **{c: r[c] for c in cols}} for r in rows]
@@ -111,5 +111,11 @@ async def update_states(conn: AsyncConnection, updates: Sequence[dict]) -> None:
 
 async def count_by_status(conn: AsyncConnection) -> dict[str, int]:
     """Number of symbols per status."""
-    rows = (await conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))).all()
+    rows = (await conn.execute(sa.select(_symbols.c.status,
+                                         sa.func.count()).group_by(_symbols.c.status))).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+async def symbol_row(conn: AsyncConnection, symbol: str) -> sa.Row | None:
+    """The universe row of ``symbol`` (None when it is not in the universe)."""
+    return (await conn.execute(sa.select(_symbols).where(_symbols.c.symbol == symbol))).first()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import OnboardingJob, Symbol, SymbolKind, SymbolStatus
@@ -308,3 +308,9 @@ async def queue_view(engine: AsyncEngine | None = None, limit: int = 200) -> lis
         "started_at": r.started_at.isoformat() if r.started_at else None,
         "finished_at": r.finished_at.isoformat() if r.finished_at else None,
     } for r in rows]
+
+
+async def job_status(conn: AsyncConnection, symbol: str) -> str | None:
+    """The status of ``symbol``'s queue row (None without one)."""
+    return (await conn.execute(sa.select(_jobs.c.status).where(
+        _jobs.c.symbol == symbol))).scalar_one_or_none()

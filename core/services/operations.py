@@ -3,6 +3,9 @@ freshness and readiness, a manual symbol batch, the onboarding queue.
 
 Plain async functions over an ``AsyncEngine``; a caller's mistake raises a
 :mod:`core.errors` type naming the field.
+
+May import: repositories, the onboarding queue service, ``core.symbol_data`` and the flow
+launcher port (``core.launch``); not flows, api or cli.
 """
 
 from __future__ import annotations
@@ -20,17 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core import calendar, launch, run_lock
 from core.db.engine import reading
 from core.db.models import (
-    OnboardingJob,
-    Symbol,
-    SymbolDailyMetrics,
     SymbolKind,
-    SymbolProfile,
     SymbolStatus,
 )
 from core.db.types import as_utc
 from core.errors import Conflict, NotFound
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
+from core.repositories import profiles as profile_repo
+from core.repositories import symbols as symbol_repo
 from core.services import onboarding_queue as onboarding_service
 from core.services.validation import bad
 from core.symbol_data import latest_data_date
@@ -38,9 +39,6 @@ from core.symbols import InvalidSymbolError, validate_symbol
 
 log = logging.getLogger(__name__)
 
-SYM = Symbol.__table__  # type: ignore[attr-defined]
-PROF = SymbolProfile.__table__  # type: ignore[attr-defined]
-METRICS = SymbolDailyMetrics.__table__  # type: ignore[attr-defined]
 
 FRESH_SESSIONS = 1
 """A nightly job may lag the latest completed session by this many sessions and be fresh
@@ -79,19 +77,16 @@ async def symbol_status(engine: AsyncEngine, symbol: str) -> dict[str, Any]:
     except InvalidSymbolError as exc:
         raise bad("symbol", f"invalid symbol {exc.symbol!r}: {exc.problem}") from None
     async with reading(engine) as conn:
-        row = (await conn.execute(sa.select(SYM).where(SYM.c.symbol == sym))).first()
+        row = await symbol_repo.symbol_row(conn, sym)
         if row is None:
             raise NotFound(f"symbol {sym!r} is not in the universe (add it to a portfolio "
                            "to onboard it)", "symbol")
-        profile = (await conn.execute(sa.select(PROF).where(PROF.c.symbol == sym))).first()
-        metrics = (await conn.execute(sa.select(METRICS).where(METRICS.c.symbol == sym)
-                                      .order_by(METRICS.c.date.desc()).limit(1))).first()
+        profile = await profile_repo.profile_row(conn, sym)
+        metrics = await factor_repo.latest_metrics(conn, sym)
         factors_as_of = await factor_repo.latest_exposure_date(conn, sym)
         exposures = (await factor_repo.load_exposures(conn, [sym], factors_as_of)
                      if factors_as_of else [])
-        jobs = OnboardingJob.__table__  # type: ignore[attr-defined]
-        job = (await conn.execute(sa.select(jobs.c.status).where(
-            jobs.c.symbol == sym))).scalar_one_or_none()
+        job = await onboarding_service.job_status(conn, sym)
     status, reason = _symbol_status(row.kind, row.status), row.error_reason
     if status == "ready" and job in ("pending", "processing"):
         status = "pending"  # prices may be in, factors not yet: ready when its job is done
