@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated FACTORFLOW_HOME / PREFECT_HOME per session, migrated databases,
-one Prefect test harness per session (it takes ~18 s to start).
+one Prefect test harness per session (it takes ~18 s to start); ``wait_until``, the one way a
+test waits for a state (never a fixed sleep or a short deadline).
 
 Database tests run on SQLite and on PostgreSQL: ``database_url`` is parametrized over both.
 The PostgreSQL cases use ``FACTORFLOW_TEST_POSTGRES_URL`` (``eval "$(bash
@@ -15,10 +16,12 @@ import atexit
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,7 +32,7 @@ atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 os.environ["FACTORFLOW_HOME"] = str(_SESSION_HOME / "home")
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_SESSION_HOME / "dask")  # not /tmp/dask-scratch-space
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["FACTORFLOW_RETRY_DELAYS"] = "0,0,0"
@@ -51,6 +54,43 @@ SQLITE_ONLY = pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
+
+
+WAIT_LIMIT_S = 300
+"""How long ``wait_until`` waits by default: it only bounds a hang (a loaded 2-core CI machine
+may be slow by minutes), it is no claim on how fast anything is."""
+
+Found = TypeVar("Found")
+
+
+def wait_until(check: Callable[[], Found | None], what: str, *, timeout: float = WAIT_LIMIT_S,
+               every: float = 0.2, details: Callable[[], str] | None = None) -> Found:
+    """Call ``check`` until it returns something truthy, and return that.
+
+    Parameters
+    ----------
+    check
+        Reads the state the test needs (a row, an HTTP answer, a registered automation, a log
+        line, a process gone); falsy while it is not there yet. It may assert, to fail early
+        (e.g. when the process that should bring the state has exited).
+    what
+        The awaited state, for the failure message ("the onboarding deployment registered").
+    timeout
+        Seconds before giving up with an ``AssertionError`` naming ``what``.
+    every
+        Seconds between two checks.
+    details
+        Text appended to the failure message (e.g. the tail of a server's log).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() >= deadline:
+            extra = f"\n{details()}" if details is not None else ""
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}{extra}")
+        time.sleep(every)
 
 
 def postgres_admin_url() -> str:
@@ -159,7 +199,7 @@ def prefect_harness() -> Iterator[None]:
     """A Prefect test server for the whole session (started on first use)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=WAIT_LIMIT_S):
         yield
 
 

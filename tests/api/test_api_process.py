@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,8 @@ import httpx
 import pytest
 
 from tests.cli.test_cli import REPO, run_cli
+from tests.conftest import sqlite_url, wait_until
+from tests.flows.helpers import query
 
 NEW = "QQZZ"
 
@@ -31,14 +32,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Any, seconds: float, what: str, log: Path) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {seconds} s; server log:\n{log.read_text()[-4000:]}")
+def wait_for(check: Any, what: str, log: Path) -> Any:
+    """``wait_until`` the state ``what``; on failure the tail of the server's log."""
+    return wait_until(check, what, details=lambda: f"server log:\n{log.read_text()[-4000:]}")
 
 
 @contextmanager
@@ -64,7 +60,7 @@ def running_api(home: Path, token: str, extra_env: dict[str, str] | None = None
             return False
 
     try:
-        wait_for(live, 120, "the API did not answer /health/live", log)
+        wait_for(live, "the API to answer /health/live", log)
         yield {"http": http, "proc": proc, "log": log, "port": port, "home": home}
     finally:
         http.close()
@@ -78,23 +74,29 @@ def running_api(home: Path, token: str, extra_env: dict[str, str] | None = None
 
 
 def wait_until_settled(http: httpx.Client, symbol: str, log: Path) -> dict[str, Any]:
-    """GET /v1/symbols/{symbol} until it is no longer pending (180 s at most)."""
+    """GET /v1/symbols/{symbol} until it is no longer pending."""
     def settled() -> dict[str, Any] | None:
         answer = http.get(f"/v1/symbols/{symbol}").json()
         return None if answer["status"] == "pending" else answer
 
-    return wait_for(settled, 180, f"{symbol} did not leave 'pending'", log)
+    return wait_for(settled, f"{symbol} to leave 'pending'", log)
 
 
-def wait_until_revalued(http: httpx.Client, portfolio_id: str, log: Path) -> dict[str, Any]:
-    """GET the overview until no symbol is missing. The portfolio is revalued before its
-    symbols read "ready"; an answer kept in the server's memory may lag that by up to the
-    memo's validation interval (~1 s), so a few seconds are allowed, not more."""
+def wait_until_revalued(http: httpx.Client, db_url: str, portfolio_id: str, log: Path
+                        ) -> dict[str, Any]:
+    """Once its symbols read "ready": the portfolio's stored snapshot misses none of them
+    already (it is revalued first), then GET the overview until the answer shows it (one kept
+    in the server's memory lags by up to the memo's validation interval, ~1 s)."""
+    stored = query(db_url, "SELECT missing_symbols FROM portfolio_snapshots "
+                   "WHERE portfolio_id = ? ORDER BY date DESC LIMIT 1", (portfolio_id,))
+    missing = json.loads(stored.missing_symbols[0])
+    assert missing == [], f"symbols read ready before their portfolio was revalued: {missing}"
+
     def revalued() -> dict[str, Any] | None:
         answer = http.get(f"/v1/portfolios/{portfolio_id}/overview").json()
         return None if answer["snapshot"]["missing_symbols"] else answer
 
-    return wait_for(revalued, 5, "the portfolio was not revalued", log)
+    return wait_for(revalued, "the overview to show the revalued portfolio", log)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,8 @@ def test_unknown_symbol_posted_at_start_up_becomes_ready(api_server: dict[str, A
     assert symbol["last_price_date"] == body["snapshot"]["date"]
     assert symbol["factor_exposures"], symbol
 
-    overview = wait_until_revalued(http, pid, log)
+    db_url = sqlite_url(api_server["home"] / "factorflow.db")
+    overview = wait_until_revalued(http, db_url, pid, log)
     assert overview["snapshot"]["partial"] is False
     assert overview["data_as_of"] == body["snapshot"]["date"]
     queue = http.get("/v1/admin/onboarding-queue").json()
@@ -152,8 +155,7 @@ def test_admin_starts_the_symbol_batch_in_the_server(api_server: dict[str, Any])
         new = [r for r in symbol_runs() if r["id"] not in before]
         return new[0] if new and new[0]["status"] != "running" else None
 
-    run = wait_for(finished, 180, "the symbol batch started by the API did not finish",
-                   api_server["log"])
+    run = wait_for(finished, "the symbol batch started by the API to finish", api_server["log"])
     assert run["status"] in ("completed", "completed_with_failures"), run
     assert run["target_date"] == resp.json()["as_of"]
     assert http.get("/health/ready").json()["status"] == "ready"
@@ -193,7 +195,7 @@ def test_a_second_server_on_a_port_in_use_refuses_and_leaves_the_queue_alone(
 def test_the_server_stops_cleanly_without_tracebacks(api_server: dict[str, Any]) -> None:
     proc: subprocess.Popen[bytes] = api_server["proc"]
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
+    assert proc.wait(timeout=300) == 0
     text = api_server["log"].read_text()
     assert "Traceback" not in text and "ERROR" not in text, text[-4000:]
     assert "HTTP Request:" not in text  # Prefect's client requests are not logged at INFO

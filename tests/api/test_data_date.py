@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import time
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
 from litestar.testing import TestClient
 
 from tests.api.conftest import Seed, auth, position, store_factors
+from tests.conftest import wait_until
 from tests.flows.helpers import db_path
 
 HOLDINGS = {"MKTA": "10", "MKTB": "-5", "DIVY": "3.5"}
@@ -89,10 +89,11 @@ def test_answers_stay_on_the_last_completed_night_until_the_batch_completes(
         con.execute("UPDATE batch_runs SET status = 'completed', finished_at = ? "
                     "WHERE id = 'tonight'", (dt.datetime.now(dt.UTC).isoformat(),))
     con.close()
-    for _ in range(50):  # the in-memory answers are re-validated about once a second
+
+    def tonights() -> dict | None:  # the in-memory answers are re-validated about once a second
         fx = client.get(f"/v1/portfolios/{pid}/factor-exposures", headers=auth(seed)).json()
-        if fx["data_as_of"] == day.isoformat():
-            break
-        time.sleep(0.1)
+        return fx if fx["data_as_of"] == day.isoformat() else None
+
+    fx = wait_until(tonights, "the factor exposures on tonight's data", every=0.1)
     assert fx["data_as_of"] == day.isoformat() and fx["cached"] is False
     assert _market(fx)["beta"] == pytest.approx(_expected_market_beta(db_url, day), rel=1e-12)

@@ -10,6 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from tests.api.conftest import Seed, assert_error, auth, position, store_factors
+from tests.conftest import WAIT_LIMIT_S
 from tests.flows.helpers import db_path
 
 
@@ -111,7 +112,7 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
 
     def fake_flow(as_of: dt.date | None) -> None:  # the flow itself is tested in tests/flows
         started.append(as_of)
-        release.wait(10)
+        release.wait(WAIT_LIMIT_S)
 
     monkeypatch.setattr(launcher, "_run_symbol_batch_in_process", fake_flow)
     monkeypatch.setattr(launch, "_installed", launcher.PrefectLauncher())  # its thread, no flow
@@ -123,7 +124,8 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
     assert_error(client.post("/v1/admin/symbol-batch", headers=h), 409, "still running")
     release.set()
     assert launcher._batch_thread is not None
-    launcher._batch_thread.join(5)
+    launcher._batch_thread.join(WAIT_LIMIT_S)
+    assert not launcher._batch_thread.is_alive()
     assert started == [seed.as_of]
 
     from core import calendar
@@ -131,7 +133,8 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
     earlier = calendar.previous_session(seed.as_of)
     resp = client.post("/v1/admin/symbol-batch", json={"as_of": earlier.isoformat()}, headers=h)
     assert resp.status_code == 202 and resp.json()["as_of"] == earlier.isoformat()
-    launcher._batch_thread.join(5)
+    launcher._batch_thread.join(WAIT_LIMIT_S)
+    assert not launcher._batch_thread.is_alive()
 
     future = (dt.date.today() + dt.timedelta(days=3)).isoformat()
     assert_error(client.post("/v1/admin/symbol-batch", json={"as_of": future}, headers=h),
@@ -157,7 +160,8 @@ def test_manual_symbol_batch_starts_and_returns_at_once(
                     (seed.as_of.isoformat(), dt.datetime.now(dt.UTC).isoformat(" ")))
     resp = client.post("/v1/admin/symbol-batch", headers=h)  # a dead run blocks nothing
     assert resp.status_code == 202, resp.text
-    launcher._batch_thread.join(60)
+    launcher._batch_thread.join(WAIT_LIMIT_S)
+    assert not launcher._batch_thread.is_alive()
 
     async def hold(pid: int, name: str) -> None:  # a live run elsewhere holds the lock
         engine = create_engine(db_url)

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.conftest import WAIT_LIMIT_S
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-pw"
 
@@ -24,7 +26,7 @@ def run_cli(args: list[str], home: Path, **env_vars: str) -> subprocess.Complete
     env["FACTORFLOW_HOME"] = str(home)
     env.update(env_vars)
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=WAIT_LIMIT_S)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], variable: str,

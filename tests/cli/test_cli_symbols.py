@@ -22,6 +22,7 @@ from cli.main import main
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.synthetic import SyntheticProvider
+from tests.conftest import WAIT_LIMIT_S
 from tests.flows.helpers import query, scalar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,7 +176,8 @@ def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cli.main", "symbols", *args], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=120)
+                              env=env, capture_output=True, text=True,
+                              timeout=WAIT_LIMIT_S)
 
     done = cli("import", str(tickers))
     assert done.returncode == 0, done.stderr

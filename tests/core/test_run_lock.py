@@ -12,6 +12,7 @@ import pytest
 
 from core import run_lock
 from core.run_lock import LockHeld, LockOwner, process_token
+from tests.conftest import wait_until
 
 
 def owner(name: str, pid: int, host: str | None = None, flow_run_id: str | None = None
@@ -81,15 +82,11 @@ def test_the_heartbeat_pushes_the_expiry_and_stops_when_the_lock_is_lost(
     me = owner("me", os.getpid())
     first = asyncio.run(run_lock.acquire("job", me, ttl=dt.timedelta(seconds=30)))
     with run_lock.Heartbeat("job", "me", ttl=dt.timedelta(seconds=300), every=0.05):
-        import time
+        def pushed() -> bool:
+            lock = asyncio.run(run_lock.list_locks())[0]
+            return lock.expires_at > first.expires_at + dt.timedelta(seconds=200)
 
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            locks = asyncio.run(run_lock.list_locks())
-            if locks[0].expires_at > first.expires_at + dt.timedelta(seconds=200):
-                break
-            time.sleep(0.05)
-    assert locks[0].expires_at > first.expires_at + dt.timedelta(seconds=200)
+        wait_until(pushed, "the heartbeat to push the lock's expiry", every=0.05)
     assert not asyncio.run(run_lock.extend("job", "someone-else"))
 
 

@@ -16,7 +16,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from core.providers.synthetic import SyntheticProvider
 from core.repositories import portfolios as repo
 from core.repositories import users as user_repo
 from core.symbol_steps import register_universe
+from tests.conftest import WAIT_LIMIT_S, wait_until
 from tests.flows.helpers import query
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,14 +55,9 @@ async def _client_call(url: str, fn):  # noqa: ANN001
             return await fn(client)
 
 
-def _wait(url: str, fn, timeout: float = 180.0, what: str = "condition"):  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = asyncio.run(_client_call(url, fn))
-        if found:
-            return found
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+def _wait(url: str, fn, what: str):  # noqa: ANN001
+    """Ask the server with ``fn(client)`` until it answers something truthy."""
+    return wait_until(lambda: asyncio.run(_client_call(url, fn)), what, every=1.0)
 
 
 async def _deployment(client, name: str):  # noqa: ANN001
@@ -72,12 +67,34 @@ async def _deployment(client, name: str):  # noqa: ANN001
         return None
 
 
-def _final(url: str, run_id, timeout: float = 180.0):  # noqa: ANN001
+def _final(url: str, run_id):  # noqa: ANN001
     async def read(client):  # noqa: ANN001
         run = await client.read_flow_run(run_id)
         return run if run.state and run.state.is_final() else None
 
-    return _wait(url, read, timeout, f"flow run {run_id} to finish")
+    return _wait(url, read, f"flow run {run_id} to finish")
+
+
+async def _automation_ids(client) -> set:  # noqa: ANN001
+    return {a.id for a in await client.read_automations()}
+
+
+def _wait_for_trigger(url: str, deployment: str, older: set) -> None:
+    """Wait until the event trigger of ``deployment`` is registered as an automation (one not
+    among the ``older`` ids: a served deployment replaces its automations when it starts)."""
+    async def registered(client):  # noqa: ANN001
+        dep = await _deployment(client, deployment)
+        if dep is None:
+            return []
+        owned = await client.read_resource_related_automations(f"prefect.deployment.{dep.id}")
+        return [a for a in owned if a.id not in older and a.enabled]
+
+    _wait(url, registered, f"the event trigger of {deployment} registered as an automation")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=WAIT_LIMIT_S)
 
 
 def _start(url: str, deployment: str, parameters: dict):  # noqa: ANN001
@@ -104,12 +121,12 @@ def test_symbol_batch_event_triggers_portfolio_refresh(
                  "entry_price": Decimal(20)}])
 
     pid = asyncio.run(seed())
+    older = asyncio.run(_client_call(url, _automation_ids))
     server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "synthetic"})
     try:
-        for name in ("symbol-batch/symbol-batch", "portfolio-refresh/portfolio-refresh",
-                     "onboarding/onboarding"):
-            _wait(url, lambda c, n=name: _deployment(c, n), 120, f"deployment {name}")
-        time.sleep(3)  # let the served trigger's automation register
+        for name in ("symbol-batch/symbol-batch", "onboarding/onboarding"):
+            _wait(url, lambda c, n=name: _deployment(c, n), f"deployment {name}")
+        _wait_for_trigger(url, "portfolio-refresh/portfolio-refresh", older)
         run = _start(url, "symbol-batch/symbol-batch", {"as_of": AS_OF.isoformat()})
         assert _final(url, run.id).state.is_completed()
 
@@ -120,12 +137,11 @@ def test_symbol_batch_event_triggers_portfolio_refresh(
                 name=DeploymentFilterName(any_=["portfolio-refresh"])))
             return [r for r in runs if r.parameters.get("as_of") == AS_OF.isoformat()]
 
-        refresh = _wait(url, triggered, 120, "the event-triggered portfolio-refresh run")[0]
+        refresh = _wait(url, triggered, "the event-triggered portfolio-refresh run")[0]
         assert refresh.created_by is not None and refresh.created_by.type == "AUTOMATION"
         assert _final(url, refresh.id).state.is_completed()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
     snaps = query(db_url, "SELECT date FROM portfolio_snapshots WHERE portfolio_id=?", (pid,))
     assert list(snaps.date) == [AS_OF.isoformat()]
 
@@ -142,7 +158,8 @@ def test_failed_run_retried_through_the_client(
     server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "csv",
                                             "FACTORFLOW_CSV_PATH": str(csv)})
     try:
-        _wait(url, lambda c: _deployment(c, "symbol-batch/symbol-batch"), 120, "deployment")
+        _wait(url, lambda c: _deployment(c, "symbol-batch/symbol-batch"),
+              "deployment symbol-batch/symbol-batch")
         run = _start(url, "symbol-batch/symbol-batch", {"as_of": AS_OF.isoformat()})
         failed = _final(url, run.id)
         assert failed.state.is_failed()
@@ -163,8 +180,7 @@ def test_failed_run_retried_through_the_client(
         asyncio.run(_client_call(url, retry))
         assert _final(url, run.id).state.is_completed()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
     n = query(db_url, "SELECT COUNT(*) AS n FROM prices").n[0]
     distinct = query(db_url, "SELECT COUNT(*) AS n FROM (SELECT DISTINCT symbol, date FROM "
                      "prices) AS d").n[0]
@@ -202,7 +218,7 @@ def test_api_starts_the_onboarding_deployment(
     server = _serve(url, db_url, tmp_path, {"FACTORFLOW_PRICE_PROVIDER": "synthetic"})
     try:
         for name in ("symbol-batch/symbol-batch", "onboarding/onboarding"):
-            _wait(url, lambda c, n=name: _deployment(c, n), 120, f"deployment {name}")
+            _wait(url, lambda c, n=name: _deployment(c, n), f"deployment {name}")
         run = _start(url, "symbol-batch/symbol-batch", {"as_of": AS_OF.isoformat()})
         assert _final(url, run.id).state.is_completed()
         env = {"PREFECT_API_URL": url, "FACTORFLOW_DATABASE_URL": db_url,
@@ -216,7 +232,8 @@ def test_api_starts_the_onboarding_deployment(
             symbol = wait_until_settled(api["http"], "QQZD", api["log"])
             assert symbol["status"] == "ready" and symbol["last_price_date"] == (
                 AS_OF.isoformat())
-            wait_until_revalued(api["http"], resp.json()["portfolio"]["id"], api["log"])
+            wait_until_revalued(api["http"], db_url, resp.json()["portfolio"]["id"],
+                                api["log"])
 
         async def onboarding_runs(client):  # noqa: ANN001
             from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -227,7 +244,6 @@ def test_api_starts_the_onboarding_deployment(
         runs = asyncio.run(_client_call(url, onboarding_runs))
         assert len(runs) == 1 and runs[0].state.is_completed()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
     jobs = query(db_url, "SELECT symbol, status FROM onboarding_jobs")
     assert list(zip(jobs.symbol, jobs.status, strict=True)) == [("QQZD", "done")]

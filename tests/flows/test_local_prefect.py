@@ -14,20 +14,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from flows.local_prefect import PARENT_VARIABLE, ServerProcess
+from tests.conftest import WAIT_LIMIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env.update(FACTORFLOW_HOME=str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(REPO))
+    env.update(FACTORFLOW_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=str(WAIT_LIMIT_S),
+               PYTHONPATH=str(REPO))
     return env
 
 
@@ -54,13 +56,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 def healthy(port: int) -> bool:
@@ -91,12 +86,12 @@ def test_a_killed_flow_process_takes_its_prefect_server_along(tmp_path: Path) ->
                            env=_env(home), stdout=log, stderr=subprocess.STDOUT)
     with no_leftover_servers(prefect_home):
         try:
-            wait_for(lambda: servers_of(prefect_home) or cli.poll() is not None, 180,
-                     "the flow process to start Prefect's temporary server")
+            wait_until(lambda: servers_of(prefect_home) or cli.poll() is not None,
+                       "the flow process to start Prefect's temporary server", every=0.05)
             assert cli.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]
             os.kill(cli.pid, signal.SIGSTOP)  # frozen: it cannot finish and stop the server
             [(server, port)] = servers_of(prefect_home).items()
-            wait_for(lambda: healthy(port), 120, "the server to answer")
+            wait_until(lambda: healthy(port), "the server to answer", every=0.05)
             os.kill(cli.pid, signal.SIGKILL)
             cli.wait(timeout=30)
         finally:
@@ -104,10 +99,12 @@ def test_a_killed_flow_process_takes_its_prefect_server_along(tmp_path: Path) ->
                 cli.kill()
             log.close()
         # it dies with the process that started it…
-        wait_for(lambda: not alive(server), 20, f"server {server} to stop after its parent")
+        wait_until(lambda: not alive(server), f"server {server} to stop after its parent",
+                   every=0.05)
         # …and the next command starts clean
         after = subprocess.run([sys.executable, "-m", "cli.main", "db", "current"], cwd=REPO,
-                               env=_env(home), capture_output=True, text=True, timeout=180)
+                               env=_env(home), capture_output=True, text=True,
+                               timeout=WAIT_LIMIT_S)
         assert after.returncode == 0, after.stderr[-3000:]
         assert servers_of(prefect_home) == {}
 
@@ -163,7 +160,7 @@ def test_the_next_start_stops_orphaned_servers_and_only_those(tmp_path: Path) ->
 
             after = subprocess.run([sys.executable, "-m", "cli.main", "db", "current"],
                                    cwd=REPO, env=_env(home), capture_output=True, text=True,
-                                   timeout=180)
+                                   timeout=WAIT_LIMIT_S)
             assert after.returncode == 0, after.stderr[-3000:]
             assert set(servers_of(home / "prefect")) == {live}
             assert len(servers_of(other_home / "prefect")) == 1  # not ours to stop

@@ -27,6 +27,7 @@ from core.services import onboarding_queue as queue
 from core.symbol_steps import register_universe
 from flows import launcher
 from tests.cli.test_cli import REPO
+from tests.conftest import WAIT_LIMIT_S
 from tests.flows.helpers import query, scalar
 
 AS_OF = dt.date(2026, 11, 19)
@@ -141,7 +142,7 @@ def test_jobs_left_processing_are_resumed(database_url: str,
     monkeypatch.setattr(launch, "_installed", launcher.PrefectLauncher())
     pending = asyncio.run(resume_onboarding())  # the API's start-up: back to pending, started
     assert pending == 1
-    assert launcher.wait_for_onboarding(timeout=120)
+    assert launcher.wait_for_onboarding(timeout=WAIT_LIMIT_S)
     row = query(database_url, "SELECT status, attempts FROM onboarding_jobs").iloc[0]
     assert row.status == "done" and row.attempts == 2
     assert query(database_url, "SELECT status FROM symbols WHERE symbol='QXQX'").status[0] == (
@@ -169,7 +170,7 @@ def test_symbols_requested_before_any_market_data_are_settled_by_the_first_batch
     with pytest.raises(NotReady, match="no market data stored yet"):
         onboarding()
     assert launcher.dispatch_onboarding() == "in-process"  # the API's runner: waits, does not retry
-    assert launcher.wait_for_onboarding(timeout=60)
+    assert launcher.wait_for_onboarding(timeout=WAIT_LIMIT_S)
     assert scalar(database_url, "SELECT status FROM onboarding_jobs") == "pending"
 
     result = symbol_batch(as_of=AS_OF)  # fetches pending symbols and closes their jobs
@@ -197,7 +198,7 @@ def test_concurrent_runs_claim_disjoint_jobs(database_url: str) -> None:
             async with holder.begin() as conn:  # another run, between its SELECT and UPDATE
                 await conn.execute(sa.text(
                     "SELECT symbol FROM onboarding_jobs WHERE symbol = 'QXAA' FOR UPDATE"))
-                claimed = await asyncio.wait_for(queue.claim(), timeout=20)
+                claimed = await asyncio.wait_for(queue.claim(), timeout=WAIT_LIMIT_S)
                 return claimed.symbols
         finally:
             await holder.dispose()
@@ -221,7 +222,7 @@ def test_the_in_process_runner_retries_a_failing_run_then_stops(
     logging.getLogger("flows.launcher").addHandler(handler)  # Prefect reconfigures the root
     try:
         assert launcher.dispatch_onboarding() == "in-process"
-        assert launcher.wait_for_onboarding(timeout=120)
+        assert launcher.wait_for_onboarding(timeout=WAIT_LIMIT_S)
     finally:
         logging.getLogger("flows.launcher").removeHandler(handler)
     failures = [r.getMessage() for r in records if "onboarding flow failed" in r.getMessage()]
@@ -234,7 +235,7 @@ def test_the_in_process_runner_retries_a_failing_run_then_stops(
     symbol_batch(as_of=AS_OF)
     asyncio.run(queue.request_onboarding(["QXRT"]))
     assert launcher.dispatch_onboarding() == "in-process"
-    assert launcher.wait_for_onboarding(timeout=120)
+    assert launcher.wait_for_onboarding(timeout=WAIT_LIMIT_S)
     assert scalar(empty_database_url, "SELECT status FROM onboarding_jobs") == "done"
 
 
@@ -264,7 +265,7 @@ def test_threads_starting_prefects_local_server_at_once(tmp_path: Path) -> None:
     running: Prefect 3.8's ``SubprocessASGIServer.start`` is not thread-safe.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
     env.update({"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"})
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(WAIT_LIMIT_S)})
     proc = subprocess.run([sys.executable, "-c", _THREADS_STARTING_PREFECT], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,7 +31,7 @@ import pytest
 
 from core.db.errors import StorageError
 from core.symbol_steps import register_universe
-from tests.conftest import SQLITE_ONLY
+from tests.conftest import SQLITE_ONLY, WAIT_LIMIT_S, wait_until
 from tests.flows.helpers import (
     clone_database,
     drop_clone,
@@ -263,7 +263,7 @@ def writes_held(url: str) -> Iterator[None]:
 
     thread = threading.Thread(target=lambda: asyncio.run(hold()), daemon=True)
     thread.start()
-    assert held.wait(30), "could not lock the tables"
+    assert held.wait(WAIT_LIMIT_S), "could not lock the tables"
     try:
         yield
     finally:
@@ -283,14 +283,15 @@ def test_two_refreshes_at_once_run_one_after_the_other_and_lose_no_session(
         try:
             with writes_held(url):  # both runs reach their first write, then go on together
                 procs = [cli(url, prefect_server, tmp_path, day) for day in (D1, D3)]
-                deadline = time.monotonic() + 120
-                while asyncio.run(_running_refreshes(prefect_server, since)) < 2:
-                    assert time.monotonic() < deadline, "the two refreshes did not start"
+
+                def both_running() -> bool:
                     done = [p for p in procs if p.poll() is not None]
                     assert not done, [(p.args[-1], p.returncode, *p.communicate())
                                       for p in done]
-                    time.sleep(0.5)
-                time.sleep(3)
+                    return asyncio.run(_running_refreshes(prefect_server, since)) >= 2
+
+                wait_until(both_running, "the two refreshes to start", every=0.5)
+                time.sleep(3)  # a window for both to reach their first write
             outs = [p.communicate(timeout=600) for p in procs]
         finally:
             for p in procs:
@@ -335,9 +336,7 @@ def test_a_refresh_killed_after_its_first_chunk_is_completed_by_a_plain_rerun(
         assert 0 < stored < len(ids)  # the first chunk is stored, not the others
         assert scalar(url, "SELECT COUNT(*) FROM run_locks WHERE name='portfolio-refresh'") == 1
 
-        t0 = time.monotonic()
         rerun = refresh(D3, lock_wait_seconds=0)  # the dead holder's lock is taken at once
-        assert time.monotonic() - t0 < 60
         assert rerun["status"] == "completed" and rerun["counts"]["failed"] == 0
         runs = refresh_runs(url)
         assert list(runs.status) == ["completed", "crashed", "completed"], runs
@@ -524,7 +523,7 @@ def test_a_full_disk_fails_the_refresh_and_leaves_the_data_as_it_was(market: str
         assert "StorageError" in run.error_summary and len(run.error_summary) < 1000
         for sql_text in ("[SQL", "INSERT", "parameters"):
             assert sql_text not in run.error_summary, run.error_summary
-        with pytest.raises(AssertionError, match="not found"):  # no completion event
+        with pytest.raises(AssertionError, match="gave up"):  # no completion event
             _wait_for_event("factorflow.portfolio-refresh.completed", run.id, timeout=5)
 
         assert refresh(D3)["status"] == "completed"  # once there is room again

@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import WAIT_LIMIT_S, wait_until
 from tests.flows.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,16 +39,6 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     env.update({"FACTORFLOW_HOME": str(home), "FACTORFLOW_PRICE_PROVIDER": "synthetic",
                 "FACTORFLOW_RETRY_DELAYS": "0", **extra})
     return env
-
-
-def _until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass
@@ -125,7 +115,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         return health is not None and health.status_code == 200 and s.client(deployments)
 
     try:
-        _until(up, 240, "factorflow serve to register its deployments", every=1.0)
+        wait_until(up, "factorflow serve to register its deployments", every=1.0)
         yield s
     finally:
         if proc.poll() is None:
@@ -179,8 +169,9 @@ def test_serve_logs_one_line_per_run_start_and_end_and_one_traceback_per_failure
             return lines if len(lines) >= 2 else None
         return check
 
-    ok_lines = _until(ended(str(ok.id)), 240, "the symbol-batch run's two lines")
-    bad_lines = _until(ended(str(bad.id)), 240, "the portfolio-refresh run's two lines")
+    ok_lines = wait_until(ended(str(ok.id)), "the symbol-batch run's two lines", every=0.5)
+    bad_lines = wait_until(ended(str(bad.id)), "the portfolio-refresh run's two lines",
+                           every=0.5)
     ok_state = served.client(lambda c: c.read_flow_run(ok.id)).state
     bad_state = served.client(lambda c: c.read_flow_run(bad.id)).state
     assert ok_state.is_completed(), ok_state
@@ -201,7 +192,7 @@ def test_serve_logs_one_line_per_run_start_and_end_and_one_traceback_per_failure
         children = psutil.Process(served.proc.pid).children(recursive=True)
         return not any("prefect.engine" in _cmdline(c) for c in children)
 
-    _until(flow_run_processes_gone, 60, "the flow run processes to exit")
+    wait_until(flow_run_processes_gone, "the flow run processes to exit", every=0.5)
     errors = served.stderr()[len(before):]
     assert errors.count(TRACEBACK) == 1, errors  # the failed run's, once
     assert bad.name in errors
@@ -219,11 +210,11 @@ def test_sigterm_stops_serve_and_its_local_server(served: Served) -> None:
     assert server, "serve --start-server has no Prefect server child process"
     before = len(served.stderr())
     served.proc.send_signal(signal.SIGTERM)
-    assert served.proc.wait(timeout=90) == 0
+    assert served.proc.wait(timeout=WAIT_LIMIT_S) == 0
     errors = served.stderr()[before:]
     assert "never awaited" not in errors, errors
     assert TRACEBACK not in errors, errors
-    gone, alive = psutil.wait_procs(server, timeout=30)
+    gone, alive = psutil.wait_procs(server, timeout=WAIT_LIMIT_S)
     assert not alive, f"Prefect server still running: {alive}"
     assert _answers(f"{served.api}/health") is None
 
@@ -236,7 +227,7 @@ def _serve_once(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str
     proc = subprocess.run(
         [sys.executable, "-m", "cli.main", "serve", "--start-server", "--server-port",
          str(port)], cwd=REPO, env=_env(tmp_path / "home", **extra), capture_output=True,
-        text=True, timeout=120)
+        text=True, timeout=WAIT_LIMIT_S)
     assert _answers(f"http://127.0.0.1:{port}/api/health") is None  # no server was started
     return proc
 

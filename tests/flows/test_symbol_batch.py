@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.symbol_steps import ReferenceDataError, register_universe
+from tests.conftest import WAIT_LIMIT_S, wait_until
 from tests.flows.helpers import adj_close_matrix, execute, query, snapshot
 
 AS_OF = dt.date(2026, 11, 19)
@@ -161,9 +162,8 @@ def test_nightly_run_stores_checked_factors_and_emits_event(database_url: str) -
     assert event.resource.id == "factorflow.symbol-batch"
 
 
-def _wait_for_event(name: str, run_id: str, timeout: float = 30.0):
-    import time
-
+def _wait_for_event(name: str, run_id: str, timeout: float = WAIT_LIMIT_S):
+    """The event ``name`` of ``run_id``, once Prefect has stored it."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
 
@@ -174,13 +174,8 @@ def _wait_for_event(name: str, run_id: str, timeout: float = 30.0):
             )
             return [e for e in page.events if e.payload.get("run_id") == run_id]
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = asyncio.run(read())
-        if found:
-            return found[0]
-        time.sleep(0.5)
-    raise AssertionError(f"event {name} for run {run_id} not found within {timeout}s")
+    return wait_until(lambda: asyncio.run(read()), f"event {name} of run {run_id}",
+                      timeout=timeout, every=0.5)[0]
 
 
 def test_rerun_is_idempotent_and_next_day_is_incremental(database_url: str) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,6 +20,7 @@ from sqlmodel import SQLModel
 import core.db.models  # noqa: F401  (registers the tables)
 from core.db import migrate
 from core.db.engine import create_engine
+from tests.conftest import WAIT_LIMIT_S, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 PROCESSES = 4
@@ -32,7 +32,7 @@ from core.db import migrate
 import alembic.command, core.db.models  # noqa: F401  (import costs kept out of the race)
 ready, go = Path(sys.argv[1]), Path(sys.argv[2])
 ready.touch()
-deadline = time.monotonic() + 120
+deadline = time.monotonic() + 2 * int(sys.argv[3])  # outlasts the parent's wait
 while not go.exists():
     if time.monotonic() > deadline:
         sys.exit("never released")
@@ -70,15 +70,16 @@ def test_concurrent_first_upgrades_all_succeed(empty_database_url: str, tmp_path
     for i in range(PROCESSES):
         ready = tmp_path / f"ready-{i}"
         procs.append((ready, subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(ready), str(go)], cwd=REPO,
+            [sys.executable, "-c", _CHILD, str(ready), str(go), str(WAIT_LIMIT_S)], cwd=REPO,
             env=_child_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-    deadline = time.monotonic() + 120
-    while not all(ready.exists() for ready, _ in procs):
-        assert time.monotonic() < deadline, "children never got ready"
+
+    def all_ready() -> bool:
         assert all(p.poll() is None for _, p in procs), [p.communicate() for _, p in procs]
-        time.sleep(0.02)
+        return all(ready.exists() for ready, _ in procs)
+
+    wait_until(all_ready, "the children to be ready", every=0.02)
     go.touch()
-    results = [(p.wait(timeout=300), p.communicate()[1]) for _, p in procs]
+    results = [(p.wait(timeout=WAIT_LIMIT_S), p.communicate()[1]) for _, p in procs]
     failed = [err[-2000:] for code, err in results if code != 0]
     assert not failed, f"{len(failed)} of {PROCESSES} failed:\n" + "\n---\n".join(failed)
 
