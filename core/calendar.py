@@ -7,6 +7,7 @@ in factorflow are counted in sessions returned here, never in calendar days.
 from __future__ import annotations
 
 import bisect
+import os
 from datetime import UTC, date, datetime
 from functools import lru_cache
 
@@ -114,13 +115,31 @@ def session_count_between(start: date, end: date) -> int:
     return bisect.bisect_right(s, end) - bisect.bisect_right(s, start)
 
 
+MARKET_CLOCK_VARIABLE = "FACTORFLOW_MARKET_CLOCK"
+"""When set (an ISO 8601 instant with its offset), the instant at which "the latest completed
+session" is resolved instead of now. For tests: the suite pins it at its start, so a run that
+crosses the NYSE close sees one latest session throughout. Never set it in production."""
+
+
+def market_now() -> datetime:
+    """Now (UTC), or the instant ``FACTORFLOW_MARKET_CLOCK`` pins."""
+    pinned = os.environ.get(MARKET_CLOCK_VARIABLE)
+    if pinned:
+        at = datetime.fromisoformat(pinned)
+        if at.tzinfo is None:
+            raise ValueError(f"{MARKET_CLOCK_VARIABLE} must carry a UTC offset: {pinned!r}")
+        return at
+    return datetime.now(UTC)
+
+
 def latest_completed_session(now: datetime | None = None) -> date:
-    """The latest NYSE session whose close has passed at ``now`` (UTC-aware; default now).
+    """The latest NYSE session whose close has passed at ``now`` (UTC-aware; default
+    :func:`market_now`).
 
     On a session day before the close this is the previous session; weekends and
     holidays resolve to the last session before them.
     """
-    now = now or datetime.now(UTC)
+    now = now or market_now()
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     ts = pd.Timestamp(now).tz_convert("UTC")

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,8 +39,13 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["FACTORFLOW_RETRY_DELAYS"] = "0,0,0"
 os.environ.pop("PREFECT_API_URL", None)
 for _k in [k for k in os.environ if k.startswith("FACTORFLOW_") and k not in (
-        "FACTORFLOW_HOME", "FACTORFLOW_RETRY_DELAYS", "FACTORFLOW_TEST_POSTGRES_URL")]:
+        "FACTORFLOW_HOME", "FACTORFLOW_RETRY_DELAYS", "FACTORFLOW_TEST_POSTGRES_URL",
+        "FACTORFLOW_MARKET_CLOCK")]:
     os.environ.pop(_k)
+# One "latest completed session" for the whole run, in every process it starts (xdist
+# workers inherit the controller's): a run crossing the NYSE close would otherwise see the
+# data it seeded turn stale halfway (core/calendar.py: market_now).
+os.environ.setdefault("FACTORFLOW_MARKET_CLOCK", datetime.now(UTC).isoformat())
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKET_CSV = REPO_ROOT.parent / "shared" / "data" / "market" / "prices.csv"

@@ -11,9 +11,9 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from core.db.engine import create_engine, transaction
+from core.db.models import Portfolio, PortfolioAnalyticsCache
 from core.repositories import portfolios as repo
 from core.repositories import users as user_repo
-from core.repositories.portfolios import CACHE, PF
 from core.services.analytics_cache import (
     AnalyticsMemo,
     MemoEntry,
@@ -25,13 +25,16 @@ from core.services.analytics_cache import (
 DAY = dt.date(2026, 11, 20)
 KINDS = ("overview", "correlations")
 
+PORTFOLIOS = Portfolio.__table__  # type: ignore[attr-defined]
+ANALYTICS_CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
+
 
 async def _seed(engine) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
     async with transaction(engine) as conn:
         owner = await user_repo.create_user(conn, "ann", "h" * 64)
         ids = [await repo.create_portfolio(conn, owner, f"p{i}", Decimal(0)) for i in range(2)]
         now = dt.datetime.now(dt.UTC)
-        await conn.execute(sa.insert(CACHE), [
+        await conn.execute(sa.insert(ANALYTICS_CACHE), [
             {"portfolio_id": pid, "kind": kind, "positions_hash": "x", "data_date": DAY,
              "payload": {"kind": kind}, "created_at": now}
             for pid in ids for kind in KINDS])
@@ -73,10 +76,10 @@ def test_validation_drops_exactly_the_changed_entries(database_url: str) -> None
 
         later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
         async with transaction(engine) as conn:  # another process changes p0 ...
-            await conn.execute(sa.update(PF).where(PF.c.id == ids[0]).values(
+            await conn.execute(sa.update(PORTFOLIOS).where(PORTFOLIOS.c.id == ids[0]).values(
                 updated_at=later))
-            await conn.execute(sa.delete(CACHE).where(  # ... and drops one row of p1
-                CACHE.c.portfolio_id == ids[1], CACHE.c.kind == "correlations"))
+            await conn.execute(sa.delete(ANALYTICS_CACHE).where(  # ... and drops one row of p1
+                ANALYTICS_CACHE.c.portfolio_id == ids[1], ANALYTICS_CACHE.c.kind == "correlations"))
         assert await memo.validate(engine, _latest) == 3
         assert list(memo.entries) == [(ids[1], "overview", None)]
 
@@ -88,7 +91,7 @@ def test_validation_drops_exactly_the_changed_entries(database_url: str) -> None
 
         await _fill(engine, memo, owner, ids)
         async with transaction(engine) as conn:  # soft-deleted
-            await conn.execute(sa.update(PF).where(PF.c.id == ids[1]).values(
+            await conn.execute(sa.update(PORTFOLIOS).where(PORTFOLIOS.c.id == ids[1]).values(
                 deleted_at=later))
         await memo.validate(engine, _latest)
         assert {k[0] for k in memo.entries} == {ids[0]}
@@ -120,7 +123,8 @@ def test_validation_runs_in_the_background_and_a_failure_empties_the_memo(
         await _fill(engine, memo, owner, ids)
         memo.validated_at = time.monotonic()  # validated just now
         async with transaction(engine) as conn:
-            await conn.execute(sa.delete(CACHE).where(CACHE.c.portfolio_id == ids[0]))
+            await conn.execute(sa.delete(ANALYTICS_CACHE).where(
+                ANALYTICS_CACHE.c.portfolio_id == ids[0]))
         await memo.ensure_valid(engine, _latest)  # due: started, not waited for
         assert len(memo.entries) == 4 and memo._task is not None
         await memo._task

@@ -44,3 +44,21 @@ def test_calendar_covers_the_2008_replay_and_refuses_outside_its_range() -> None
     assert calendar.is_session(dt.date(2008, 9, 15))
     with pytest.raises(calendar.CalendarRangeError):
         calendar.session_on_or_before(dt.date(1990, 1, 1))
+
+
+def test_the_market_clock_can_be_pinned_and_must_carry_an_offset(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from core.calendar import MARKET_CLOCK_VARIABLE, latest_completed_session, market_now
+
+    monkeypatch.setenv(MARKET_CLOCK_VARIABLE, "2024-04-19T19:59:00+00:00")  # before the close
+    assert market_now() == datetime(2024, 4, 19, 19, 59, tzinfo=UTC)
+    assert latest_completed_session().isoformat() == "2024-04-18"
+    monkeypatch.setenv(MARKET_CLOCK_VARIABLE, "2024-04-19T20:01:00+00:00")  # after it
+    assert latest_completed_session().isoformat() == "2024-04-19"
+    monkeypatch.setenv(MARKET_CLOCK_VARIABLE, "2024-04-19T20:01:00")
+    with pytest.raises(ValueError, match="UTC offset"):
+        market_now()
+    monkeypatch.delenv(MARKET_CLOCK_VARIABLE)
+    assert abs((market_now() - datetime.now(UTC)).total_seconds()) < 60

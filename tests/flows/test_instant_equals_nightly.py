@@ -97,7 +97,11 @@ def test_instant_answers_equal_the_nightly_refresh_rows(
                  "AND date=?", (pid, day)).iloc[0]
     c = instant["correlations"]
     assert json.loads(corr.symbols) == c["symbols"] == want.symbols
-    assert np.array_equal(np.array(json.loads(corr.matrix)), np.array(c["matrix"]))
+    # stored at 10 decimals: the API's worker thread runs BLAS on one thread, the nightly on
+    # several, so the repaired matrix may differ by ~1e-16 and round one unit apart
+    stored, answered = np.array(json.loads(corr.matrix)), np.array(c["matrix"])
+    np.testing.assert_allclose(stored, answered, rtol=0, atol=1.000001e-10)
+    assert np.mean(stored != answered) < 0.01
     assert corr.average_correlation == pytest.approx(c["average_correlation"], rel=1e-12)
     assert json.loads(corr.clusters) == c["clusters"]
 

@@ -116,11 +116,13 @@ async def _claimed_by(url: str, pid: int) -> None:
     import sqlalchemy as sa
 
     from core.db.engine import create_engine, transaction
+    from core.db.models import OnboardingJob
 
     engine = create_engine(url)
     try:
         async with transaction(engine) as conn:
-            await conn.execute(sa.update(queue.J).values(pid=pid))
+            jobs = OnboardingJob.__table__  # type: ignore[attr-defined]
+            await conn.execute(sa.update(jobs).values(pid=pid))
     finally:
         await engine.dispose()
 

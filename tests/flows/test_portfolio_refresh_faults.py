@@ -379,11 +379,12 @@ def _set_cash(portfolio_id: str, cash: str) -> None:
     import sqlalchemy as sa
 
     from core.db.engine import transaction
-    from core.repositories.portfolios import PF
+    from core.db.models import Portfolio
 
     async def run() -> None:
         async with transaction() as conn:
-            await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id)
+            portfolios = Portfolio.__table__  # type: ignore[attr-defined]
+            await conn.execute(sa.update(portfolios).where(portfolios.c.id == portfolio_id)
                                .values(cash_balance=Decimal(cash)))
 
     asyncio.run(run())
