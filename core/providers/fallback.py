@@ -119,7 +119,7 @@ class FallbackProvider:
                 if own_actions is not None:
                     action_parts.append(own_actions)
                 served_by.append(provider.name)
-                own = getattr(result, "provider_by_symbol", None) or {}
+                own = result.provider_by_symbol
                 delivered.update({s: own.get(s, provider.name) for s in served})
             still: list[str] = []
             for s in remaining:
