@@ -37,8 +37,17 @@ class Settings(BaseSettings):
         default=None, description="Long-format price CSV for the csv provider."
     )
     synthetic_seed: int = Field(default=7, description="Seed of the synthetic price model.")
-    lookback_days: int = Field(
-        default=380, ge=200, description="Calendar days of history fetched for a new symbol."
+    history_days: int = Field(
+        default=760, ge=200, validation_alias=ENV_PREFIX + "LOOKBACK_DAYS",
+        description="Calendar days of history a symbol is given: fetched for a new one, "
+        "extended back to for a stored one (760: 500 sessions of returns for the historical "
+        "VaR plus a margin). Read from FACTORFLOW_LOOKBACK_DAYS, the variable's documented "
+        "name since the first release, so an operator's setting keeps working.",
+    )
+    history_extension_per_night: int = Field(
+        default=500, ge=0,
+        description="Most stored symbols whose shorter history one nightly symbol batch "
+        "extends back to `history_days` (0: none); the universe catches up over nights.",
     )
     reference_history_start: dt.date = Field(
         default=dt.date(2007, 1, 3),
@@ -127,7 +136,12 @@ def settings_error_message(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error.get("loc") else ""
-        variable = ENV_PREFIX + field.upper() if field else "FACTORFLOW_*"
+        if not field:
+            variable = "FACTORFLOW_*"
+        elif field.startswith(ENV_PREFIX):  # a field read from a variable of another name
+            variable = field
+        else:
+            variable = ENV_PREFIX + field.upper()
         message = str(error["msg"]).removeprefix("Value error, ")
         if field not in _SECRET_FIELDS and "input" in error:
             message += f" (got {error['input']!r})"

@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,25 +111,29 @@ class FetchRequest:
 def plan_fetch(
     states: Iterable[symbol_repo.SymbolState],
     end: dt.date,
-    lookback_days: int,
+    history_days: int,
     chunk_size: int,
     history_start: dt.date | None = None,
     reference_start: dt.date | None = None,
     repair_from: dict[str, dt.date] | None = None,
+    extend: Collection[str] = (),
 ) -> list[FetchRequest]:
     """Fetch requests so each market symbol gets only what it lacks up to ``end``.
 
-    A symbol with no prices gets ``lookback_days`` calendar days; one with prices
+    A symbol with no prices gets ``history_days`` calendar days; one with prices
     gets the sessions after its last date. ``history_start`` (backfill mode) also
     fetches from there for symbols whose stored history starts later (through their
     first stored session at least, so the delivery overlaps what is stored and its
-    adjusted basis can be aligned). A new reference ETF starts at ``reference_start``
+    adjusted basis can be aligned). The ``extend`` symbols (the nightly history
+    extension, :func:`plan_history_extension`) are asked the same way from
+    ``end - history_days``. A new reference ETF starts at ``reference_start``
     (long history for the stress replays). ``repair_from`` (symbol → session) asks again
     for stored ranges with holes or rows that failed their checks
     (:func:`plan_repairs`).
     """
     by_range: dict[tuple[dt.date, dt.date], list[str]] = {}
-    default_start = min(end - dt.timedelta(days=lookback_days), history_start or end)
+    full_start = end - dt.timedelta(days=history_days)
+    default_start = min(full_start, history_start or end)
     repair_from = repair_from or {}
     for s in states:
         if s.kind == SymbolKind.private or not is_market_symbol(s.symbol):
@@ -140,8 +144,9 @@ def plan_fetch(
             start = default_start
             if s.kind == SymbolKind.etf and reference_start is not None:
                 start = min(start, reference_start)
-        elif history_start and s.first_price_date and s.first_price_date > history_start:
-            start, stop = history_start, max(end, s.first_price_date)
+        elif (back := history_start or (full_start if s.symbol in extend else None)) and (
+                s.first_price_date and s.first_price_date > back):
+            start, stop = back, max(end, s.first_price_date)
         elif s.last_price_date >= end:
             start = None
         else:
@@ -157,6 +162,86 @@ def plan_fetch(
         for (start, stop), syms in sorted(by_range.items())
         for part in chunked(sorted(syms), chunk_size)
     ]
+
+
+async def plan_history_extension(
+    states: Sequence[symbol_repo.SymbolState], target: dt.date, history_days: int,
+    per_night: int, engine: AsyncEngine | None = None,
+) -> list[str]:
+    """Stored symbols of ``states`` whose history the run for ``target`` extends backwards.
+
+    Parameters
+    ----------
+    states
+        The run's universe.
+    target
+        The run's session.
+    history_days
+        Calendar days of history a symbol should have: it is short when its first stored
+        session is later than the first session on or after ``target - history_days``.
+    per_night
+        Most symbols one night asks (0: none).
+
+    The market symbols of the whole symbols table (any status), by name, are dealt into
+    K = ceil(count / per_night) slices (rank mod K); the night at calendar session position
+    p asks only the short symbols of slice p mod K. So a night asks at most ``per_night``,
+    every symbol's turn comes once in K sessions, and a rerun of the same night looks at the
+    same slice, which the first run already extended: it asks nothing more (taking "the
+    first ``per_night`` still short" would extend more symbols on every rerun).
+
+    A symbol the provider has nothing older for (listed recently) is not asked again:
+    when a fetch reaching before a symbol's first stored session delivers nothing before it,
+    the session before it is recorded in ``known_missing_prices``
+    (:func:`history_start_marks`), and a short symbol with that record is skipped here. A
+    later delivery of that session drops the record (as for any known-missing session).
+    """
+    if per_night <= 0:
+        return []
+    wanted = calendar.session_on_or_after(target - dt.timedelta(days=history_days))
+    async with reading(engine or flow_engine()) as conn:
+        table = [s.symbol for s in await symbol_repo.get_states(conn)
+                 if s.kind != SymbolKind.private and is_market_symbol(s.symbol)]
+        slices = -(-len(table) // per_night)
+        if slices == 0:
+            return []
+        slot = int(calendar.session_positions([target])[0]) % slices
+        tonight = {sym for rank, sym in enumerate(table) if rank % slices == slot}
+        short = {s.symbol: calendar.previous_session(s.first_price_date) for s in states
+                 if s.symbol in tonight and s.first_price_date is not None
+                 and s.first_price_date > wanted}
+        if not short:
+            return []
+        done = await price_repo.known_missing(conn, sorted(short), min(short.values()))
+    return sorted(sym for sym, before in short.items() if (sym, before) not in done)
+
+
+def history_start_marks(
+    request: FetchRequest, states: dict[str, symbol_repo.SymbolState],
+    got: pd.DataFrame | None, as_of: dt.date,
+) -> list[dict]:
+    """Known-missing records for the symbols ``request`` found no older prices for.
+
+    A symbol is recorded when, after this delivery, its first price (delivered or stored)
+    is later than the first session of ``request``: the request reached before it (a new
+    symbol, a history extension, a backfill) and the provider delivered nothing older. The
+    session before that first price is recorded, so :func:`plan_history_extension` does not
+    ask for it again. ``got``: first/last delivered date per symbol with rows (None: none).
+    """
+    if got is None:
+        return []
+    asked = calendar.session_on_or_after(request.start)
+    marks = []
+    for sym, delivered in zip(got.index, got["min"], strict=True):
+        st = states.get(sym)
+        first = delivered.date()
+        if st is not None and st.first_price_date is not None:
+            first = min(first, st.first_price_date)
+        if first > asked:
+            marks.append({
+                "symbol": sym, "date": calendar.previous_session(first), "marked_as_of": as_of,
+                "detail": f"no price before {first}: asked from {request.start}, the provider "
+                          f"delivered nothing older (the history extension stops here)"})
+    return marks
 
 
 SUSPECT_CHECKS = ("unexplained_jump", "non_positive_price")
@@ -311,7 +396,7 @@ async def _fetch_and_store(
     report = FetchReport(requested=len(request.symbols))
     syms = list(request.symbols)
     result = await asyncio.to_thread(provider.fetch, syms, request.start, request.end)
-    report.provider = result.provider or getattr(provider, "name", "")
+    report.provider = result.provider or provider.name
     delivery = _validated_delivery(result, report.provider)
     async with reading(engine) as conn:
         states = {s.symbol: s for s in await symbol_repo.get_states(conn, request.symbols)}
@@ -354,6 +439,7 @@ async def _fetch_and_store(
         await price_repo.insert_revisions(conn, plan.revisions)
         await price_repo.forget_known_missing(
             conn, price_store.known_missing_resolved(plan.inserted_pairs, known))
+        await price_repo.mark_known_missing(conn, history_start_marks(request, states, got, as_of))
         await symbol_repo.update_states(conn, updates)
         await finding_repo.replace_findings(
             conn, as_of, list(request.symbols), fetch_findings, checks=FETCH_CHECKS

@@ -140,7 +140,7 @@ def _onboard(claimed: queue.Claim, as_of: dt.date) -> tuple[dict[str, str | None
     settings = get_settings()
     try:
         states = symbol_states(claimed.symbols)
-        plan = plan_fetch(states, as_of, settings.lookback_days, settings.fetch_chunk_size)
+        plan = plan_fetch(states, as_of, settings.history_days, settings.fetch_chunk_size)
         fetched = map_chunks(fetch_prices, plan, as_of, why=chunk_failure_reason)
         fetched.raise_storage_error("storing prices failed")  # the database, not the provider
         fetch_errors: dict[str, str] = {}

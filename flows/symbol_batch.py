@@ -40,6 +40,7 @@ from core.symbol_steps import (
     fetch_and_store,
     lock_batch,
     plan_fetch,
+    plan_history_extension,
     plan_repairs,
     provider_for,
     record_fetch_failures,
@@ -274,9 +275,10 @@ def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
 def _refresh_prices(
     run: RunRecord, dates: list[dt.date], backfill: bool, fetch_failures: dict[str, str],
 ) -> tuple[list[symbol_repo.SymbolState], RepairPlan, list[FetchReport]]:
-    """Fetch and store the prices of the universe (holes and suspect rows asked again);
-    symbols that fail go to ``fetch_failures`` (also stored on the symbols). A database
-    failure fails the run."""
+    """Fetch and store the prices of the universe (holes and suspect rows asked again; in a
+    nightly run, a bounded slice of the symbols with a shorter stored history than
+    ``history_days`` asked back to it); symbols that fail go to ``fetch_failures`` (also
+    stored on the symbols). A database failure fails the run."""
     settings = get_settings()
     target = dates[-1]
     universe = load_universe()
@@ -284,13 +286,16 @@ def _refresh_prices(
     universe = [u for u in universe if u.symbol not in invalid]
     fetch_failures.update(invalid)
     repairs = plan_repairs_task(universe, target)
-    history_start = dates[0] - dt.timedelta(days=settings.lookback_days) if backfill else None
+    history_start = dates[0] - dt.timedelta(days=settings.history_days) if backfill else None
+    extend = [] if backfill else asyncio.run(plan_history_extension(
+        universe, target, settings.history_days, settings.history_extension_per_night))
     plan = plan_fetch(
-        universe, target, settings.lookback_days, settings.fetch_chunk_size, history_start,
+        universe, target, settings.history_days, settings.fetch_chunk_size, history_start,
         reference_start=settings.reference_history_start, repair_from=repairs.repair_from,
+        extend=extend,
     )
-    get_run_logger().info("as_of %s: %d symbols, %d fetch chunks",
-                          target, len(universe), len(plan))
+    get_run_logger().info("as_of %s: %d symbols (%d with their history extended), %d fetch "
+                          "chunks", target, len(universe), len(extend), len(plan))
     fetched = map_chunks(fetch_prices, plan, target, progress=run.progress, span=(0.0, 50.0),
                          name=lambda req: f"prices: chunk from {req.symbols[0]}",
                          why=chunk_failure_reason)

@@ -128,7 +128,9 @@ class PriceRevision(SQLModel, table=True):
 
 class KnownMissingPrice(SQLModel, table=True):
     """A session inside a symbol's stored range that providers were asked for again and did
-    not deliver: no longer requested (a gap the data checks report, not a failure)."""
+    not deliver: no longer requested (a gap the data checks report, not a failure); or the
+    session before a symbol's first price when a request reaching further back delivered
+    nothing older: its history is not extended again (``core.symbol_steps``)."""
 
     __tablename__ = "known_missing_prices"
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import calendar
 from core.db.models import SymbolKind, SymbolStatus
 from core.providers.base import FetchResult, empty_actions
 from core.providers.synthetic import SyntheticProvider
@@ -21,6 +22,7 @@ from core.symbol_steps import (
     FetchRequest,
     TargetDateError,
     fetch_and_store,
+    history_start_marks,
     plan_fetch,
     register_universe,
     resolve_target_dates,
@@ -59,7 +61,7 @@ def test_plan_fetch_asks_only_for_what_each_symbol_lacks() -> None:
         _state("PRIVATE_X", None, None, SymbolKind.private),
         _state("EQ5D6A2D8F", None, None),
     ]
-    plan = plan_fetch(states, end, lookback_days=380, chunk_size=1)
+    plan = plan_fetch(states, end, history_days=380, chunk_size=1)
     assert plan == [
         FetchRequest(("NEWA",), end - dt.timedelta(days=380), end),
         FetchRequest(("NEWB",), end - dt.timedelta(days=380), end),
@@ -68,6 +70,41 @@ def test_plan_fetch_asks_only_for_what_each_symbol_lacks() -> None:
     backfill = plan_fetch(states, end, 380, 10, history_start=dt.date(2025, 1, 2))
     assert {r.start for r in backfill} == {dt.date(2025, 1, 2)}
     assert set(backfill[0].symbols) == {"NEWA", "NEWB", "OLDA", "CURR"}
+
+
+def test_a_new_symbol_gets_two_years_and_an_extended_one_is_asked_through_its_history() -> None:
+    end = dt.date(2026, 11, 20)
+    days = get_settings().history_days
+    assert days == 760  # 500 sessions of returns for the historical VaR, plus a margin
+    assert len(calendar.trading_days_between(end - dt.timedelta(days=days), end)) > 501
+    states = [_state("NEWA", None, None),
+              _state("OLDA", dt.date(2025, 11, 3), dt.date(2026, 11, 18)),
+              _state("OLDB", dt.date(2025, 11, 3), dt.date(2026, 11, 18))]
+    plan = plan_fetch(states, end, days, chunk_size=10, extend=["OLDA"])
+    two_years = end - dt.timedelta(days=days)
+    # the extension overlaps the stored history (its adjusted basis is aligned on it) and
+    # brings the new sessions too: one request per symbol
+    assert plan == [FetchRequest(("NEWA", "OLDA"), two_years, end),
+                    FetchRequest(("OLDB",), dt.date(2026, 11, 19), end)]
+
+
+def test_history_start_marks_name_symbols_without_older_prices() -> None:
+    end = dt.date(2026, 11, 20)
+    asked = FetchRequest(("LONG", "NEWL", "SHRT"), dt.date(2024, 10, 21), end)
+    stored = {"SHRT": _state("SHRT", dt.date(2025, 11, 3), dt.date(2026, 11, 19)),
+              "LONG": _state("LONG", dt.date(2025, 11, 3), dt.date(2026, 11, 19))}
+    got = pd.DataFrame({"min": pd.to_datetime(["2024-10-21", "2026-08-26", "2025-11-03"]),
+                        "max": pd.to_datetime([end] * 3)}, index=["LONG", "NEWL", "SHRT"])
+    marks = history_start_marks(asked, stored, got, end)
+    # LONG delivered from the first session asked; NEWL (new) and SHRT (stored) have nothing
+    # older than their first price: the session before it is recorded
+    assert [(m["symbol"], m["date"]) for m in marks] == [
+        ("NEWL", dt.date(2026, 8, 25)), ("SHRT", dt.date(2025, 10, 31))]
+    assert all("no price before" in m["detail"] for m in marks)
+    # a request that starts inside the stored history (new sessions, a repair) marks nothing
+    recent = FetchRequest(("SHRT",), dt.date(2026, 11, 20), end)
+    assert history_start_marks(recent, stored, got.loc[["SHRT"]].assign(
+        min=pd.Timestamp("2026-11-20")), end) == []
 
 
 class BrokenQuotes:
