@@ -1,5 +1,6 @@
 """The table rows of one portfolio's analytics: snapshots, factor and sector exposures,
-correlations, stress results and position values, keyed by table.
+correlations, stress results and position values, keyed by table; its risk answer and
+risk row; the hash of the positions every stored analysis is computed for.
 
 Both writers of portfolio analytics use it: the nightly refresh (:mod:`core.portfolio_steps`)
 stores the rows, the instant path (:mod:`core.services.analytics`) stores the snapshot and
@@ -10,12 +11,65 @@ own so that the instant path need not import the nightly steps; pure (no I/O, un
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import math
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from core.portfolio.analytics import PortfolioAnalytics
+from core.portfolio.risk import RiskData, RiskPosition, risk_report
+from core.portfolio.valuation import Holding, InvestmentClass, held_quantity
+
+
+def positions_hash(holdings: Sequence[Holding], cash: Decimal) -> str:
+    """SHA-256 of everything the analytics depend on in the portfolio itself (positions and
+    cash): the key under which analyses (the answer cache, the nightly risk rows) are kept."""
+    parts = [f"cash={cash}"] + sorted(
+        f"{h.position_id}|{h.symbol}|{h.quantity}|{h.entry_date}|{h.entry_price}|{h.exit_date}|"
+        f"{h.exit_price}|{h.investment_class}|{h.manual_value}" for h in holdings)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def risk_answer(holdings: Sequence[Holding], result: PortfolioAnalytics,
+                splits: Mapping[str, Sequence[tuple[dt.date, float]]], data: RiskData
+                ) -> dict[str, Any]:
+    """The risk answer of one portfolio at its analysis's last day (``risk_report``).
+
+    Each open position enters with its market value at that day (a position without a
+    price with 0 and unmodelled, so listed as uncovered), its quantity held then (after
+    ``splits``, as in the valuation) and ``modelled`` for PUBLIC positions only (private
+    holdings and options have no risk regression); the equity is the snapshot's.
+    """
+    last = result.snapshots[-1]
+    by_id = {h.position_id: h for h in holdings}
+    positions = []
+    for pos_id, value in result.position_values.items():
+        h = by_id[pos_id]
+        positions.append(RiskPosition(
+            pos_id, h.symbol, float(held_quantity(h, last.day, splits)),
+            float(value) if value is not None else 0.0,
+            modelled=value is not None and h.investment_class == InvestmentClass.PUBLIC))
+    return risk_report(positions, float(last.equity), data)
+
+
+def _parametric_99_1d(payload: Mapping[str, Any], measure: str) -> float | None:
+    return next((r["value"] for r in payload["var"] if r["measure"] == measure
+                 and r["method"] == "parametric" and r["confidence"] == 0.99
+                 and r["horizon_days"] == 1), None)
+
+
+def risk_row(pid: str, day: dt.date, digest: str, payload: Mapping[str, Any]
+             ) -> dict[str, Any]:
+    """The ``portfolio_risk`` row of a risk answer (``payload``) computed at ``day`` for
+    the positions hashed ``digest``."""
+    return {"portfolio_id": pid, "date": day, "positions_hash": digest,
+            "volatility_daily": payload["volatility"]["daily"],
+            "var_99_1d": _parametric_99_1d(payload, "var"),
+            "es_99_1d": _parametric_99_1d(payload, "es"), "payload": dict(payload)}
 
 
 def analytics_rows(pid: str, result: PortfolioAnalytics) -> dict[str, list[dict[str, Any]]]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -24,12 +27,14 @@ from core.db.engine import flow_engine, reading, transaction
 from core.db.models import RunStatus
 from core.faults import fault_point
 from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolio
+from core.portfolio.risk import RiskData
 from core.portfolio.valuation import InvestmentClass
-from core.portfolio_rows import analytics_rows
+from core.portfolio_rows import analytics_rows, positions_hash, risk_answer, risk_row
 from core.repositories import batch_runs
 from core.repositories import portfolios as portfolio_repo
 from core.symbol_data import (
     CALENDAR_SYMBOL,
+    load_risk_data,
     load_symbol_data,
     priced_sessions,
     symbol_batch_completed,
@@ -190,6 +195,45 @@ async def plan_refresh(
     return plan
 
 
+@dataclass(frozen=True)
+class RiskFigures:
+    """What the run's summary shows of one portfolio's stored risk: the parametric 99 %
+    1-session VaR as a fraction of equity (None without one) and the model's coverage (the
+    share of gross exposure with a risk model, None without positions)."""
+
+    var_99_1d_pct: float | None
+    covered_share: float | None
+
+
+_risk_data: dict[tuple[int, str, dt.date],
+                 tuple[weakref.ref[SymbolData], Future[RiskData]]] = {}
+_risk_data_lock = threading.Lock()
+
+
+async def _risk_data_for(data: SymbolData, day: dt.date, engine: AsyncEngine) -> RiskData:
+    """The risk model's data of ``data``'s symbols at ``day``, loaded once per ``data``
+    object (a run shares one ``data`` across its chunks, as it shares the symbol data):
+    chunks running at once in other threads await the first one's load; only the latest
+    object's is kept."""
+    key = (id(data), str(engine.url), day)
+    with _risk_data_lock:
+        hit = _risk_data.get(key)
+        loads = hit is None or hit[0]() is not data
+        if loads:
+            _risk_data.clear()
+            _risk_data[key] = (weakref.ref(data), Future())
+        future = _risk_data[key][1]
+    if loads:
+        try:
+            future.set_result(await load_risk_data(data.symbols, day, engine))
+        except BaseException as exc:
+            with _risk_data_lock:
+                _risk_data.pop(key, None)
+            future.set_exception(exc)
+            raise
+    return await asyncio.wrap_future(future)
+
+
 @dataclass
 class RefreshReport:
     """What one chunk did."""
@@ -202,6 +246,8 @@ class RefreshReport:
     load_seconds: float = 0.0
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    risk: dict[str, RiskFigures] = field(default_factory=dict)
+    """The risk figures of every portfolio whose risk row was written, by portfolio id."""
 
     def merge(self, other: RefreshReport) -> None:
         """Add the counts of a second pass over some of the same portfolios."""
@@ -209,6 +255,7 @@ class RefreshReport:
         self.snapshots += other.snapshots
         self.partial += other.partial
         self.failed.update(other.failed)
+        self.risk.update(other.risk)
         self.load_seconds += other.load_seconds
         self.compute_seconds += other.compute_seconds
         self.write_seconds += other.write_seconds
@@ -224,10 +271,11 @@ async def refresh_chunk(
     work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
     data: SymbolData | None = None, engine: AsyncEngine | None = None, *, _attempt: int = 1,
 ) -> RefreshReport:
-    """Snapshots, position values, factor/sector aggregation, correlations and stress tests for
-    a chunk of portfolios, written in one transaction. A failing portfolio is reported and
-    skipped; the others are stored. ``data`` (symbol data shared by every chunk of a run)
-    is loaded for the chunk's symbols when not given.
+    """Snapshots, position values, factor/sector aggregation, correlations, stress tests and
+    the risk answer at ``as_of`` for a chunk of portfolios, written in one transaction. A
+    failing portfolio is reported and skipped; the others are stored. ``data`` (symbol data
+    shared by every chunk of a run) is loaded for the chunk's symbols when not given; the
+    risk model's data is loaded once per ``data`` (:func:`_risk_data_for`).
 
     The write locks the chunk's portfolio rows first (the lock order of every portfolio
     write, see ``portfolio_repo.portfolio_versions``); a portfolio changed through the API
@@ -246,12 +294,13 @@ async def refresh_chunk(
     first_day = min(d for w in work for d in w.days)
     if data is None or not symbols <= set(data.symbols) or first_day not in data.sessions:
         data = await load_symbol_data(sorted(symbols), first_day, as_of, engine)
+    risk_data = await _risk_data_for(data, as_of, engine)
     report.load_seconds = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     tables: dict[str, list[dict[str, Any]]] = {
         "snapshots": [], "factors": [], "sectors": [], "correlations": [], "stress": [],
-        "positions": []}
+        "positions": [], "risk": []}
     done: list[tuple[str, dt.date]] = []
     for w in work:
         if w.id in invalid:
@@ -260,6 +309,10 @@ async def refresh_chunk(
             result = analyse_portfolio(holdings[w.id], w.cash, w.days, data, scenarios,
                                        w.previous_day, w.previous_equity)
             rows = analytics_rows(w.id, result)
+            if w.days[-1] == as_of:
+                risk = risk_answer(holdings[w.id], result, data.splits, risk_data)
+                rows["risk"] = [risk_row(w.id, as_of, positions_hash(holdings[w.id], w.cash),
+                                         risk)]
         except Exception as exc:  # one portfolio never stops the others
             report.failed[w.id] = f"{type(exc).__name__}: {exc}"
             continue
@@ -288,8 +341,10 @@ async def refresh_chunk(
             conn, "stress_test_results", done, tables["stress"],
             key=["portfolio_id", "date", "scenario"])
         await portfolio_repo.update_position_values(conn, tables["positions"])
+        await portfolio_repo.upsert_risk(conn, tables["risk"])
         await portfolio_repo.invalidate_cache(conn, [pid for pid, _ in done])
     report.write_seconds = time.perf_counter() - t2
+    report.risk = {r["portfolio_id"]: _figures(r) for r in tables["risk"]}
     fault_point("portfolio-refresh:after-first-chunk")  # a chunk is committed, no later one
     again = [replace(w, cash=now[w.id].cash) for w in work
              if w.id in moved and w.id in now and not now[w.id].deleted]
@@ -299,6 +354,13 @@ async def refresh_chunk(
     elif again:
         report.failed.update({w.id: f"changed during {_attempt} analyses" for w in again})
     return report
+
+
+def _figures(row: dict[str, Any]) -> RiskFigures:
+    var = next((v["pct"] for v in row["payload"]["var"] if v["measure"] == "var"
+                and v["method"] == "parametric" and v["confidence"] == 0.99
+                and v["horizon_days"] == 1), None)
+    return RiskFigures(var, row["payload"]["model"]["coverage"]["covered_share"])
 
 
 REFRESH_ATTEMPTS = 3

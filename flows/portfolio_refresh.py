@@ -151,7 +151,7 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
         for k in ("load", "compute", "write"):
             run.phases[f"refresh_{k}"] = sum(getattr(r, f"{k}_seconds") for r in reports)
 
-    counts, errors = _summarise(refresh_plan, scenarios, reports, failed)
+    counts, errors, risk_rows = _summarise(refresh_plan, scenarios, reports, failed)
     total = len(refresh_plan.work)
     share = len(failed) / total if total else 0.0
     degraded = share > get_settings().degraded_failure_share
@@ -165,7 +165,7 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
                             sorted(failed.items())[:500], f"portfolios that failed on {as_of}")
     run.complete(status, counts, errors, event=COMPLETED_EVENT, problems=problems,
                  payload={"as_of": as_of.isoformat(), "status": status.value,
-                          "run_id": run.run_id, "degraded": degraded})
+                          "run_id": run.run_id, "degraded": degraded}, extra_rows=risk_rows)
     logger.info("portfolio-refresh %s for %s: %s", status.value, as_of, counts)
     return jsonable({"run_id": run.run_id, "as_of": as_of, "status": status.value,
                      "degraded": degraded, "counts": counts, "seconds": run.phases,
@@ -193,10 +193,25 @@ def _refresh_chunks(
     return refreshed.reports
 
 
+RISK_TABLE_ROWS = 10
+"""Portfolios with the largest VaR listed in the run's summary artifact."""
+
+
 def _summarise(
     refresh_plan: RefreshPlan, scenarios: ScenarioSet, reports: list[RefreshReport],
     failed: dict[str, str],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The run's counts, its errors, and the summary artifact's risk table: the
+    ``RISK_TABLE_ROWS`` portfolios with the largest parametric 99 % 1-session VaR as a
+    share of equity, and the risk model's coverage (portfolios with a risk row, those
+    fully covered, the mean covered share of gross exposure)."""
+    risk = {pid: f for r in reports for pid, f in r.risk.items()}
+    shares = [f.covered_share for f in risk.values() if f.covered_share is not None]
+    largest = sorted(((f.var_99_1d_pct, pid) for pid, f in risk.items()
+                      if f.var_99_1d_pct is not None), reverse=True)[:RISK_TABLE_ROWS]
+    risk_rows = [{"item": f"risk.largest_var_99_1d_pct.{i}",
+                  "value": f"{pid}: {100 * pct:.2f} % of equity"}
+                 for i, (pct, pid) in enumerate(largest, start=1)]
     total = len(refresh_plan.work)
     counts: dict[str, Any] = {
         "portfolios": total + refresh_plan.up_to_date + refresh_plan.newer,
@@ -209,6 +224,9 @@ def _summarise(
         "failed": len(failed),
         "scenarios_available": sum(scenarios.available),
         "scenarios": len(scenarios.names),
+        "risk_rows": len(risk),
+        "risk_fully_covered": sum(1 for s in shares if s >= 1.0),
+        "risk_mean_covered_share": round(sum(shares) / len(shares), 4) if shares else None,
     }
     errors: dict[str, Any] = {
         "portfolios": failed,
@@ -216,4 +234,4 @@ def _summarise(
         "scenarios": {n: r for n, r, ok in zip(scenarios.names, scenarios.reasons,
                                                 scenarios.available, strict=True) if not ok},
     }
-    return counts, errors
+    return counts, errors, risk_rows

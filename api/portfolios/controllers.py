@@ -32,6 +32,9 @@ from api.portfolios.schemas import (
     PositionChanged,
     PositionCreate,
     PositionUpdate,
+    ReverseStress,
+    Risk,
+    RiskHistory,
     SectorExposure,
     SnapshotList,
     StressTests,
@@ -39,6 +42,7 @@ from api.portfolios.schemas import (
 )
 from api.schemas import convert
 from core.errors import InvalidInput
+from core.risk.stress import FACTOR_ETFS
 from core.services import analytics as analytics_service
 from core.services import portfolios as svc
 from core.services.users import UserContext
@@ -58,6 +62,19 @@ CORRELATIONS_HELP = (
     "`matrix=full` returns it for any size (computed on request for larger portfolios), "
     "`matrix=none` never."
 )
+RISK_HELP = (
+    "The portfolio's ex-ante risk at `data_as_of` from the factor risk model (one OLS "
+    "regression per symbol on the factor ETFs of `model.factors`, their EWMA covariance): "
+    "volatility (fractions of equity and currency), its factor/specific split, the predicted "
+    "beta to SPY, Euler contributions per factor (with a `specific` row) and per position "
+    "(each row's `contribution` in the units of `volatility.daily`, summing to it), VaR and "
+    "ES (parametric, historical, Cornish-Fisher; 95 % and 99 %; 1 and 10 sessions; currency, "
+    "a loss positive), liquidity and the model. Private holdings, options and symbols without "
+    "a model are listed in `model.coverage.uncovered` and left out of every figure."
+)
+ETF = Literal[FACTOR_ETFS]  # type: ignore[valid-type]
+"""One of the factor ETFs (an enum in the OpenAPI document)."""
+LossFraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 CSV_HELP = (
     "A CSV file (UTF-8) as the raw request body, `Content-Type: text/csv`. First line: the "
     "header `symbol,quantity,entry_date,entry_price` plus any of `exit_date,exit_price,"
@@ -230,6 +247,50 @@ class PortfolioController(Controller):
             description="Only this scenario (404 for an unknown name).", max_length=64)] = None,
     ) -> Response[StressTests]:
         return await _analytics(engine, user, portfolio_id, "stress-tests", scenario)
+
+
+    @get("/{portfolio_id:str}/risk", operation_id="getRisk",
+         responses=responses(400, 401, 404, 503),
+         summary="Volatility, risk contributions, VaR and ES, liquidity", description=RISK_HELP)
+    async def risk(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                   ) -> Response[Risk]:
+        return await _analytics(engine, user, portfolio_id, "risk")
+
+    @get("/{portfolio_id:str}/risk/history", operation_id="getRiskHistory",
+         responses=responses(400, 401, 404),
+         summary="The nightly risk figures",
+         description="The risk the nightly refresh stored for each date with start <= date "
+                     "<= end, oldest first; at most the newest `limit`.")
+    async def risk_history(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        start: Annotated[dt.date | None, QueryParameter(description="First date (inclusive).")]
+        = None,
+        end: Annotated[dt.date | None, QueryParameter(description="Last date (inclusive).")]
+        = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+    ) -> RiskHistory:
+        await svc.ensure_owned(engine, user.id, portfolio_id)
+        return convert(await analytics_service.risk_history(
+            portfolio_id, start=start, end=end, limit=limit, engine=engine), RiskHistory)
+
+    @get("/{portfolio_id:str}/stress-tests/reverse", operation_id="getReverseStress",
+         responses=responses(400, 401, 404, 503),
+         summary="The move of one factor ETF that loses a given share of equity",
+         description="For each `loss` (a fraction of equity): the move of `etf` that, with "
+                     "the other factor ETFs moving by their conditional expectation given it "
+                     "(as in the stress tests), loses that much, or `no such move`.")
+    async def reverse_stress(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        etf: Annotated[ETF, QueryParameter(description="The ETF to move.")] = "SPY",
+        loss: Annotated[list[LossFraction] | None, QueryParameter(
+            description="Losses as fractions of equity in (0, 1], repeatable (`loss=0.1&"
+                        "loss=0.2`); default 0.1 and 0.2.",
+            max_items=analytics_service.MAX_REVERSE_STRESS_LOSSES)] = None,
+    ) -> ReverseStress:
+        exposures = await svc.analytics(engine, user.id, portfolio_id, "factor-exposures")
+        overview = await svc.analytics(engine, user.id, portfolio_id, "overview")
+        return convert(await analytics_service.reverse_stress(
+            exposures.body, overview.body, etf, loss, engine), ReverseStress)
 
 
 def _encode(answer: dict[str, Any], schema: type[Any]) -> bytes:

@@ -323,10 +323,175 @@ class StressTests(_Analytics):
     scenarios: list[ScenarioResult]
 
 
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class Volatility(msgspec.Struct):
+    daily: Annotated[float | None, _doc(
+        "Ex-ante 1-session volatility as a fraction of equity (0.012 = 1.2 %); null when the "
+        "equity is not positive.")]
+    annual: Annotated[float | None, _doc("`daily` × √252, a fraction of equity.")]
+    dollar_daily: Annotated[float | None, _doc(
+        "Ex-ante 1-session volatility in the portfolio's currency.")]
+
+
+class VarianceSplit(msgspec.Struct):
+    factor: Annotated[float | None, _doc(
+        "Factor part of the daily variance, currency² (wᵀBΣBᵀw).")]
+    specific: Annotated[float | None, _doc(
+        "Specific part of the daily variance, currency² (Σ wᵢ² dᵢ).")]
+    factor_share: Annotated[float | None, _doc("factor / (factor + specific); null at zero "
+                                                "variance.")]
+    specific_share: Annotated[float | None, _doc("specific / (factor + specific).")]
+
+
+class FactorContribution(msgspec.Struct):
+    factor: Annotated[str, _doc("A risk factor ETF (`model.factors`) or `specific`.")]
+    exposure: Annotated[float | None, _doc(
+        "Dollar exposure to the factor (Σ market value × beta); null for `specific`.")]
+    marginal: Annotated[float | None, _doc(
+        "∂σ/∂exposure: currency of daily volatility per currency of exposure; null for "
+        "`specific`.")]
+    contribution: Annotated[float | None, _doc(
+        "Euler contribution to `volatility.daily` (fraction of equity); the rows sum to it.")]
+    dollar_contribution: Annotated[float | None, _doc(
+        "The contribution in currency; the rows sum to `volatility.dollar_daily`.")]
+    percent: Annotated[float | None, _doc(
+        "Share of the volatility (a fraction; the rows sum to 1).")]
+
+
+class PositionContribution(msgspec.Struct):
+    position_id: str
+    symbol: str
+    market_value: Annotated[float | None, _doc("Signed market value at `data_as_of` (currency; "
+                                                "shorts negative).")]
+    marginal: Annotated[float | None, _doc(
+        "∂σ/∂w: currency of daily volatility per currency of the position.")]
+    contribution: Annotated[float | None, _doc(
+        "Euler contribution to `volatility.daily` (fraction of equity); the rows sum to it.")]
+    dollar_contribution: Annotated[float | None, _doc("The contribution in currency.")]
+    percent: Annotated[float | None, _doc("Share of the volatility (a fraction).")]
+    component_var_99: Annotated[float | None, _doc(
+        "Component parametric 99 % 1-session VaR (currency; the rows sum to the VaR).")]
+
+
+class VarRow(msgspec.Struct):
+    measure: Annotated[str, _doc("`var` (value at risk) or `es` (expected shortfall).")]
+    method: Annotated[str, _doc(
+        "`parametric` (normal, from the model's volatility), `historical` (today's holdings "
+        "revalued over the stored history), `cornish_fisher` (historical skew and kurtosis).")]
+    confidence: Annotated[float, _doc("0.95 or 0.99.")]
+    horizon_days: Annotated[int, _doc(
+        "1 or 10 sessions (10: √10 × 1-session for parametric, overlapping 10-session sums of "
+        "the daily P&L otherwise).")]
+    value: Annotated[float | None, _doc("Loss in currency (a loss is positive); null when the "
+                                        "history is too short.")]
+    pct: Annotated[float | None, _doc("`value` as a fraction of equity.")]
+
+
+class PositionLiquidity(msgspec.Struct):
+    position_id: str
+    symbol: str
+    days_to_liquidate: Annotated[float | None, _doc(
+        "|quantity| / (participation × average daily volume), sessions; null without volume.")]
+
+
+class Liquidity(msgspec.Struct):
+    participation: Annotated[float, _doc("Share of the average daily volume sold per session.")]
+    adv_sessions: Annotated[int, _doc("Sessions of stored volume in the average daily volume.")]
+    sellable_1d: Annotated[float | None, _doc(
+        "Share of the gross value (positions with a known volume) sellable within 1 session.")]
+    sellable_5d: Annotated[float | None, _doc("The same within 5 sessions.")]
+    positions: list[PositionLiquidity]
+    unknown: Annotated[list[str], _doc("Symbols without stored volume.")]
+
+
+class RiskCoverage(msgspec.Struct):
+    covered_share: Annotated[float | None, _doc(
+        "Share of the gross exposure in positions with a risk model (a fraction).")]
+    uncovered: Annotated[list[str], _doc(
+        "Symbols left out of every figure: private holdings, options, symbols without a risk "
+        "regression or a price.")]
+
+
+class RiskModel(msgspec.Struct, rename={"lambda_": "lambda"}):
+    factors: Annotated[list[str], _doc("The regressors (factor ETFs).")]
+    regression: Annotated[str, _doc("How exposures are estimated (`ols`, with intercept).")]
+    regression_window: Annotated[int, _doc("Sessions in each symbol's regression.")]
+    covariance: Annotated[str, _doc("Factor covariance estimator (`ewma`).")]
+    lambda_: Annotated[float, _doc("EWMA decay.")]
+    window: Annotated[int, _doc("Sessions of factor returns in the covariance.")]
+    historical_sessions: Annotated[int, _doc("Sessions revalued by the historical VaR.")]
+    historical_fills: Annotated[int, _doc(
+        "Missing symbol returns filled with the symbol's factor-model return that day.")]
+    ten_day: Annotated[str, _doc("How the 10-session figures are made.")]
+    data_as_of: dt.date
+    coverage: RiskCoverage
+
+
+class Risk(_Analytics):
+    volatility: Volatility
+    variance_split: VarianceSplit
+    predicted_beta: Annotated[float | None, _doc(
+        "Predicted beta to SPY from the factor model; null when the equity is not positive.")]
+    factor_contributions: list[FactorContribution]
+    position_contributions: list[PositionContribution]
+    var: list[VarRow]
+    liquidity: Liquidity
+    model: RiskModel
+    reason: Annotated[str | None, _doc("Why some figures are null (e.g. zero equity).")]
+
+
+class RiskHistoryItem(msgspec.Struct):
+    date: Annotated[dt.date, _doc("The data date the nightly refresh computed it for.")]
+    volatility: Volatility
+    predicted_beta: float | None
+    var_99_1d: Annotated[float | None, _doc(
+        "Parametric 99 % 1-session VaR, currency (a loss is positive).")]
+    es_99_1d: Annotated[float | None, _doc("Parametric 99 % 1-session ES, currency.")]
+    var_99_1d_pct: Annotated[float | None, _doc("`var_99_1d` as a fraction of equity.")]
+    factor_share: Annotated[float | None, _doc("Factor share of the variance.")]
+    covered_share: Annotated[float | None, _doc("The model's coverage of the gross exposure.")]
+
+
+class RiskHistory(msgspec.Struct):
+    items: Annotated[list[RiskHistoryItem], _doc("Oldest first.")]
+    start: dt.date | None
+    end: dt.date | None
+    truncated: Annotated[bool, _doc("Older rows were left out (see `limit`).")]
+
+
+class ReverseStressRow(msgspec.Struct):
+    loss: Annotated[float, _doc("The loss asked for, a fraction of equity.")]
+    loss_amount: Annotated[float | None, _doc(
+        "The loss in currency (null when the equity is not positive).")]
+    etf_move: Annotated[float | None, _doc(
+        "The chosen ETF's simple-return move that loses `loss_amount` (-0.1 = -10 %); null "
+        "with `reason` when there is no such move.")]
+    moves: Annotated[dict[str, float], _doc(
+        "Every factor ETF's move in that scenario: the chosen one's, and the others' "
+        "conditional expectations given it; empty without a move.")]
+    reason: Annotated[str | None, _doc(
+        "`no such move` when the exposure to the move is zero or has the other sign (or the "
+        "move would exceed -100 %).")]
+
+
+class ReverseStress(msgspec.Struct):
+    etf: Annotated[str, _doc("The shocked factor ETF.")]
+    equity: Annotated[float, _doc("Equity at `data_as_of`, currency.")]
+    exposures: Annotated[dict[str, float | None], _doc(
+        "Dollar exposure per factor ETF, as the stress tests use them (style factors on "
+        "their ETFs, TLT netted of the styles' rate sensitivity, SPY 0).")]
+    losses: list[ReverseStressRow]
+    data_as_of: dt.date
+    stale: bool
+
+
 ANALYTICS_SCHEMAS: dict[str, type[_Analytics]] = {
     "overview": Overview, "factor-exposures": FactorExposures,
     "sector-exposure": SectorExposure, "correlations": Correlations,
-    "stress-tests": StressTests,
+    "stress-tests": StressTests, "risk": Risk,
 }
 
 

@@ -426,6 +426,30 @@ class StressTestResult(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=Column(sa.Text))
 
 
+class PortfolioRisk(SQLModel, table=True):
+    """A portfolio's risk answer at a date, stored by the nightly refresh (its history).
+
+    ``payload`` is the answer of ``GET /v1/portfolios/{id}/risk`` without ``data_as_of``,
+    ``stale`` and ``cached`` (``core.portfolio.risk.risk_report``); ``positions_hash`` the
+    hash of the positions and cash it was computed for. The columns repeat three of its
+    figures for queries over many portfolios: ``volatility_daily`` (fraction of equity),
+    ``var_99_1d`` and ``es_99_1d`` (parametric 99 % 1-session VaR and ES, currency, a loss
+    positive); None where the answer has none.
+    """
+
+    __tablename__ = "portfolio_risk"
+
+    portfolio_id: str = Field(primary_key=True, foreign_key="portfolios.id", max_length=36)
+    date: dt.date = Field(primary_key=True)
+    positions_hash: str = Field(max_length=64)
+    volatility_daily: float | None = None
+    var_99_1d: float | None = None
+    es_99_1d: float | None = None
+    payload: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(sa.JSON, nullable=False)
+    )
+
+
 class PortfolioAnalyticsCache(SQLModel, table=True):
     """Cached analytics of one kind for a portfolio, valid for one positions hash and data date."""
 

@@ -21,6 +21,7 @@ from core.db.models import (
     PortfolioAnalyticsCache,
     PortfolioCorrelation,
     PortfolioFactorExposure,
+    PortfolioRisk,
     PortfolioSectorExposure,
     PortfolioSnapshot,
     Position,
@@ -39,6 +40,7 @@ _factor_exposures = PortfolioFactorExposure.__table__  # type: ignore[attr-defin
 _sector_exposures = PortfolioSectorExposure.__table__  # type: ignore[attr-defined]
 _correlations = PortfolioCorrelation.__table__  # type: ignore[attr-defined]
 _stress_results = StressTestResult.__table__  # type: ignore[attr-defined]
+_risk = PortfolioRisk.__table__  # type: ignore[attr-defined]
 _users = User.__table__  # type: ignore[attr-defined]
 _IN = 900
 """Ids per ``IN (...)`` query."""
@@ -261,6 +263,33 @@ async def replace_for_dates(
 async def upsert_correlations(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
     """Store correlation matrices (PK portfolio_id + date)."""
     return await upsert_rows(conn, _correlations, rows, key=["portfolio_id", "date"])
+
+
+async def upsert_risk(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Store nightly risk answers (PK portfolio_id + date; see ``PortfolioRisk``)."""
+    return await upsert_rows(conn, _risk, rows, key=["portfolio_id", "date"])
+
+
+async def stored_risk(conn: AsyncConnection, portfolio_id: str, day: dt.date
+                      ) -> tuple[str, dict[str, Any]] | None:
+    """(positions hash, risk answer) stored for a portfolio at ``day``, or None."""
+    row = (await conn.execute(sa.select(_risk.c.positions_hash, _risk.c.payload).where(
+        _risk.c.portfolio_id == portfolio_id, _risk.c.date == day))).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def risk_history(
+    conn: AsyncConnection, portfolio_id: str, *, start: dt.date | None,
+    end: dt.date | None, limit: int,
+) -> list[sa.Row]:
+    """At most ``limit`` ``portfolio_risk`` rows of a portfolio with ``start <= date <= end``
+    (None: unbounded), newest first."""
+    stmt = sa.select(_risk).where(_risk.c.portfolio_id == portfolio_id)
+    if start is not None:
+        stmt = stmt.where(_risk.c.date >= start)
+    if end is not None:
+        stmt = stmt.where(_risk.c.date <= end)
+    return list((await conn.execute(stmt.order_by(_risk.c.date.desc()).limit(limit))).all())
 
 
 async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

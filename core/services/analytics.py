@@ -4,7 +4,9 @@ The answer never waits for a price provider: it uses the latest stored prices (s
 date = that price date, never the wall-clock date) and the symbol factors stored for it.
 Analytics are cached per (portfolio, kind) together with the hash of the positions (and
 cash) and the data date they were computed for; another hash or date is a miss, computed
-from the symbol layer and stored again.
+from the symbol layer and stored again. The risk answer's miss first looks for the nightly
+refresh's risk row of that date and hash (so answers after the night are hits); its history
+is those rows; the reverse stress test is computed from the cached factor exposures.
 
 Reads the symbol layer only through :mod:`core.symbol_data` and turns results into rows
 with :mod:`core.portfolio_rows`, as the nightly refresh does; never imports the nightly
@@ -14,9 +16,9 @@ steps (:mod:`core.portfolio_steps`).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -28,25 +30,39 @@ from core import calendar
 from core.cpu import run_cpu
 from core.db.engine import flow_engine, reading, run_transaction
 from core.db.upsert import upsert_rows
-from core.errors import NotFound, NotReady
+from core.errors import InvalidInput, NotFound, NotReady
 from core.portfolio.analytics import (
     PortfolioAnalytics,
     ScenarioSet,
     SymbolData,
     analyse_portfolio,
 )
+from core.portfolio.risk import RiskData
 from core.portfolio.valuation import Holding, InvestmentClass
-from core.portfolio_rows import analytics_rows
+from core.portfolio_rows import analytics_rows, positions_hash, risk_answer
 from core.repositories import portfolios as portfolio_repo
 from core.repositories.portfolios import CACHE, PF, SNAP
-from core.risk.stress import SCENARIOS
-from core.symbol_data import latest_data_date, load_symbol_data, scenarios_at
+from core.risk.model import reverse_stress_move
+from core.risk.stress import (
+    ETF_INDEX,
+    FACTOR_ETFS,
+    SCENARIOS,
+    conditional_moves,
+    stress_exposures,
+)
+from core.symbol_data import latest_data_date, load_risk_data, load_symbol_data, scenarios_at
 
 ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
-                   "stress-tests")
+                   "stress-tests", "risk")
 CORRELATION_MATRIX_LIMIT = 100
 """The cached correlations answer holds the matrix up to this many symbols (~140 kB of
-JSON); above, only the summary and clusters (the matrix on request: full_correlations)."""
+JSON); above, only the summary and clusters (the matrix on request: full_correlations).
+An instant snapshot of a portfolio above it also leaves the risk answer out."""
+REVERSE_STRESS_LOSSES = (0.1, 0.2)
+"""Losses (fractions of equity) of the reverse stress test when none are asked for."""
+MAX_REVERSE_STRESS_LOSSES = 20
+"""Most losses one reverse stress test answers."""
+NO_SUCH_MOVE = "no such move"
 _FULL_MATRICES = 4
 _full_matrices: dict[tuple[str, str, str, dt.date], tuple[dict[str, Any], np.ndarray]] = {}
 log = logging.getLogger(__name__)
@@ -68,14 +84,6 @@ async def _required_data_date(engine: AsyncEngine) -> dt.date:
 def is_stale(data_date: dt.date, now: dt.datetime | None = None) -> bool:
     """True when ``data_date`` is older than the last expected trading day."""
     return data_date < calendar.latest_completed_session(now)
-
-
-def positions_hash(holdings: list[Holding], cash: Decimal) -> str:
-    """SHA-256 of everything the analytics depend on in the portfolio itself."""
-    parts = [f"cash={cash}"] + sorted(
-        f"{h.position_id}|{h.symbol}|{h.quantity}|{h.entry_date}|{h.entry_price}|{h.exit_date}|"
-        f"{h.exit_price}|{h.investment_class}|{h.manual_value}" for h in holdings)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 async def _portfolio(conn: AsyncConnection, portfolio_id: str) -> tuple[Decimal, list[Holding]]:
@@ -170,13 +178,15 @@ def _position_betas(pos_rows: list[dict[str, Any]], result: PortfolioAnalytics
 def _analysed(
     pid: str, holdings: list[Holding], cash: Decimal, day: dt.date, data: SymbolData,
     scenarios: ScenarioSet, prev_day: dt.date | None, prev_equity: Decimal | None,
-    correlations: bool = True,
+    risk_data: RiskData | None, correlations: bool = True,
 ) -> tuple[str, dict[str, dict[str, Any]]]:
     """The positions hash and every payload (CPU only: run in a worker thread); without
-    ``correlations``, no correlations payload."""
+    ``correlations``, no correlations payload; without ``risk_data``, no risk payload."""
     result = analyse_portfolio(holdings, cash, [day], data, scenarios, prev_day, prev_equity,
                                correlations=correlations)
     kinds = payloads(pid, result, holdings, day)
+    if risk_data is not None:
+        kinds["risk"] = risk_answer(holdings, result, data.splits, risk_data)
     if not correlations:
         del kinds["correlations"]
     elif kinds["correlations"]["matrix"] is None:  # left out: kept for ?matrix=full
@@ -192,9 +202,9 @@ async def compute(
 
     ``store_snapshot`` also writes the snapshot row and the position market values (the
     instant snapshot of onboarding); for a portfolio of more than
-    ``CORRELATION_MATRIX_LIMIT`` symbols it leaves the correlations out (computed, with
-    the other kinds again, on their first request). Returns (data date, positions hash,
-    payloads).
+    ``CORRELATION_MATRIX_LIMIT`` symbols it leaves the correlations and the risk answer
+    out (computed, with the other kinds again, on their first request). Returns (data
+    date, positions hash, payloads).
 
     The results are stored only if, under the portfolio's lock, the portfolio is still
     what was analysed (cash, positions, the previous snapshot): a change committed
@@ -209,11 +219,12 @@ async def compute(
     symbols = sorted({h.symbol for h in holdings if h.investment_class != InvestmentClass.PRIVATE})
     data = await load_symbol_data(symbols, day, day, engine)
     scenarios = await scenarios_at(day, engine)
-    # the instant snapshot of a large portfolio does not wait for its correlations (most
-    # of the work, and not part of the answer): they are computed on their first request
+    # the instant snapshot of a large portfolio does not wait for its correlations and risk
+    # (most of the work, and not part of the answer): they are computed on their first request
     eager = not store_snapshot or len(symbols) <= CORRELATION_MATRIX_LIMIT
+    risk_data = await load_risk_data(symbols, day, engine) if eager else None
     digest, kinds = await run_cpu(_analysed, portfolio_id, holdings, cash, day, data, scenarios,
-                                  prev_day, prev_equity, eager)
+                                  prev_day, prev_equity, risk_data, eager)
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
     if "_full_matrix" in kinds:
@@ -331,9 +342,14 @@ async def analytics_with_hash(
         row = (await conn.execute(sa.select(CACHE.c.positions_hash, CACHE.c.data_date,
                                             CACHE.c.payload).where(
             CACHE.c.portfolio_id == portfolio_id, CACHE.c.kind == kind))).first()
+        nightly = (await portfolio_repo.stored_risk(conn, portfolio_id, day)
+                   if kind == "risk" else None)
     digest = positions_hash(holdings, cash)
     if row is not None and row[0] == digest and row[1] == day:
         payload, cached = row[2], True
+    elif nightly is not None and nightly[0] == digest:
+        payload, cached = nightly[1], True
+        await _cache_nightly_risk(portfolio_id, digest, day, payload, engine)
     else:
         day, digest, kinds = await compute(portfolio_id, engine)
         payload, cached = kinds[kind], False
@@ -342,6 +358,127 @@ async def analytics_with_hash(
             raise NotFound("scenario applies to stress-tests only", field="scenario")
         payload = _one_scenario(payload, scenario)
     return _answer(payload, day, cached), digest
+
+
+async def _cache_nightly_risk(portfolio_id: str, digest: str, day: dt.date,
+                              payload: dict[str, Any], engine: AsyncEngine) -> None:
+    """Store the nightly risk answer as the portfolio's cached risk answer (so the next
+    requests, and the in-process memo, find it) unless the portfolio changed meanwhile."""
+    async def store(conn: AsyncConnection) -> None:
+        await portfolio_repo.lock_portfolios(conn, [portfolio_id])
+        try:
+            cash_now, holdings_now = await _portfolio(conn, portfolio_id)
+        except (NotFound, NotReady):
+            return
+        if positions_hash(holdings_now, cash_now) == digest:
+            await upsert_rows(conn, CACHE, [
+                {"portfolio_id": portfolio_id, "kind": "risk", "positions_hash": digest,
+                 "data_date": day, "payload": payload, "created_at": dt.datetime.now(dt.UTC)}],
+                key=["portfolio_id", "kind"])
+
+    await run_transaction(store, engine)
+
+
+async def risk_history(
+    portfolio_id: str, *, start: dt.date | None = None, end: dt.date | None = None,
+    limit: int = 1000, engine: AsyncEngine | None = None,
+) -> dict[str, Any]:
+    """The nightly risk figures of a portfolio with ``start <= date <= end`` (None:
+    unbounded), oldest first; at most the newest ``limit`` (``truncated`` says when older
+    ones were left out). Each item: ``date``, ``volatility`` (daily and annual fractions
+    of equity, daily dollars), ``predicted_beta``, ``var_99_1d`` / ``es_99_1d`` (parametric,
+    currency, a loss positive) and ``var_99_1d_pct`` (fraction of equity), ``factor_share``
+    of the variance and ``covered_share`` of the gross exposure (the model's coverage).
+
+    Raises InvalidInput naming ``end`` when it is before ``start``.
+    """
+    if start is not None and end is not None and end < start:
+        raise InvalidInput(f"end: {end.isoformat()} is before start {start.isoformat()}", "end")
+    async with reading(engine or flow_engine()) as conn:
+        rows = await portfolio_repo.risk_history(conn, portfolio_id, start=start, end=end,
+                                                 limit=limit + 1)
+    items = []
+    for r in reversed(rows[:limit]):
+        p = r.payload
+        var_pct = next((v["pct"] for v in p["var"] if v["measure"] == "var"
+                        and v["method"] == "parametric" and v["confidence"] == 0.99
+                        and v["horizon_days"] == 1), None)
+        items.append({"date": r.date.isoformat(), "volatility": p["volatility"],
+                      "predicted_beta": p["predicted_beta"], "var_99_1d": r.var_99_1d,
+                      "es_99_1d": r.es_99_1d, "var_99_1d_pct": var_pct,
+                      "factor_share": p["variance_split"]["factor_share"],
+                      "covered_share": p["model"]["coverage"]["covered_share"]})
+    return {"items": items, "start": start, "end": end, "truncated": len(rows) > limit}
+
+
+def _losses(losses: Sequence[float] | None) -> list[float]:
+    chosen = list(losses or REVERSE_STRESS_LOSSES)
+    if len(chosen) > MAX_REVERSE_STRESS_LOSSES:
+        raise InvalidInput(f"loss: at most {MAX_REVERSE_STRESS_LOSSES} losses "
+                           f"(got {len(chosen)})", "loss")
+    for x in chosen:
+        if not (math.isfinite(x) and 0 < x <= 1):
+            raise InvalidInput(f"loss: {x} is not a fraction of equity in (0, 1]", "loss")
+    return chosen
+
+
+async def reverse_stress(
+    factor_exposures: dict[str, Any], overview: dict[str, Any], etf: str = "SPY",
+    losses: Sequence[float] | None = None, engine: AsyncEngine | None = None,
+) -> dict[str, Any]:
+    """The reverse stress test: the move of ``etf`` that, with the other factor ETFs moving by
+    their conditional expectation (as in the stress tests), loses each of ``losses``.
+
+    Parameters
+    ----------
+    factor_exposures, overview : dict
+        The portfolio's ``factor-exposures`` and ``overview`` answers (same data date):
+        the factor dollar exposures and the equity.
+    etf : str
+        One of ``FACTOR_ETFS`` (InvalidInput naming ``etf`` otherwise).
+    losses : sequence of float, optional
+        Losses as fractions of equity in (0, 1] (InvalidInput naming ``loss`` otherwise);
+        default ``REVERSE_STRESS_LOSSES``.
+
+    Returns
+    -------
+    dict
+        ``etf``, ``equity`` (currency), ``exposures`` (dollars per factor ETF, the stress
+        tests' netted exposures), ``losses``: per loss ``loss``, ``loss_amount``
+        (currency; None when the equity is not positive), ``etf_move`` (simple return) and
+        ``moves`` (every ETF's move, ``etf_move`` included) or None / {} with ``reason``
+        ``"no such move"`` (the portfolio's exposure to the move is zero or has the other
+        sign, or the move would exceed -100 %); ``data_as_of`` and ``stale``.
+    """
+    if etf not in ETF_INDEX:
+        raise InvalidInput(f"etf: {etf!r} is not a factor ETF; one of {', '.join(FACTOR_ETFS)}",
+                           "etf")
+    chosen = _losses(losses)
+    day = dt.date.fromisoformat(factor_exposures["data_as_of"])
+    cov = (await scenarios_at(day, engine or flow_engine())).cov
+    equity = float(overview["snapshot"]["equity"])
+    dollars = {r["factor"]: r["dollar_exposure"] for r in factor_exposures["portfolio"]
+               if r["dollar_exposure"] is not None}
+    usable = bool(np.isfinite(cov).all())
+    exposures = stress_exposures(dollars, cov if usable else None)
+    rows = []
+    for loss in chosen:
+        amount = loss * equity if equity > 0 else None
+        move = (reverse_stress_move(exposures, cov, ETF_INDEX[etf], amount)
+                if amount is not None and usable else None)
+        reason = None
+        if equity <= 0:
+            reason = "equity is zero or negative: no loss as a fraction of it"
+        elif move is None:
+            reason = NO_SUCH_MOVE
+        moves = ({} if move is None else
+                 dict(zip(FACTOR_ETFS, conditional_moves(cov, {ETF_INDEX[etf]: move}).tolist(),
+                          strict=True)))
+        rows.append({"loss": loss, "loss_amount": amount, "etf_move": move, "moves": moves,
+                     "reason": reason})
+    return {"etf": etf, "equity": equity,
+            "exposures": dict(zip(FACTOR_ETFS, (_f(float(x)) for x in exposures), strict=True)),
+            "losses": rows, "data_as_of": day.isoformat(), "stale": is_stale(day)}
 
 
 async def snapshot_now(portfolio_id: str, engine: AsyncEngine | None = None) -> dict[str, Any]:
