@@ -469,7 +469,7 @@ def _validated_delivery(result: FetchResult, default_provider: str) -> _Delivery
     (``default_provider`` where the result names none)."""
     bars, findings = validate_bars(result.bars)
     bars = price_store.provider_column(
-        bars, dict(getattr(result, "provider_by_symbol", None) or {}), default_provider)
+        bars, dict(result.provider_by_symbol), default_provider)
     return _Delivery(bars, result.actions, findings, len(result.bars) - len(bars))
 
 
