@@ -20,6 +20,8 @@ lean keep-alive client: see ``KeepAliveClient``):
 * analytics cache hits at C concurrent clients (the five kinds in turn), p50 / p99;
 * cache misses: the portfolio's cached analytics dropped (as the nightly refresh does)
   before each ``GET .../overview``, p50 / p95; and a PATCH of the cash (re-valued at once);
+* ``GET .../risk``: misses (cached answer and stored nightly row dropped) p50 / p95, and
+  hits at C clients p99;
 * a new symbol (1-5 letters, not in the universe): seconds from the ``POST`` that names it
   until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s);
 * with ``--wrk SECONDS``: the same cache hits driven by ``wrk`` (a C client), as a
@@ -48,7 +50,8 @@ import httpx
 from common import ROOT, bench_parser, isolated_environment, report
 
 TARGETS_MS = {"onboarding_p95_ms": 100, "hit_p99_ms": 10, "miss_p95_ms": 100,
-              "large_onboarding_p95_ms": 1000, "live_during_large_p99_ms": 50}
+              "large_onboarding_p95_ms": 1000, "live_during_large_p99_ms": 50,
+              "risk_miss_p95_ms": 100, "risk_hit_p99_ms": 10}
 NEW_SYMBOL_TARGET_S = 10
 KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations", "stress-tests")
 
@@ -436,6 +439,25 @@ def main() -> int:
             out["miss_p50_ms"] = pct(miss, 0.50)
             out["miss_p95_ms"] = pct(miss, 0.95)
 
+            # /risk misses: no cached answer and no stored nightly row, computed in the request
+            risk_miss: list[float] = []
+            for i in range(args.misses + 3):
+                pid = ids[i % len(ids)]
+                with sqlite3.connect(db_file, timeout=30) as con:
+                    con.execute("DELETE FROM portfolio_analytics_cache WHERE portfolio_id = ?",
+                                (pid,))
+                    con.execute("DELETE FROM portfolio_risk WHERE portfolio_id = ?", (pid,))
+                t = time.perf_counter()
+                resp = client.get(f"/v1/portfolios/{pid}/risk")
+                elapsed = time.perf_counter() - t
+                if resp.status_code != 200 or resp.json()["cached"]:
+                    raise RuntimeError(f"expected a risk miss: {resp.status_code} "
+                                       f"{resp.text[:300]}")
+                if i >= 3:
+                    risk_miss.append(elapsed)
+            out["risk_miss_p50_ms"] = pct(risk_miss, 0.50)
+            out["risk_miss_p95_ms"] = pct(risk_miss, 0.95)
+
             # a cash change: invalidates and re-values the portfolio in the request
             patch: list[float] = []
             for i in range(min(args.misses, len(ids))):
@@ -462,6 +484,12 @@ def main() -> int:
         out["hit_rps"] = round(len(lat) / wall, 1)
         if cpu0 is not None and cpu1 is not None:  # the server's own cost of one hit
             out["hit_server_cpu_ms"] = round((cpu1 - cpu0) / len(lat) * 1000, 3)
+        risk_urls = [f"/v1/portfolios/{hot[i % len(hot)]}/risk" for i in range(args.hits)]
+        asyncio.run(hammer(port, h, risk_urls[: len(hot)], args.clients))  # warm
+        risk_lat, _, bad = asyncio.run(hammer(port, h, risk_urls, args.clients))
+        if bad:
+            raise RuntimeError(f"{bad} /risk cache-hit requests failed or were not cached")
+        out["risk_hit_p99_ms"] = pct(risk_lat, 0.99)
         one, _, _ = asyncio.run(hammer(port, h, urls[:300], 1))
         out["hit_p50_ms_1_client"] = pct(one, 0.50)
         out["hit_p99_ms_1_client"] = pct(one, 0.99)
