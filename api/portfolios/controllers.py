@@ -75,6 +75,8 @@ RISK_HELP = (
 ETF = Literal[FACTOR_ETFS]  # type: ignore[valid-type]
 """One of the factor ETFs (an enum in the OpenAPI document)."""
 LossFraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+LOSS_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+"""A loss as the OpenAPI document states it (the item constraints of ``LossFraction``)."""
 CSV_HELP = (
     "A CSV file (UTF-8) as the raw request body, `Content-Type: text/csv`. First line: the "
     "header `symbol,quantity,entry_date,entry_price` plus any of `exit_date,exit_price,"
@@ -285,7 +287,9 @@ class PortfolioController(Controller):
         loss: Annotated[list[LossFraction] | None, QueryParameter(
             description="Losses as fractions of equity in (0, 1], repeatable (`loss=0.1&"
                         "loss=0.2`); default 0.1 and 0.2.",
-            max_items=analytics_service.MAX_REVERSE_STRESS_LOSSES)] = None,
+            schema_extra={"oneOf": [{"type": "array", "items": LOSS_SCHEMA, "minItems": 1,
+                                     "maxItems": analytics_service.MAX_REVERSE_STRESS_LOSSES},
+                                    {"type": "null"}]})] = None,
     ) -> ReverseStress:
         exposures = await svc.analytics(engine, user.id, portfolio_id, "factor-exposures")
         overview = await svc.analytics(engine, user.id, portfolio_id, "overview")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import math
 from typing import Any
 
@@ -253,3 +254,43 @@ def test_reverse_stress_loses_exactly_the_share_asked(client: TestClient, seed: 
                      400, field=field)
     assert client.get(f"{base}/stress-tests/reverse?loss=1", headers=h).status_code == 200
     assert_error(client.get(f"{base}/stress-tests/reverse", headers=auth(seed, "bob")), 404)
+
+
+def test_a_portfolio_changed_during_the_refresh_is_not_stored_from_the_old_analysis(
+        client: TestClient, seed: Seed, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A position added through the API after the refresh read the positions: the risk row
+    written is the analysis of the portfolio with the new position (its hash and rows)."""
+    from decimal import Decimal
+
+    from core import portfolio_steps
+    from core.portfolio_steps import PortfolioWork, refresh_chunk
+    from core.symbol_data import build_scenarios
+    from tests.flows.helpers import query
+
+    pid = _create(client, seed, BOOK[:1])
+    base, h = f"/v1/portfolios/{pid}", auth(seed)
+    real = portfolio_steps.load_symbol_data
+    added: list[int] = []
+
+    async def api_write_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not added:  # the first analysis only: the second one must see it
+            added.append(client.post(f"{base}/positions", json=position("MKTB", quantity="-5"),
+                                     headers=h).status_code)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(portfolio_steps, "load_symbol_data", api_write_meanwhile)
+
+    async def run(engine: Any) -> Any:
+        scenarios = await build_scenarios(seed.as_of, engine)
+        return await refresh_chunk([PortfolioWork(pid, Decimal("1000"), (seed.as_of,), None,
+                                                  None)], seed.as_of, scenarios, None, engine)
+
+    report = _run(_with_engine(db_url, run))
+    assert added == [201] and report.refreshed == 1 and not report.failed, report
+    monkeypatch.undo()
+    rows = query(db_url, "SELECT payload FROM portfolio_risk WHERE portfolio_id = ?", (pid,))
+    assert len(rows) == 1
+    stored = json.loads(rows.payload[0])
+    assert [p["symbol"] for p in stored["position_contributions"]] == ["MKTA", "MKTB"]
+    answer = client.get(f"{base}/risk", headers=h).json()
+    assert [p["symbol"] for p in answer["position_contributions"]] == ["MKTA", "MKTB"]
