@@ -95,6 +95,10 @@ def _fraction(x: float, equity: float) -> float | None:
     return x / equity if equity > 0 and math.isfinite(x) else None
 
 
+def _share(x: float, total: float) -> float | None:
+    return x / total if total > 0 and math.isfinite(x) and math.isfinite(total) else None
+
+
 def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -169,33 +173,33 @@ def risk_report(positions: Sequence[RiskPosition], equity: float, data: RiskData
     return {
         "volatility": {"daily": daily,
                        "annual": daily * ANNUALIZATION if daily is not None else None,
-                       "dollar_daily": sigma},
+                       "dollar_daily": _num(sigma)},
         "variance_split": {
             "factor": _num(float(risk.factor_var[0])),
             "specific": _num(float(risk.specific_var[0])),
-            "factor_share": float(risk.factor_var[0]) / total if total > 0 else None,
-            "specific_share": float(risk.specific_var[0]) / total if total > 0 else None,
+            "factor_share": _share(float(risk.factor_var[0]), total),
+            "specific_share": _share(float(risk.specific_var[0]), total),
         },
         "predicted_beta": _num(float(beta_spy)) if equity > 0 else None,
         "factor_contributions": [
             *({"factor": f, "exposure": _num(float(risk.factor_exposure[0, k])),
                "marginal": _num(float(risk.factor_marginal[0, k])),
                "contribution": _fraction(float(risk.factor_contribution[0, k]), equity),
-               "dollar_contribution": float(risk.factor_contribution[0, k]),
-               "percent": float(risk.factor_contribution[0, k]) / sigma if sigma > 0 else None}
+               "dollar_contribution": _num(float(risk.factor_contribution[0, k])),
+               "percent": _share(float(risk.factor_contribution[0, k]), sigma)}
               for k, f in enumerate(model.RISK_FACTORS)),
             {"factor": "specific", "exposure": None, "marginal": None,
              "contribution": _fraction(float(risk.specific_contribution[0]), equity),
-             "dollar_contribution": float(risk.specific_contribution[0]),
-             "percent": float(risk.specific_contribution[0]) / sigma if sigma > 0 else None},
+             "dollar_contribution": _num(float(risk.specific_contribution[0])),
+             "percent": _share(float(risk.specific_contribution[0]), sigma)},
         ],
         "position_contributions": [
             {"position_id": p.position_id, "symbol": p.symbol, "market_value": p.market_value,
-             "marginal": float(risk.position_marginal[0, i]),
+             "marginal": _num(float(risk.position_marginal[0, i])),
              "contribution": _fraction(float(risk.position_contribution[0, i]), equity),
-             "dollar_contribution": float(risk.position_contribution[0, i]),
-             "percent": float(risk.position_contribution[0, i]) / sigma if sigma > 0 else None,
-             "component_var_99": z99 * float(risk.position_contribution[0, i])}
+             "dollar_contribution": _num(float(risk.position_contribution[0, i])),
+             "percent": _share(float(risk.position_contribution[0, i]), sigma),
+             "component_var_99": _num(z99 * float(risk.position_contribution[0, i]))}
             for i, p in enumerate(covered)],
         "var": _var_rows(sigma, pnl, equity),
         "liquidity": {

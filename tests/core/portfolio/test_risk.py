@@ -129,3 +129,13 @@ def test_awkward_books_give_clear_answers(case: str) -> None:
         long = risk_report([RiskPosition("p", "AAA", 100, 3e4)], 1e4, data)
         assert out["predicted_beta"] == pytest.approx(-long["predicted_beta"])
         assert out["volatility"]["daily"] == pytest.approx(long["volatility"]["daily"])
+
+
+def test_an_unestimable_factor_covariance_gives_nulls_not_nan() -> None:
+    data = _data()
+    broken = RiskData(data.day, data.symbols, data.beta, data.specific_var,
+                      np.full_like(data.factor_cov, np.nan), data.benchmark_beta,
+                      data.benchmark_specific_var, data.history, data.factor_history, data.adv)
+    out = risk_report([RiskPosition("p", "AAA", 10, 1e4)], 1e4, broken)
+    _finite_json(out)
+    assert out["volatility"]["dollar_daily"] is None and out["volatility"]["daily"] is None
