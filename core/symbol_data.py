@@ -118,14 +118,17 @@ async def load_risk_data(
     factors = list(RISK_FACTORS)
     sessions = HISTORICAL_SESSIONS + 1
     first = calendar.sessions_back(as_of, sessions)
+    columns = list(dict.fromkeys([*syms, *factors, CALENDAR_SYMBOL]))  # a book may hold ETFs
     async with reading(engine) as conn:
-        pm = await price_repo.load_price_matrix(conn, [*syms, *factors, CALENDAR_SYMBOL],
-                                                first, as_of)
+        pm = await price_repo.load_price_matrix(conn, columns, first, as_of)
         volumes = await price_repo.average_volumes(
             conn, syms, calendar.sessions_back(as_of, ADV_SESSIONS - 1), as_of)
-    returns = simple_returns(pm.adj_close)  # (T - 1, S + K + 1), NaN where a price is missing
+    returns = simple_returns(pm.adj_close)  # (T - 1, columns), NaN where a price is missing
+    index = {s: j for j, s in enumerate(columns)}
     n = len(syms)
-    r, f, spy = returns[:, :n], returns[:, n:n + len(factors)], returns[:, -1:]
+    r = returns[:, [index[s] for s in syms]]
+    f = returns[:, [index[s] for s in factors]]
+    spy = returns[:, [index[CALENDAR_SYMBOL]]]
     fitted = risk_regression(np.hstack([r, spy])[-RISK_WINDOW:], f[-RISK_WINDOW:])
     try:
         cov = ewma_covariance(f)

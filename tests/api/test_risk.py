@@ -33,6 +33,7 @@ def _create(client: TestClient, seed: Seed, positions: list[dict[str, Any]],
 
 BOOK = [position("MKTA", quantity="30"), position("MKTB", quantity="-12"),
         position("MKTC", quantity="7"),
+        position("SPY", quantity="2"),  # an ETF held is also one of the model's factors
         position("PRIVATE_FUND_A", investment_class="PRIVATE", manual_value="2500",
                  entry_price="2000", quantity="1")]
 
@@ -92,7 +93,7 @@ def test_risk_answer_is_the_model_of_the_positions(client: TestClient, seed: See
                               float(p["market_value"]),
                               modelled=p["investment_class"] == "PUBLIC")
                  for p in overview["positions"]]
-    data = _risk_data(db_url, ["MKTA", "MKTB", "MKTC"], seed.as_of)
+    data = _risk_data(db_url, ["MKTA", "MKTB", "MKTC", "SPY"], seed.as_of)
     expected = risk_report(positions, equity, data)
     expected["model"]["factors"] = list(expected["model"]["factors"])
     _close(expected, {k: v for k, v in answer.items()
@@ -127,7 +128,7 @@ def test_a_change_is_answered_by_a_new_risk(client: TestClient, seed: Seed) -> N
 
 
 @pytest.mark.parametrize("positions,cash", [
-    ([BOOK[3]], "0"),   # only a private holding: nothing to model
+    ([BOOK[-1]], "0"),  # only a private holding: nothing to model
     ([], "0"),          # nothing at all: zero equity
 ])
 def test_books_without_a_model_answer_without_nan(
