@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 async def _scenario(url: str, dead_pid: int) -> dict[str, str]:
     from core.db.engine import create_engine, transaction
-    from core.run_lock import process_token
     from core.db.models import OnboardingJob
+    from core.run_lock import process_token
     from core.services import onboarding_queue as onboarding
 
     engine = create_engine(url)
