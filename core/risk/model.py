@@ -16,7 +16,7 @@ carries the market, so SPY is not added on top, and TLT's coefficient is estimat
 with the styles (the partial rate sensitivity the stress tests reach by netting ``ir_beta``).
 The factor covariance is the stress tests' EWMA (λ 0.94, 252 sessions).
 
-May import: numpy, the standard library. No database, provider, Prefect or web code.
+May import: numpy, scipy, the standard library. No database, provider, Prefect or web code.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -167,9 +168,11 @@ def portfolio_risk(positions: npt.ArrayLike, beta: npt.ArrayLike, specific_var: 
 
     Parameters
     ----------
-    positions : array_like, shape (P, N)
+    positions : array_like or scipy sparse matrix, shape (P, N)
         Signed dollar exposure of each portfolio to each symbol (0 = not held). Symbols
-        without a model must be given 0 here (report them as uncovered).
+        without a model must be given 0 here (report them as uncovered). Sparse holdings
+        (many portfolios over a large universe) cost O(nnz K) and give sparse position
+        arrays.
     beta : array_like, shape (N, K)
         Factor exposures of the symbols (finite).
     specific_var : array_like, shape (N,)
@@ -188,25 +191,56 @@ def portfolio_risk(positions: npt.ArrayLike, beta: npt.ArrayLike, specific_var: 
     -----
     Never forms the N × N covariance: ``Σw = B Σ_f f + s ∘ w`` costs O(N K).
     """
-    w = np.atleast_2d(np.asarray(positions, dtype=np.float64))
     b = np.asarray(beta, dtype=np.float64)
     s = np.asarray(specific_var, dtype=np.float64)
     cov = np.asarray(factor_cov, dtype=np.float64)
+    if sparse.issparse(positions):
+        return _portfolio_risk_sparse(sparse.csr_array(positions, dtype=np.float64), b, s, cov)
+    w = np.atleast_2d(np.asarray(positions, dtype=np.float64))
     f = w @ b  # (P, K)
     cov_f = f @ cov  # (P, K): Σ_f f per portfolio
     factor_var = np.einsum("pk,pk->p", cov_f, f)
     spec_w = w * s  # (P, N): the specific part of Σw
     specific = np.einsum("pn,pn->p", spec_w, w)
-    total = factor_var + specific
-    vol = np.sqrt(np.maximum(total, 0.0))
-    inv = np.divide(1.0, vol, out=np.zeros_like(vol), where=vol > 0)[:, None]
-    marginal_w = (cov_f @ b.T + spec_w) * inv  # (P, N)
-    marginal_f = cov_f * inv
+    vol, inv = _volatility(factor_var + specific)
+    marginal_w = (cov_f @ b.T + spec_w) * inv[:, None]  # (P, N)
+    marginal_f = cov_f * inv[:, None]
     return PortfolioRisk(
-        factor_exposure=f, factor_var=factor_var, specific_var=specific, total_var=total,
-        volatility=vol, factor_contribution=f * marginal_f,
-        specific_contribution=specific * inv[:, 0], position_contribution=w * marginal_w,
+        factor_exposure=f, factor_var=factor_var, specific_var=specific,
+        total_var=factor_var + specific, volatility=vol, factor_contribution=f * marginal_f,
+        specific_contribution=specific * inv, position_contribution=w * marginal_w,
         position_marginal=marginal_w, factor_marginal=marginal_f)
+
+
+def _volatility(total: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """σ and 1/σ (0 where σ is 0)."""
+    vol = np.sqrt(np.maximum(total, 0.0))
+    return vol, np.divide(1.0, vol, out=np.zeros_like(vol), where=vol > 0)
+
+
+def _portfolio_risk_sparse(w: sparse.csr_array, b: FloatArray, s: FloatArray,
+                           cov: FloatArray) -> PortfolioRisk:
+    """:func:`portfolio_risk` for holdings as a sparse (P, N) matrix: O(nnz K) instead of
+    O(P N K); the position arrays come back as sparse matrices of the same pattern."""
+    f = np.asarray(w @ b)  # (P, K)
+    cov_f = f @ cov
+    factor_var = np.einsum("pk,pk->p", cov_f, f)
+    rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+    cols, vals = w.indices, w.data
+    specific = np.asarray(np.bincount(rows, weights=vals * vals * s[cols],
+                                      minlength=w.shape[0]), dtype=np.float64)
+    vol, inv = _volatility(factor_var + specific)
+    marginal = (np.einsum("ik,ik->i", cov_f[rows], b[cols]) + s[cols] * vals) * inv[rows]
+    marginal_f = cov_f * inv[:, None]
+
+    def like_w(data: FloatArray) -> sparse.csr_array:
+        return sparse.csr_array((data, cols, w.indptr), shape=w.shape)
+
+    return PortfolioRisk(
+        factor_exposure=f, factor_var=factor_var, specific_var=specific,
+        total_var=factor_var + specific, volatility=vol, factor_contribution=f * marginal_f,
+        specific_contribution=specific * inv, position_contribution=like_w(vals * marginal),
+        position_marginal=like_w(marginal), factor_marginal=marginal_f)
 
 
 def predicted_beta(factor_exposure: npt.ArrayLike, factor_cov: npt.ArrayLike,

@@ -238,3 +238,28 @@ def test_many_portfolios_at_once_equal_one_by_one() -> None:
             assert cf[p] == pytest.approx(float(cornish_fisher_var(pnl[:, p], c)))
     flat = cornish_fisher_var(np.full((10, 1), -2.0), 0.99)
     assert flat[0] == pytest.approx(2.0)  # no spread: the mean loss, no NaN
+
+
+def test_sparse_holdings_give_the_dense_answer() -> None:
+    from scipy import sparse
+
+    rng = np.random.default_rng(12)
+    n, k, p = 40, 7, 30
+    b = rng.normal(size=(n, k))
+    s = rng.uniform(1e-5, 4e-4, size=n)
+    a = rng.normal(size=(k, k)) * 0.01
+    w = np.zeros((p, n))
+    for i in range(p):
+        w[i, rng.choice(n, size=5, replace=False)] = rng.normal(size=5) * 1e4
+    w[3] = 0.0  # an empty book
+    dense = portfolio_risk(w, b, s, a @ a.T)
+    thin = portfolio_risk(sparse.csr_array(w), b, s, a @ a.T)
+    for name in ("volatility", "factor_var", "specific_var", "factor_contribution",
+                 "specific_contribution", "factor_exposure", "factor_marginal"):
+        np.testing.assert_allclose(getattr(thin, name), getattr(dense, name), rtol=1e-12,
+                                   atol=1e-12, err_msg=name)
+    held = w != 0
+    for name in ("position_contribution", "position_marginal"):
+        np.testing.assert_allclose(getattr(thin, name).toarray()[held],
+                                   getattr(dense, name)[held], rtol=1e-12, atol=1e-9,
+                                   err_msg=name)
