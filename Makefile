@@ -38,7 +38,7 @@ test: install lint
 	  else echo "make test: PostgreSQL could not be started; its tests are skipped" \
 	    "(with CI=true they fail instead)" >&2; fi; \
 	fi; \
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --basetemp="$$basetemp" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 --basetemp="$$basetemp" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check core flows api cli tests bench migrations/env.py

@@ -23,6 +23,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,9 @@ class RiskData:
     factor_history: np.ndarray
     adv: np.ndarray
 
+    @cached_property
     def column(self) -> dict[str, int]:
-        """Symbol → column."""
+        """Symbol → column (built once: every portfolio of a night asks)."""
         return {s: j for j, s in enumerate(self.symbols)}
 
 
@@ -149,7 +151,7 @@ def risk_report(positions: Sequence[RiskPosition], equity: float, data: RiskData
     participation : float, optional
         Share of the average daily volume tradable per session (liquidity).
     """
-    col = data.column()
+    col = data.column
     covered = [p for p in positions if p.modelled and p.symbol in col
                and math.isfinite(data.specific_var[col[p.symbol]])]
     uncovered = sorted({p.symbol for p in positions if p not in covered})

@@ -100,7 +100,7 @@ def test_risk_answer_is_the_model_of_the_positions(client: TestClient, seed: See
                       if k not in ("data_as_of", "stale", "cached")})
 
     # σ from the dense covariance of the covered positions
-    col = data.column()
+    col = data.column
     covered = [p for p in positions if p.modelled]
     cols = [col[p.symbol] for p in covered]
     w = np.array([p.market_value for p in covered])
