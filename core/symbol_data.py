@@ -48,7 +48,7 @@ _scenario_sets: dict[tuple[str, dt.date], ScenarioSet] = {}
 _scenario_lock = asyncio.Lock()
 
 
-def _database(engine: AsyncEngine) -> str:
+def database_key(engine: AsyncEngine) -> str:
     """The key of one database in this module's caches."""
     return str(engine.url)
 
@@ -63,12 +63,12 @@ async def latest_data_date(engine: AsyncEngine | None = None) -> dt.date | None:
     ``DATA_DATE_TTL`` seconds per database (it changes once a night).
     """
     engine = engine or flow_engine()
-    hit = _data_dates.get(_database(engine))
+    hit = _data_dates.get(database_key(engine))
     if hit and time.monotonic() - hit[0] < DATA_DATE_TTL:
         return hit[1]
     async with reading(engine) as conn:
         day = await batch_repo.latest_completed_target(conn, batch_repo.SYMBOL_BATCH_JOB)
-    _data_dates[_database(engine)] = (time.monotonic(), day)
+    _data_dates[database_key(engine)] = (time.monotonic(), day)
     return day
 
 
@@ -186,7 +186,7 @@ async def scenarios_at(day: dt.date, engine: AsyncEngine | None = None) -> Scena
     """:func:`build_scenarios` of ``day``, built once per database and data date in this
     process (the instant path; the nightly refresh builds its own once per run)."""
     engine = engine or flow_engine()
-    key = (_database(engine), day)
+    key = (database_key(engine), day)
     if key not in _scenario_sets:
         async with _scenario_lock:
             if key not in _scenario_sets:

@@ -31,10 +31,9 @@ from core.db.models import (
 from core.db.upsert import upsert_rows
 from core.portfolio.valuation import Holding, InvestmentClass
 
-PF = Portfolio.__table__  # type: ignore[attr-defined]
-SNAP = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
-CACHE = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
-# PF, SNAP and CACHE are still queried by core/services/analytics.py and analytics_cache.py
+_portfolios = Portfolio.__table__  # type: ignore[attr-defined]
+_snapshots = PortfolioSnapshot.__table__  # type: ignore[attr-defined]
+_analytics_cache = PortfolioAnalyticsCache.__table__  # type: ignore[attr-defined]
 _positions = Position.__table__  # type: ignore[attr-defined]
 _factor_exposures = PortfolioFactorExposure.__table__  # type: ignore[attr-defined]
 _sector_exposures = PortfolioSectorExposure.__table__  # type: ignore[attr-defined]
@@ -67,7 +66,7 @@ async def create_portfolio(
     """Insert a portfolio with its positions (dicts of ``Position`` columns); returns its id."""
     pid = portfolio_id or new_id()
     now = dt.datetime.now(dt.UTC)
-    await conn.execute(sa.insert(PF).values(
+    await conn.execute(sa.insert(_portfolios).values(
         id=pid, owner_id=owner_id, name=name, base_currency="USD", cash_balance=cash,
         created_at=now, updated_at=now))
     await add_positions(conn, pid, positions)
@@ -100,8 +99,9 @@ async def portfolio_versions(
     """
     out: dict[str, PortfolioVersion] = {}
     for part in _chunks(sorted(set(portfolio_ids))):
-        stmt = (sa.select(PF.c.id, PF.c.cash_balance, PF.c.updated_at, PF.c.deleted_at)
-                .where(PF.c.id.in_(part)).order_by(PF.c.id))
+        stmt = (sa.select(_portfolios.c.id, _portfolios.c.cash_balance, _portfolios.c.updated_at,
+                          _portfolios.c.deleted_at)
+                .where(_portfolios.c.id.in_(part)).order_by(_portfolios.c.id))
         rows = (await conn.execute(stmt.with_for_update(key_share=True) if lock else stmt))
         out.update({r.id: PortfolioVersion(r.cash_balance, r.updated_at,
                                            r.deleted_at is not None) for r in rows})
@@ -156,15 +156,18 @@ async def active_portfolios(
 ) -> list[PortfolioState]:
     """Portfolios not soft-deleted, with their snapshot history around the window
     ``[window_start, window_end]``, ordered by id."""
-    before = sa.case((SNAP.c.date < window_start, SNAP.c.date))
+    before = sa.case((_snapshots.c.date < window_start, _snapshots.c.date))
     summary = (
-        sa.select(PF.c.id, PF.c.cash_balance, sa.func.min(SNAP.c.date), sa.func.max(before))
-        .select_from(PF.outerjoin(SNAP, SNAP.c.portfolio_id == PF.c.id))
-        .where(PF.c.deleted_at.is_(None))
-        .group_by(PF.c.id, PF.c.cash_balance)
+        sa.select(_portfolios.c.id, _portfolios.c.cash_balance, sa.func.min(_snapshots.c.date),
+                  sa.func.max(before))
+        .select_from(_portfolios.outerjoin(_snapshots,
+                                           _snapshots.c.portfolio_id == _portfolios.c.id))
+        .where(_portfolios.c.deleted_at.is_(None))
+        .group_by(_portfolios.c.id, _portfolios.c.cash_balance)
     )
-    window = sa.select(SNAP.c.portfolio_id, SNAP.c.date, SNAP.c.daily_pnl.is_(None)).where(
-        SNAP.c.date >= window_start, SNAP.c.date <= window_end)
+    window = sa.select(_snapshots.c.portfolio_id, _snapshots.c.date,
+                       _snapshots.c.daily_pnl.is_(None)).where(
+        _snapshots.c.date >= window_start, _snapshots.c.date <= window_end)
     heads: list[sa.Row] = []
     rows: list[sa.Row] = []
     if ids is None:
@@ -172,9 +175,9 @@ async def active_portfolios(
         rows = list((await conn.execute(window)).all())
     else:
         for part in _chunks(ids):
-            heads.extend((await conn.execute(summary.where(PF.c.id.in_(part)))).all())
+            heads.extend((await conn.execute(summary.where(_portfolios.c.id.in_(part)))).all())
             rows.extend((await conn.execute(
-                window.where(SNAP.c.portfolio_id.in_(part)))).all())
+                window.where(_snapshots.c.portfolio_id.in_(part)))).all())
     dates: dict[str, set[dt.date]] = {}
     no_pnl: dict[str, set[dt.date]] = {}
     for pid, day, pnl_missing in rows:
@@ -199,8 +202,8 @@ async def snapshot_equities(
     out: dict[tuple[str, dt.date], Decimal] = {}
     for day, pids in by_date.items():
         for part in _chunks(pids):
-            stmt = sa.select(SNAP.c.portfolio_id, SNAP.c.equity).where(
-                SNAP.c.date == day, SNAP.c.portfolio_id.in_(part))
+            stmt = sa.select(_snapshots.c.portfolio_id, _snapshots.c.equity).where(
+                _snapshots.c.date == day, _snapshots.c.portfolio_id.in_(part))
             out.update({(pid, day): equity for pid, equity in (await conn.execute(stmt)).all()})
     return out
 
@@ -234,7 +237,7 @@ async def load_holdings(
 
 async def upsert_snapshots(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
     """Store snapshots (PK portfolio_id + date)."""
-    return await upsert_rows(conn, SNAP, rows, key=["portfolio_id", "date"])
+    return await upsert_rows(conn, _snapshots, rows, key=["portfolio_id", "date"])
 
 
 async def upsert_factor_exposures(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
@@ -315,12 +318,14 @@ async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str,
 async def invalidate_cache(conn: AsyncConnection, portfolio_ids: Sequence[str]) -> None:
     """Drop every cached analytics entry of these portfolios."""
     for part in _chunks(portfolio_ids):
-        await conn.execute(sa.delete(CACHE).where(CACHE.c.portfolio_id.in_(part)))
+        await conn.execute(sa.delete(_analytics_cache).where(
+            _analytics_cache.c.portfolio_id.in_(part)))
 
 
 async def count_portfolios(conn: AsyncConnection) -> int:
     """Portfolios not soft-deleted."""
-    stmt = sa.select(sa.func.count()).select_from(PF).where(PF.c.deleted_at.is_(None))
+    stmt = sa.select(sa.func.count()).select_from(_portfolios).where(
+        _portfolios.c.deleted_at.is_(None))
     return int((await conn.execute(stmt)).scalar_one())
 
 
@@ -328,8 +333,8 @@ async def held_symbols(conn: AsyncConnection) -> list[str]:
     """Distinct symbols of PUBLIC/OPTIONS positions in portfolios that are not deleted."""
     stmt = (
         sa.select(_positions.c.symbol).distinct()
-        .select_from(_positions.join(PF, PF.c.id == _positions.c.portfolio_id))
-        .where(PF.c.deleted_at.is_(None),
+        .select_from(_positions.join(_portfolios, _portfolios.c.id == _positions.c.portfolio_id))
+        .where(_portfolios.c.deleted_at.is_(None),
                _positions.c.investment_class != InvestmentClass.PRIVATE.value)
         .order_by(_positions.c.symbol)
     )
@@ -340,7 +345,7 @@ async def held_symbols(conn: AsyncConnection) -> list[str]:
 
 
 def _live_of(owner_id: str) -> sa.ColumnElement[bool]:
-    return sa.and_(PF.c.owner_id == owner_id, PF.c.deleted_at.is_(None))
+    return sa.and_(_portfolios.c.owner_id == owner_id, _portfolios.c.deleted_at.is_(None))
 
 
 async def owned_portfolio(
@@ -349,35 +354,35 @@ async def owned_portfolio(
     """The live ``portfolios`` row ``portfolio_id`` if ``owner_id`` owns it, else None.
 
     ``lock``: the row is locked for the transaction, like :func:`lock_portfolios`."""
-    stmt = sa.select(PF).where(PF.c.id == portfolio_id, _live_of(owner_id))
+    stmt = sa.select(_portfolios).where(_portfolios.c.id == portfolio_id, _live_of(owner_id))
     return (await conn.execute(stmt.with_for_update(key_share=True) if lock else stmt)).first()
 
 
 async def owns_portfolio(conn: AsyncConnection, owner_id: str, portfolio_id: str) -> bool:
     """Whether ``owner_id`` owns the live portfolio ``portfolio_id``."""
-    stmt = sa.select(PF.c.id).where(PF.c.id == portfolio_id, _live_of(owner_id))
+    stmt = sa.select(_portfolios.c.id).where(_portfolios.c.id == portfolio_id, _live_of(owner_id))
     return (await conn.execute(stmt)).first() is not None
 
 
 async def portfolio_ids_of_owner(conn: AsyncConnection, owner_id: str) -> set[str]:
     """Ids of every portfolio ``owner_id`` has, soft-deleted ones included."""
-    return set((await conn.execute(sa.select(PF.c.id).where(
-        PF.c.owner_id == owner_id))).scalars())
+    return set((await conn.execute(sa.select(_portfolios.c.id).where(
+        _portfolios.c.owner_id == owner_id))).scalars())
 
 
 async def live_portfolio_ids(conn: AsyncConnection) -> list[str]:
     """Ids of the portfolios not soft-deleted (no order)."""
     return [r[0] for r in (await conn.execute(
-        sa.select(PF.c.id).where(PF.c.deleted_at.is_(None)))).all()]
+        sa.select(_portfolios.c.id).where(_portfolios.c.deleted_at.is_(None)))).all()]
 
 
 async def portfolio_name_taken(
     conn: AsyncConnection, owner_id: str, name: str, except_id: str | None = None
 ) -> bool:
     """Whether a live portfolio of ``owner_id`` other than ``except_id`` is named ``name``."""
-    stmt = sa.select(PF.c.id).where(PF.c.name == name, _live_of(owner_id))
+    stmt = sa.select(_portfolios.c.id).where(_portfolios.c.name == name, _live_of(owner_id))
     if except_id:
-        stmt = stmt.where(PF.c.id != except_id)
+        stmt = stmt.where(_portfolios.c.id != except_id)
     return (await conn.execute(stmt)).first() is not None
 
 
@@ -385,7 +390,7 @@ async def mark_portfolio_changed(conn: AsyncConnection, portfolio_id: str,
                                  **values: Any) -> None:
     """Set ``updated_at`` to now (what every analysis of the portfolio depends on, see
     :class:`PortfolioVersion`) and the columns in ``values``."""
-    await conn.execute(sa.update(PF).where(PF.c.id == portfolio_id).values(
+    await conn.execute(sa.update(_portfolios).where(_portfolios.c.id == portfolio_id).values(
         updated_at=dt.datetime.now(dt.UTC), **values))
 
 
@@ -397,33 +402,34 @@ async def owner_portfolio_page(
     ``equity`` (of that snapshot)."""
     counts = (sa.select(_positions.c.portfolio_id, sa.func.count().label("n"))
               .group_by(_positions.c.portfolio_id).subquery())
-    last = (sa.select(SNAP.c.portfolio_id, sa.func.max(SNAP.c.date).label("d"))
-            .group_by(SNAP.c.portfolio_id).subquery())
+    last = (sa.select(_snapshots.c.portfolio_id, sa.func.max(_snapshots.c.date).label("d"))
+            .group_by(_snapshots.c.portfolio_id).subquery())
     live = _live_of(owner_id)
     stmt = (
-        sa.select(PF, counts.c.n, last.c.d, SNAP.c.equity)
+        sa.select(_portfolios, counts.c.n, last.c.d, _snapshots.c.equity)
         .select_from(
-            PF.outerjoin(counts, counts.c.portfolio_id == PF.c.id)
-            .outerjoin(last, last.c.portfolio_id == PF.c.id)
-            .outerjoin(SNAP, sa.and_(SNAP.c.portfolio_id == PF.c.id, SNAP.c.date == last.c.d)))
-        .where(live).order_by(PF.c.name, PF.c.id).limit(limit).offset(offset)
+            _portfolios.outerjoin(counts, counts.c.portfolio_id == _portfolios.c.id)
+            .outerjoin(last, last.c.portfolio_id == _portfolios.c.id)
+            .outerjoin(_snapshots, sa.and_(_snapshots.c.portfolio_id == _portfolios.c.id,
+                                           _snapshots.c.date == last.c.d)))
+        .where(live).order_by(_portfolios.c.name, _portfolios.c.id).limit(limit).offset(offset)
     )
     total = int((await conn.execute(
-        sa.select(sa.func.count()).select_from(PF).where(live))).scalar_one())
+        sa.select(sa.func.count()).select_from(_portfolios).where(live))).scalar_one())
     return total, list((await conn.execute(stmt)).all())
 
 
 def _portfolio_children() -> list[sa.Table]:
     """Every table with rows of one portfolio (a foreign key to ``portfolios.id``)."""
-    return [t for t in reversed(PF.metadata.sorted_tables)
-            if t is not PF and any(fk.column is PF.c.id for fk in t.foreign_keys)]
+    return [t for t in reversed(_portfolios.metadata.sorted_tables)
+            if t is not _portfolios and any(fk.column is _portfolios.c.id for fk in t.foreign_keys)]
 
 
 async def delete_portfolio_everywhere(conn: AsyncConnection, portfolio_id: str) -> None:
     """Delete a portfolio and every row of every table that hangs off it (hard delete)."""
     for table in _portfolio_children():
         await conn.execute(sa.delete(table).where(table.c.portfolio_id == portfolio_id))
-    await conn.execute(sa.delete(PF).where(PF.c.id == portfolio_id))
+    await conn.execute(sa.delete(_portfolios).where(_portfolios.c.id == portfolio_id))
 
 
 async def position_count(conn: AsyncConnection, portfolio_id: str) -> int:
@@ -459,8 +465,9 @@ async def delete_position(conn: AsyncConnection, position_id: str) -> None:
 
 async def latest_snapshot(conn: AsyncConnection, portfolio_id: str) -> sa.Row | None:
     """The newest ``portfolio_snapshots`` row of a portfolio, or None."""
-    return (await conn.execute(sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
-                               .order_by(SNAP.c.date.desc()).limit(1))).first()
+    return (await conn.execute(
+        sa.select(_snapshots).where(_snapshots.c.portfolio_id == portfolio_id)
+        .order_by(_snapshots.c.date.desc()).limit(1))).first()
 
 
 async def newest_snapshots(
@@ -469,12 +476,12 @@ async def newest_snapshots(
 ) -> list[sa.Row]:
     """At most ``limit`` snapshot rows of a portfolio with ``start <= date <= end`` (None:
     unbounded), newest first."""
-    stmt = sa.select(SNAP).where(SNAP.c.portfolio_id == portfolio_id)
+    stmt = sa.select(_snapshots).where(_snapshots.c.portfolio_id == portfolio_id)
     if start is not None:
-        stmt = stmt.where(SNAP.c.date >= start)
+        stmt = stmt.where(_snapshots.c.date >= start)
     if end is not None:
-        stmt = stmt.where(SNAP.c.date <= end)
-    return list((await conn.execute(stmt.order_by(SNAP.c.date.desc()).limit(limit))).all())
+        stmt = stmt.where(_snapshots.c.date <= end)
+    return list((await conn.execute(stmt.order_by(_snapshots.c.date.desc()).limit(limit))).all())
 
 
 @dataclass(frozen=True)
@@ -495,13 +502,56 @@ async def open_position_holders(
     out: list[Holder] = []
     for part in _chunks(list(symbols)):
         stmt = (
-            sa.select(_positions.c.symbol, PF.c.id, PF.c.name, _users.c.name.label("owner"))
-            .select_from(_positions.join(PF, PF.c.id == _positions.c.portfolio_id)
-                         .join(_users, _users.c.id == PF.c.owner_id))
-            .where(_positions.c.symbol.in_(part), PF.c.deleted_at.is_(None),
+            sa.select(_positions.c.symbol, _portfolios.c.id, _portfolios.c.name,
+                      _users.c.name.label("owner"))
+            .select_from(_positions.join(_portfolios, _portfolios.c.id == _positions.c.portfolio_id)
+                         .join(_users, _users.c.id == _portfolios.c.owner_id))
+            .where(_positions.c.symbol.in_(part), _portfolios.c.deleted_at.is_(None),
                    sa.or_(_positions.c.exit_date.is_(None), _positions.c.exit_date > today))
-            .distinct().order_by(_positions.c.symbol, _users.c.name, PF.c.name)
+            .distinct().order_by(_positions.c.symbol, _users.c.name, _portfolios.c.name)
         )
         out.extend(Holder(r.symbol, r.id, r.name, r.owner)
                    for r in (await conn.execute(stmt)).all())
     return out
+
+
+async def live_cash(conn: AsyncConnection, portfolio_id: str) -> Decimal | None:
+    """The cash of a portfolio that is not deleted (None: no such portfolio)."""
+    return (await conn.execute(sa.select(_portfolios.c.cash_balance).where(
+        _portfolios.c.id == portfolio_id, _portfolios.c.deleted_at.is_(None)))).scalar()
+
+
+async def snapshot_equity(conn: AsyncConnection, portfolio_id: str, day: dt.date
+                          ) -> Decimal | None:
+    """The equity of the portfolio's snapshot at ``day`` (None without one)."""
+    return (await conn.execute(sa.select(_snapshots.c.equity).where(
+        _snapshots.c.portfolio_id == portfolio_id, _snapshots.c.date == day))).scalar()
+
+
+async def store_analytics(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> int:
+    """Store analytics answers (one row per portfolio and kind, replacing the previous)."""
+    return await upsert_rows(conn, _analytics_cache, rows, key=["portfolio_id", "kind"])
+
+
+async def cached_analytics(conn: AsyncConnection, portfolio_id: str, kind: str
+                           ) -> sa.Row | None:
+    """The stored answer of one kind: ``positions_hash``, ``data_date``, ``payload``."""
+    return (await conn.execute(sa.select(
+        _analytics_cache.c.positions_hash, _analytics_cache.c.data_date,
+        _analytics_cache.c.payload).where(_analytics_cache.c.portfolio_id == portfolio_id,
+                                          _analytics_cache.c.kind == kind))).first()
+
+
+def analytics_tokens_query() -> sa.Select[Any]:
+    """Tokens of the portfolios in the expanding ``ids`` parameter, one row per cached kind
+    (a portfolio without cached answers gives one row with ``kind`` NULL): ``id``,
+    ``owner_id``, ``updated_at``, ``kind``, ``created_at``, ``data_date``,
+    ``positions_hash``; deleted portfolios are left out."""
+    cache = _analytics_cache
+    return (
+        sa.select(_portfolios.c.id, _portfolios.c.owner_id, _portfolios.c.updated_at,
+                  cache.c.kind, cache.c.created_at, cache.c.data_date, cache.c.positions_hash)
+        .select_from(_portfolios.outerjoin(cache, cache.c.portfolio_id == _portfolios.c.id))
+        .where(_portfolios.c.id.in_(sa.bindparam("ids", expanding=True)),
+               _portfolios.c.deleted_at.is_(None))
+    )

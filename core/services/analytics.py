@@ -23,13 +23,11 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core import calendar
 from core.cpu import run_cpu
 from core.db.engine import flow_engine, reading, run_transaction
-from core.db.upsert import upsert_rows
 from core.errors import InvalidInput, NotFound, NotReady
 from core.portfolio.analytics import (
     PortfolioAnalytics,
@@ -41,7 +39,6 @@ from core.portfolio.risk import RiskData
 from core.portfolio.valuation import Holding, InvestmentClass
 from core.portfolio_rows import analytics_rows, positions_hash, risk_answer
 from core.repositories import portfolios as portfolio_repo
-from core.repositories.portfolios import CACHE, PF, SNAP
 from core.risk.model import reverse_stress_move
 from core.risk.stress import (
     ETF_INDEX,
@@ -50,7 +47,14 @@ from core.risk.stress import (
     conditional_moves,
     stress_exposures,
 )
-from core.symbol_data import latest_data_date, load_risk_data, load_symbol_data, scenarios_at
+from core.services.snapshot_json import money_text
+from core.symbol_data import (
+    database_key,
+    latest_data_date,
+    load_risk_data,
+    load_symbol_data,
+    scenarios_at,
+)
 
 ANALYTICS_KINDS = ("overview", "factor-exposures", "sector-exposure", "correlations",
                    "stress-tests", "risk")
@@ -70,10 +74,6 @@ STORE_ATTEMPTS = 3
 """Analyses of one ``compute`` call whose result may be found outdated before it is stored."""
 
 
-def _key(engine: AsyncEngine) -> str:
-    return str(engine.url)
-
-
 async def _required_data_date(engine: AsyncEngine) -> dt.date:
     day = await latest_data_date(engine)
     if day is None:
@@ -87,31 +87,25 @@ def is_stale(data_date: dt.date, now: dt.datetime | None = None) -> bool:
 
 
 async def _portfolio(conn: AsyncConnection, portfolio_id: str) -> tuple[Decimal, list[Holding]]:
-    row = (await conn.execute(sa.select(PF.c.cash_balance).where(
-        PF.c.id == portfolio_id, PF.c.deleted_at.is_(None)))).first()
-    if row is None:
+    cash = await portfolio_repo.live_cash(conn, portfolio_id)
+    if cash is None:
         raise NotFound(f"portfolio {portfolio_id} not found", field="portfolio_id")
     holdings, invalid = await portfolio_repo.load_holdings(conn, [portfolio_id])
     if portfolio_id in invalid:
         raise NotReady(invalid[portfolio_id])
-    return row[0], holdings[portfolio_id]
+    return cash, holdings[portfolio_id]
 
 
 async def _previous(conn: AsyncConnection, pid: str, day: dt.date
                     ) -> tuple[dt.date | None, Decimal | None]:
     """The snapshot of the session before ``day``, if there is one (for the daily P&L)."""
     prev = calendar.previous_session(day)
-    row = (await conn.execute(sa.select(SNAP.c.equity).where(
-        SNAP.c.portfolio_id == pid, SNAP.c.date == prev))).first()
-    return (prev, row[0]) if row else (None, None)
+    equity = await portfolio_repo.snapshot_equity(conn, pid, prev)
+    return (prev, equity) if equity is not None else (None, None)
 
 
 def _f(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
-
-
-def _money(x: Decimal | None) -> str | None:
-    return None if x is None else str(x)
 
 
 def payloads(pid: str, result: PortfolioAnalytics, holdings: list[Holding],
@@ -124,7 +118,7 @@ def payloads(pid: str, result: PortfolioAnalytics, holdings: list[Holding],
     """
     rows = analytics_rows(pid, result)
     snap = rows["snapshots"][-1]
-    snapshot = {k: (_money(v) if isinstance(v, Decimal) else v) for k, v in snap.items()
+    snapshot = {k: (money_text(v) if isinstance(v, Decimal) else v) for k, v in snap.items()
                 if k != "portfolio_id"}
     snapshot["date"] = day.isoformat()
     equity = float(result.snapshots[-1].equity)
@@ -134,7 +128,7 @@ def payloads(pid: str, result: PortfolioAnalytics, holdings: list[Holding],
         h = by_id[pos_id]
         weight = float(value) / equity if value is not None and equity else None
         pos_rows.append({"position_id": pos_id, "symbol": h.symbol, "quantity": str(h.quantity),
-                         "market_value": _money(value), "weight": _f(weight),
+                         "market_value": money_text(value), "weight": _f(weight),
                          "investment_class": str(h.investment_class), "_i": i})
     factor_rows = [{k: v for k, v in r.items() if k not in ("portfolio_id", "date")}
                    for r in rows["factors"]]
@@ -228,7 +222,7 @@ async def compute(
     snap_row = kinds.pop("_snapshot_row")
     pos_rows = kinds.pop("_position_rows")["rows"]
     if "_full_matrix" in kinds:
-        _remember_full((_key(engine), portfolio_id, digest, day), kinds["correlations"],
+        _remember_full((database_key(engine), portfolio_id, digest, day), kinds["correlations"],
                        kinds.pop("_full_matrix")["matrix"])
     now = dt.datetime.now(dt.UTC)
 
@@ -239,10 +233,9 @@ async def compute(
         if (positions_hash(holdings_now, cash_now) != digest
                 or await _previous(conn, portfolio_id, day) != (prev_day, prev_equity)):
             return False
-        await upsert_rows(conn, CACHE, [
+        await portfolio_repo.store_analytics(conn, [
             {"portfolio_id": portfolio_id, "kind": k, "positions_hash": digest, "data_date": day,
-             "payload": v, "created_at": now} for k, v in kinds.items()],
-            key=["portfolio_id", "kind"])
+             "payload": v, "created_at": now} for k, v in kinds.items()])
         if store_snapshot:
             await portfolio_repo.upsert_snapshots(conn, [snap_row])
             await portfolio_repo.update_position_values(conn, pos_rows)
@@ -289,7 +282,7 @@ async def full_correlations(portfolio_id: str, engine: AsyncEngine | None = None
     day = await _required_data_date(engine)
     async with reading(engine) as conn:
         cash, holdings = await _portfolio(conn, portfolio_id)
-    key = (_key(engine), portfolio_id, positions_hash(holdings, cash), day)
+    key = (database_key(engine), portfolio_id, positions_hash(holdings, cash), day)
     hit = _full_matrices.get(key)
     if hit is None:
         symbols = sorted({h.symbol for h in holdings
@@ -339,9 +332,7 @@ async def analytics_with_hash(
     day = await _required_data_date(engine)
     async with reading(engine) as conn:
         cash, holdings = await _portfolio(conn, portfolio_id)
-        row = (await conn.execute(sa.select(CACHE.c.positions_hash, CACHE.c.data_date,
-                                            CACHE.c.payload).where(
-            CACHE.c.portfolio_id == portfolio_id, CACHE.c.kind == kind))).first()
+        row = await portfolio_repo.cached_analytics(conn, portfolio_id, kind)
         nightly = (await portfolio_repo.stored_risk(conn, portfolio_id, day)
                    if kind == "risk" else None)
     digest = positions_hash(holdings, cash)
@@ -371,10 +362,9 @@ async def _cache_nightly_risk(portfolio_id: str, digest: str, day: dt.date,
         except (NotFound, NotReady):
             return
         if positions_hash(holdings_now, cash_now) == digest:
-            await upsert_rows(conn, CACHE, [
+            await portfolio_repo.store_analytics(conn, [
                 {"portfolio_id": portfolio_id, "kind": "risk", "positions_hash": digest,
-                 "data_date": day, "payload": payload, "created_at": dt.datetime.now(dt.UTC)}],
-                key=["portfolio_id", "kind"])
+                 "data_date": day, "payload": payload, "created_at": dt.datetime.now(dt.UTC)}])
 
     await run_transaction(store, engine)
 

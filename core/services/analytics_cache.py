@@ -30,12 +30,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.bulk_validation import BulkValidated
 from core.db.engine import reading
-from core.repositories.portfolios import CACHE, PF
+from core.repositories import portfolios as portfolio_repo
 
 MemoKey = tuple[str, str, str | None]
 """(portfolio id, analytics kind, scenario or None)."""
@@ -60,23 +59,11 @@ class MemoEntry:
         return self.token[2]
 
 
-def token_query() -> sa.Select[Any]:
-    """Tokens of the portfolios in the expanding ``ids`` parameter, one row per cache kind
-    (a portfolio without cache rows gives one row with ``kind`` NULL); deleted portfolios
-    are left out."""
-    return (
-        sa.select(PF.c.id, PF.c.owner_id, PF.c.updated_at, CACHE.c.kind, CACHE.c.created_at,
-                  CACHE.c.data_date, CACHE.c.positions_hash)
-        .select_from(PF.outerjoin(CACHE, CACHE.c.portfolio_id == PF.c.id))
-        .where(PF.c.id.in_(sa.bindparam("ids", expanding=True)), PF.c.deleted_at.is_(None))
-    )
-
-
-_TOKENS = token_query()
+_TOKENS = portfolio_repo.analytics_tokens_query()
 
 
 def row_token(row: Any) -> Token:
-    """The token of one row of :func:`token_query`."""
+    """The token of one row of ``portfolio_repo.analytics_tokens_query``."""
     return (row.updated_at, row.created_at, row.data_date, row.positions_hash)
 
 

@@ -19,7 +19,6 @@ from core.services.analytics_cache import (
     MemoEntry,
     row_token,
     stored_token,
-    token_query,
 )
 
 DAY = dt.date(2026, 11, 20)
@@ -45,7 +44,7 @@ async def _fill(engine, memo: AnalyticsMemo, owner: str,  # type: ignore[no-unty
                 ids: list[str]) -> None:
     """Entries as the service makes them: the token read from the stored rows."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(token_query(), {"ids": ids})).all()
+        rows = (await conn.execute(repo.analytics_tokens_query(), {"ids": ids})).all()
     for row in rows:
         memo.put((row.id, row.kind, None), MemoEntry(row_token(row), {"kind": row.kind}, owner))
 
@@ -141,14 +140,14 @@ def test_validation_runs_in_the_background_and_a_failure_empties_the_memo(
     _with_engine(database_url, scenario)
 
 
-def test_token_query_reads_one_row_per_kind_and_none_for_an_uncached_portfolio(
+def test_the_tokens_query_reads_one_row_per_kind_and_none_for_an_uncached_portfolio(
         database_url: str) -> None:
     async def scenario(engine) -> None:  # type: ignore[no-untyped-def]
         owner, ids = await _seed(engine)
         async with transaction(engine) as conn:
             bare = await repo.create_portfolio(conn, owner, "bare", Decimal(0))
         async with engine.connect() as conn:
-            rows = (await conn.execute(token_query(), {"ids": [*ids, bare]})).all()
+            rows = (await conn.execute(repo.analytics_tokens_query(), {"ids": [*ids, bare]})).all()
         assert sorted((r.id, r.kind or "") for r in rows) == sorted(
             [(pid, k) for pid in ids for k in KINDS] + [(bare, "")])
         assert {row_token(r)[2] for r in rows if r.kind} == {DAY}
