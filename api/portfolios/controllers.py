@@ -85,6 +85,11 @@ CSV_HELP = (
     "the header is line 1) and the column: `line 3, quantity: not a number`."
 )
 
+StartDate = Annotated[dt.date | None, QueryParameter(description="First date (inclusive).")]
+EndDate = Annotated[dt.date | None, QueryParameter(description="Last date (inclusive).")]
+HistoryLimit = Annotated[int, QueryParameter(ge=1, le=5000)]
+"""Query parameters of the dated histories (snapshots, risk)."""
+
 
 @dataclass
 class _CsvImportOperation(Operation):
@@ -187,11 +192,7 @@ class PortfolioController(Controller):
                      "`limit` of them.")
     async def list_snapshots(
         self, portfolio_id: PortfolioId, engine: Engine, user: User,
-        start: Annotated[dt.date | None, QueryParameter(description="First date (inclusive).")]
-        = None,
-        end: Annotated[dt.date | None, QueryParameter(description="Last date (inclusive).")]
-        = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+        start: StartDate = None, end: EndDate = None, limit: HistoryLimit = 1000,
     ) -> SnapshotList:
         return SnapshotList.of(await svc.list_snapshots(
             engine, user.id, portfolio_id, start=start, end=end, limit=limit))
@@ -265,11 +266,7 @@ class PortfolioController(Controller):
                      "<= end, oldest first; at most the newest `limit`.")
     async def risk_history(
         self, portfolio_id: PortfolioId, engine: Engine, user: User,
-        start: Annotated[dt.date | None, QueryParameter(description="First date (inclusive).")]
-        = None,
-        end: Annotated[dt.date | None, QueryParameter(description="Last date (inclusive).")]
-        = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+        start: StartDate = None, end: EndDate = None, limit: HistoryLimit = 1000,
     ) -> RiskHistory:
         await svc.ensure_owned(engine, user.id, portfolio_id)
         return convert(await analytics_service.risk_history(
