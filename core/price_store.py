@@ -7,12 +7,12 @@ The rules (README, "Data trust"):
 * a new row (no stored row for that session) is stored as delivered, once it passed
   :func:`core.quality.validate_bars`;
 * a stored row is replaced only by one that passes the data checks and loses no field
-  (:func:`core.quality.review_redelivery`); a stored row that failed its checks is
+  (:func:`core.redelivery_review.review_redelivery`); a stored row that failed its checks is
   replaced by a corrected delivery that passes them. Every replacement and refusal is
   kept in ``price_revisions`` with both sets of values, the provider and the time;
 * the adjusted basis only moves forward: a delivery on an older basis (a past range
   back-adjusted as of its end) is rescaled onto the stored basis
-  (:func:`core.quality.adjusted_basis_ratio`); only a new corporate action moves it, and
+  (:func:`core.redelivery_review.adjusted_basis_ratio`); only a new corporate action moves it, and
   then the symbol's whole stored history is re-delivered (``rebase``), whose
   ``adj_close``-only changes are written without an audit row each (they follow from
   the stored close and the new action).
@@ -29,13 +29,13 @@ import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import calendar
-from core.quality import (
+from core.quality import Finding
+from core.redelivery_review import (
     INSERT,
     PRICE_FIELDS,
     REJECT,
     REPLACE,
     SAME,
-    Finding,
     Review,
     adjusted_basis_ratio,
     review_redelivery,

@@ -125,7 +125,7 @@ def plan_fetch(
     fetches from there for symbols whose stored history starts later (through their
     first stored session at least, so the delivery overlaps what is stored and its
     adjusted basis can be aligned). The ``extend`` symbols (the nightly history
-    extension, :func:`plan_history_extension`) are asked the same way from
+    extension, :func:`core.history_extension.plan_history_extension`) are asked the same way from
     ``end - history_days``. A new reference ETF starts at ``reference_start``
     (long history for the stress replays). ``repair_from`` (symbol → session) asks again
     for stored ranges with holes or rows that failed their checks
@@ -162,57 +162,6 @@ def plan_fetch(
         for (start, stop), syms in sorted(by_range.items())
         for part in chunked(sorted(syms), chunk_size)
     ]
-
-
-async def plan_history_extension(
-    states: Sequence[symbol_repo.SymbolState], target: dt.date, history_days: int,
-    per_night: int, engine: AsyncEngine | None = None,
-) -> list[str]:
-    """Stored symbols of ``states`` whose history the run for ``target`` extends backwards.
-
-    Parameters
-    ----------
-    states
-        The run's universe.
-    target
-        The run's session.
-    history_days
-        Calendar days of history a symbol should have: it is short when its first stored
-        session is later than the first session on or after ``target - history_days``.
-    per_night
-        Most symbols one night asks (0: none).
-
-    The market symbols of the whole symbols table (any status), by name, are dealt into
-    K = ceil(count / per_night) slices (rank mod K); the night at calendar session position
-    p asks only the short symbols of slice p mod K. So a night asks at most ``per_night``,
-    every symbol's turn comes once in K sessions, and a rerun of the same night looks at the
-    same slice, which the first run already extended: it asks nothing more (taking "the
-    first ``per_night`` still short" would extend more symbols on every rerun).
-
-    A symbol the provider has nothing older for (listed recently) is not asked again:
-    when a fetch reaching before a symbol's first stored session delivers nothing before it,
-    the session before it is recorded in ``known_missing_prices``
-    (:func:`history_start_marks`), and a short symbol with that record is skipped here. A
-    later delivery of that session drops the record (as for any known-missing session).
-    """
-    if per_night <= 0:
-        return []
-    wanted = calendar.session_on_or_after(target - dt.timedelta(days=history_days))
-    async with reading(engine or flow_engine()) as conn:
-        table = [s.symbol for s in await symbol_repo.get_states(conn)
-                 if s.kind != SymbolKind.private and is_market_symbol(s.symbol)]
-        slices = -(-len(table) // per_night)
-        if slices == 0:
-            return []
-        slot = int(calendar.session_positions([target])[0]) % slices
-        tonight = {sym for rank, sym in enumerate(table) if rank % slices == slot}
-        short = {s.symbol: calendar.previous_session(s.first_price_date) for s in states
-                 if s.symbol in tonight and s.first_price_date is not None
-                 and s.first_price_date > wanted}
-        if not short:
-            return []
-        done = await price_repo.known_missing(conn, sorted(short), min(short.values()))
-    return sorted(sym for sym, before in short.items() if (sym, before) not in done)
 
 
 def history_start_marks(

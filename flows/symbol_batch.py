@@ -23,6 +23,7 @@ from core.db.engine import reading
 from core.db.errors import short_error
 from core.db.models import RunStatus, SymbolStatus
 from core.factors.definitions import REFERENCE_ETFS
+from core.history_extension import plan_history_extension
 from core.providers.base import PriceFileError, ProviderError
 from core.repositories import symbols as symbol_repo
 from core.run_lock import Heartbeat, this_process
@@ -40,7 +41,6 @@ from core.symbol_steps import (
     fetch_and_store,
     lock_batch,
     plan_fetch,
-    plan_history_extension,
     plan_repairs,
     provider_for,
     record_fetch_failures,

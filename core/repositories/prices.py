@@ -40,7 +40,7 @@ async def upsert_bars(conn: AsyncConnection, bars: pd.DataFrame) -> int:
     ``provider`` column naming who delivered each row); returns rows written.
 
     Prices are rounded to 6 decimals, the precision of the ``prices`` columns. Callers
-    decide which rows may be written (``core.quality.review_redelivery``).
+    decide which rows may be written (``core.redelivery_review.review_redelivery``).
     """
     if bars.empty:
         return 0

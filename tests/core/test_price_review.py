@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from core import calendar
 from core.price_store import new_actions
-from core.quality import (
+from core.quality import jump_endpoints
+from core.redelivery_review import (
     INSERT,
     PRICE_FIELDS,
     REJECT,
     REPLACE,
     SAME,
     adjusted_basis_ratio,
-    jump_endpoints,
     review_redelivery,
 )
 from core.symbol_steps import reference_blocked_factors

@@ -319,8 +319,8 @@ def test_short_histories_are_extended_over_nights_within_the_cap(
     """New symbols get ~2 years; symbols stored with 1 year are extended back, at most
     ``history_extension_per_night`` a night; a rerun of a night changes nothing; a recently
     listed symbol is asked once, then never again."""
+    from core.history_extension import plan_history_extension
     from core.settings import get_settings
-    from core.symbol_steps import plan_history_extension
 
     stocks = ["ABCD", "DIVY", "EFGH", "GAPY", "MKTA", "MKTB", "NEWL", "SPLT"]
     register(stocks)
