@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from core.portfolio.analytics import PortfolioAnalytics
-from core.portfolio.risk import RiskData, RiskPosition, risk_report
+from core.portfolio.risk import (
+    VAR_ROWS,
+    RiskBook,
+    RiskData,
+    RiskPosition,
+    expand_risk,
+    risk_figures,
+)
 from core.portfolio.valuation import Holding, InvestmentClass, held_quantity
 
 
@@ -34,10 +41,9 @@ def positions_hash(holdings: Sequence[Holding], cash: Decimal) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def risk_answer(holdings: Sequence[Holding], result: PortfolioAnalytics,
-                splits: Mapping[str, Sequence[tuple[dt.date, float]]], data: RiskData
-                ) -> dict[str, Any]:
-    """The risk answer of one portfolio at its analysis's last day (``risk_report``).
+def risk_book(holdings: Sequence[Holding], result: PortfolioAnalytics,
+              splits: Mapping[str, Sequence[tuple[dt.date, float]]]) -> RiskBook:
+    """A portfolio's book as the risk model sees it at its analysis's last day.
 
     Each open position enters with its market value at that day (a position without a
     price with 0 and unmodelled, so listed as uncovered), its quantity held then (after
@@ -53,23 +59,30 @@ def risk_answer(holdings: Sequence[Holding], result: PortfolioAnalytics,
             pos_id, h.symbol, float(held_quantity(h, last.day, splits)),
             float(value) if value is not None else 0.0,
             modelled=value is not None and h.investment_class == InvestmentClass.PUBLIC))
-    return risk_report(positions, float(last.equity), data)
+    return RiskBook(positions, float(last.equity))
 
 
-def _parametric_99_1d(payload: Mapping[str, Any], measure: str) -> float | None:
-    return next((r["value"] for r in payload["var"] if r["measure"] == measure
-                 and r["method"] == "parametric" and r["confidence"] == 0.99
-                 and r["horizon_days"] == 1), None)
+def risk_answer(holdings: Sequence[Holding], result: PortfolioAnalytics,
+                splits: Mapping[str, Sequence[tuple[dt.date, float]]], data: RiskData
+                ) -> dict[str, Any]:
+    """The risk answer of one portfolio at its analysis's last day (:func:`risk_book`)."""
+    return expand_risk(risk_figures([risk_book(holdings, result, splits)], data)[0])
 
 
-def risk_row(pid: str, day: dt.date, digest: str, payload: Mapping[str, Any]
+PARAMETRIC_99_1D = VAR_ROWS.index((1, 0.99, "var", "parametric"))
+PARAMETRIC_ES_99_1D = VAR_ROWS.index((1, 0.99, "es", "parametric"))
+
+
+def risk_row(pid: str, day: dt.date, digest: str, record: Mapping[str, Any]
              ) -> dict[str, Any]:
-    """The ``portfolio_risk`` row of a risk answer (``payload``) computed at ``day`` for
-    the positions hashed ``digest``."""
+    """The ``portfolio_risk`` row of a risk record (:func:`risk_figures`) computed at
+    ``day`` for the positions hashed ``digest``."""
+    equity, sigma = record["equity"], record["dollar_daily"]
     return {"portfolio_id": pid, "date": day, "positions_hash": digest,
-            "volatility_daily": payload["volatility"]["daily"],
-            "var_99_1d": _parametric_99_1d(payload, "var"),
-            "es_99_1d": _parametric_99_1d(payload, "es"), "payload": dict(payload)}
+            "volatility_daily": (sigma / equity if sigma is not None and equity is not None
+                                 and equity > 0 else None),
+            "var_99_1d": record["var"][PARAMETRIC_99_1D],
+            "es_99_1d": record["var"][PARAMETRIC_ES_99_1D], "payload": dict(record)}
 
 
 def analytics_rows(pid: str, result: PortfolioAnalytics) -> dict[str, list[dict[str, Any]]]:

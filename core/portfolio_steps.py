@@ -27,9 +27,9 @@ from core.db.engine import flow_engine, reading, transaction
 from core.db.models import RunStatus
 from core.faults import fault_point
 from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolio
-from core.portfolio.risk import RiskData
+from core.portfolio.risk import RiskBook, RiskData, risk_figures
 from core.portfolio.valuation import InvestmentClass
-from core.portfolio_rows import analytics_rows, positions_hash, risk_answer, risk_row
+from core.portfolio_rows import analytics_rows, positions_hash, risk_book, risk_row
 from core.repositories import batch_runs
 from core.repositories import portfolios as portfolio_repo
 from core.symbol_data import (
@@ -302,6 +302,7 @@ async def refresh_chunk(
         "snapshots": [], "factors": [], "sectors": [], "correlations": [], "stress": [],
         "positions": [], "risk": []}
     done: list[tuple[str, dt.date]] = []
+    books: dict[str, RiskBook] = {}
     for w in work:
         if w.id in invalid:
             continue
@@ -310,9 +311,7 @@ async def refresh_chunk(
                                        w.previous_day, w.previous_equity)
             rows = analytics_rows(w.id, result)
             if w.days[-1] == as_of:
-                risk = risk_answer(holdings[w.id], result, data.splits, risk_data)
-                rows["risk"] = [risk_row(w.id, as_of, positions_hash(holdings[w.id], w.cash),
-                                         risk)]
+                books[w.id] = risk_book(holdings[w.id], result, data.splits)
         except Exception as exc:  # one portfolio never stops the others
             report.failed[w.id] = f"{type(exc).__name__}: {exc}"
             continue
@@ -322,6 +321,13 @@ async def refresh_chunk(
         report.refreshed += 1
         report.snapshots += len(result.snapshots)
         report.partial += sum(1 for s in result.snapshots if s.partial)
+    records, risk_failed = _risk_records(books, risk_data)
+    if risk_failed:
+        _leave_out(set(risk_failed), holdings, tables, done, report)
+        report.failed.update(risk_failed)
+    cash = {w.id: w.cash for w in work}
+    tables["risk"] = [risk_row(pid, as_of, positions_hash(holdings[pid], cash[pid]), record)
+                      for pid, record in records.items()]
     report.compute_seconds = time.perf_counter() - t1
 
     t2 = time.perf_counter()
@@ -356,11 +362,29 @@ async def refresh_chunk(
     return report
 
 
+def _risk_records(books: dict[str, RiskBook], data: RiskData
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The risk records of a chunk's books in one pass (``risk_figures``), and the books
+    that failed: if the pass fails, each book is computed alone so that one bad book never
+    costs the others their risk."""
+    try:
+        return dict(zip(books, risk_figures(list(books.values()), data), strict=True)), {}
+    except Exception:  # find the culprit(s) below
+        pass
+    records: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for pid, book in books.items():
+        try:
+            records[pid] = risk_figures([book], data)[0]
+        except Exception as exc:
+            failed[pid] = f"risk: {type(exc).__name__}: {exc}"
+    return records, failed
+
+
 def _figures(row: dict[str, Any]) -> RiskFigures:
-    var = next((v["pct"] for v in row["payload"]["var"] if v["measure"] == "var"
-                and v["method"] == "parametric" and v["confidence"] == 0.99
-                and v["horizon_days"] == 1), None)
-    return RiskFigures(var, row["payload"]["model"]["coverage"]["covered_share"])
+    equity, var = row["payload"]["equity"], row["var_99_1d"]
+    pct = var / equity if var is not None and equity is not None and equity > 0 else None
+    return RiskFigures(pct, row["payload"]["model"]["covered_share"])
 
 
 REFRESH_ATTEMPTS = 3

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,9 +46,12 @@ COVARIANCE_SESSIONS = 252
 CALENDAR_SYMBOL = "SPY"
 """A session 'has prices' when the market reference has a stored price for it."""
 DATA_DATE_TTL = 5.0
-"""Seconds a database's data date is reused (it changes once a night)."""
-_data_dates: dict[str, tuple[float, dt.date | None]] = {}
-_scenario_sets: dict[tuple[str, dt.date], ScenarioSet] = {}
+"""Seconds a database's data date and version are reused (they change once a night)."""
+RISK_CACHE_SYMBOLS = 5_000
+"""Symbols whose risk-model columns one process keeps for the instant path (per data
+version, least recently used first out; ~4 KB each)."""
+_data_dates: dict[str, tuple[float, dt.date | None, str]] = {}
+_scenario_sets: dict[tuple[str, dt.date, str], ScenarioSet] = {}
 _scenario_lock = asyncio.Lock()
 
 
@@ -62,14 +69,24 @@ async def latest_data_date(engine: AsyncEngine | None = None) -> dt.date | None:
     night (prices of the new day, no betas) and cache them. Reused for
     ``DATA_DATE_TTL`` seconds per database (it changes once a night).
     """
+    return (await data_version(engine))[0]
+
+
+async def data_version(engine: AsyncEngine | None = None) -> tuple[dt.date | None, str]:
+    """The data date (:func:`latest_data_date`) and a version of the symbol data: a text
+    that changes whenever a symbol batch completes, of whatever date (a rerun that corrected
+    past prices, the nightly history extension). The in-process caches of data derived from
+    stored prices (scenarios, the risk model's columns) key on it. Reused for
+    ``DATA_DATE_TTL`` seconds per database."""
     engine = engine or flow_engine()
     hit = _data_dates.get(database_key(engine))
     if hit and time.monotonic() - hit[0] < DATA_DATE_TTL:
-        return hit[1]
+        return hit[1], hit[2]
     async with reading(engine) as conn:
-        day = await batch_repo.latest_completed_target(conn, batch_repo.SYMBOL_BATCH_JOB)
-    _data_dates[database_key(engine)] = (time.monotonic(), day)
-    return day
+        day, finished = await batch_repo.completed_state(conn, batch_repo.SYMBOL_BATCH_JOB)
+    version = finished.isoformat() if finished is not None else ""
+    _data_dates[database_key(engine)] = (time.monotonic(), day, version)
+    return day, version
 
 
 async def symbol_batch_completed(as_of: dt.date, engine: AsyncEngine | None = None) -> bool:
@@ -106,38 +123,125 @@ async def load_symbol_data(
                       splits, sectors)
 
 
-async def load_risk_data(
-    symbols: Sequence[str], as_of: dt.date, engine: AsyncEngine | None = None,
-) -> RiskData:
-    """The risk model's data for ``symbols`` at ``as_of``: one risk regression per symbol
-    (``RISK_WINDOW`` sessions on ``RISK_FACTORS``), the factors' EWMA covariance, SPY's own
-    regression, ``HISTORICAL_SESSIONS`` sessions of returns and the 20-session average
-    volume. A symbol with too little history gets no model (NaN)."""
-    engine = engine or flow_engine()
-    syms = sorted(set(symbols))
-    factors = list(RISK_FACTORS)
-    sessions = HISTORICAL_SESSIONS + 1
-    first = calendar.sessions_back(as_of, sessions)
-    columns = list(dict.fromkeys([*syms, *factors, CALENDAR_SYMBOL]))  # a book may hold ETFs
+@dataclass(frozen=True)
+class _RiskFactors:
+    """The part of the risk data every symbol shares at one date: the factors' returns over
+    the historical window, their EWMA covariance and SPY's own regression."""
+
+    factor_history: np.ndarray  # (H, K)
+    factor_cov: np.ndarray
+    benchmark_beta: np.ndarray
+    benchmark_specific_var: float
+
+
+@dataclass(frozen=True)
+class _RiskColumn:
+    """One symbol's part: its returns over the historical window, its regression, its ADV."""
+
+    history: np.ndarray  # (H,)
+    beta: np.ndarray  # (K,)
+    specific_var: float
+    adv: float
+
+
+@dataclass
+class _RiskCache:
+    factors: _RiskFactors
+    columns: OrderedDict[str, _RiskColumn] = field(default_factory=OrderedDict)
+
+
+_risk_caches: dict[tuple[str, dt.date, str], _RiskCache] = {}
+_risk_cache_lock = threading.Lock()
+
+
+async def _risk_parts(
+    syms: Sequence[str], as_of: dt.date, engine: AsyncEngine,
+    factors: _RiskFactors | None = None,
+) -> tuple[_RiskFactors, dict[str, _RiskColumn]]:
+    """Read and fit the risk model's data of ``syms`` at ``as_of``; the factors' part too
+    unless given (then only the symbols' own prices are read)."""
+    names = list(RISK_FACTORS)
+    first = calendar.sessions_back(as_of, HISTORICAL_SESSIONS + 1)
+    extra = [] if factors is not None else [*names, CALENDAR_SYMBOL]
+    columns = list(dict.fromkeys([*syms, *extra]))  # a book may hold the ETFs
     async with reading(engine) as conn:
         pm = await price_repo.load_price_matrix(conn, columns, first, as_of)
         volumes = await price_repo.average_volumes(
             conn, syms, calendar.sessions_back(as_of, ADV_SESSIONS - 1), as_of)
     returns = simple_returns(pm.adj_close)  # (T - 1, columns), NaN where a price is missing
     index = {s: j for j, s in enumerate(columns)}
-    n = len(syms)
     r = returns[:, [index[s] for s in syms]]
-    f = returns[:, [index[s] for s in factors]]
-    spy = returns[:, [index[CALENDAR_SYMBOL]]]
-    fitted = risk_regression(np.hstack([r, spy])[-RISK_WINDOW:], f[-RISK_WINDOW:])
-    try:
-        cov = ewma_covariance(f)
-    except ValueError:  # too few complete rows of factor returns
-        cov = np.full((len(factors), len(factors)), np.nan)
-    return RiskData(as_of, syms, fitted.beta[:n], fitted.specific_var[:n], cov,
-                    fitted.beta[n], float(fitted.specific_var[n]), r[-HISTORICAL_SESSIONS:],
-                    f[-HISTORICAL_SESSIONS:],
-                    np.array([volumes.get(s, np.nan) for s in syms], dtype=np.float64))
+    if factors is None:
+        f = returns[:, [index[s] for s in names]]
+        spy = returns[:, [index[CALENDAR_SYMBOL]]]
+        bench = risk_regression(spy[-RISK_WINDOW:], f[-RISK_WINDOW:])
+        try:
+            cov = ewma_covariance(f)
+        except ValueError:  # too few complete rows of factor returns
+            cov = np.full((len(names), len(names)), np.nan)
+        factors = _RiskFactors(f[-HISTORICAL_SESSIONS:], cov, bench.beta[0],
+                               float(bench.specific_var[0]))
+    fitted = risk_regression(r[-RISK_WINDOW:], factors.factor_history[-RISK_WINDOW:])
+    hist = r[-HISTORICAL_SESSIONS:]
+    return factors, {s: _RiskColumn(hist[:, j], fitted.beta[j], float(fitted.specific_var[j]),
+                                    float(volumes.get(s, np.nan)))
+                     for j, s in enumerate(syms)}
+
+
+async def load_risk_data(
+    symbols: Sequence[str], as_of: dt.date, engine: AsyncEngine | None = None,
+    cached: bool = False,
+) -> RiskData:
+    """The risk model's data for ``symbols`` at ``as_of``: one risk regression per symbol
+    (``RISK_WINDOW`` sessions on ``RISK_FACTORS``), the factors' EWMA covariance, SPY's own
+    regression, ``HISTORICAL_SESSIONS`` sessions of returns and the 20-session average
+    volume. A symbol with too little history gets no model (NaN).
+
+    ``cached`` (the instant path): the factors' part and each symbol's columns are kept in
+    this process per database, date and data version (:func:`data_version`: a completed
+    symbol batch of any date starts afresh), for up to ``RISK_CACHE_SYMBOLS`` symbols, so
+    a new portfolio of known symbols reads only what no earlier request read. A symbol
+    without a model is never kept (its prices may be arriving). The answer is the same as
+    uncached (each symbol's regression is its own).
+    """
+    engine = engine or flow_engine()
+    syms = sorted(set(symbols))
+    if not cached:
+        factors, cols = await _risk_parts(syms, as_of, engine)
+    else:
+        key = (database_key(engine), as_of, (await data_version(engine))[1])
+        with _risk_cache_lock:
+            cache = _risk_caches.get(key)
+            cols = {} if cache is None else {s: cache.columns[s] for s in syms
+                                             if s in cache.columns}
+        missing = [s for s in syms if s not in cols]
+        if cache is None or missing:
+            factors, read = await _risk_parts(missing, as_of, engine,
+                                              cache.factors if cache else None)
+            cols.update(read)
+            with _risk_cache_lock:
+                if cache is None:
+                    _risk_caches.clear()  # one date and version at a time
+                    cache = _risk_caches.setdefault(key, _RiskCache(factors))
+                for s, c in read.items():
+                    if math.isfinite(c.specific_var):
+                        cache.columns[s] = c
+                while len(cache.columns) > RISK_CACHE_SYMBOLS:
+                    cache.columns.popitem(last=False)
+        factors = cache.factors
+        with _risk_cache_lock:
+            for s in syms:
+                if s in cache.columns:
+                    cache.columns.move_to_end(s)
+    k = len(RISK_FACTORS)
+    h = factors.factor_history.shape[0]
+    return RiskData(
+        as_of, syms,
+        np.array([cols[s].beta for s in syms]).reshape(len(syms), k),
+        np.array([cols[s].specific_var for s in syms], dtype=np.float64),
+        factors.factor_cov, factors.benchmark_beta, factors.benchmark_specific_var,
+        np.column_stack([cols[s].history for s in syms]) if syms else np.zeros((h, 0)),
+        factors.factor_history, np.array([cols[s].adv for s in syms], dtype=np.float64))
 
 
 async def build_scenarios(as_of: dt.date, engine: AsyncEngine | None = None) -> ScenarioSet:
@@ -186,9 +290,11 @@ async def scenarios_at(day: dt.date, engine: AsyncEngine | None = None) -> Scena
     """:func:`build_scenarios` of ``day``, built once per database and data date in this
     process (the instant path; the nightly refresh builds its own once per run)."""
     engine = engine or flow_engine()
-    key = (database_key(engine), day)
+    key = (database_key(engine), day, (await data_version(engine))[1])
     if key not in _scenario_sets:
         async with _scenario_lock:
             if key not in _scenario_sets:
+                while len(_scenario_sets) >= 8:  # older dates and versions go first
+                    _scenario_sets.pop(next(iter(_scenario_sets)))
                 _scenario_sets[key] = await build_scenarios(day, engine)
     return _scenario_sets[key]

@@ -12,8 +12,12 @@ May import core, Prefect and the shared flow wiring; not api, cli or another flo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gc
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -90,8 +94,38 @@ def symbol_data(work: list[PortfolioWork], as_of: dt.date) -> SymbolData | None:
 def refresh(
     work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet, data: SymbolData | None
 ) -> RefreshReport:
-    """Refresh one chunk of portfolios."""
-    return asyncio.run(refresh_chunk(work, as_of, scenarios, data))
+    """Refresh one chunk of portfolios (at most ``refresh_concurrency`` at once in this
+    process: the others wait, idle, for a slot)."""
+    with _refresh_slots():
+        return asyncio.run(refresh_chunk(work, as_of, scenarios, data))
+
+
+@contextlib.contextmanager
+def long_lived_frozen() -> Iterator[None]:
+    """Keep the objects alive now (the run's shared symbol data, Prefect's own) out of the
+    garbage collector's scans while the chunks run, and hand them back after: each chunk
+    makes ~100,000 short-lived rows, and every full collection would walk the whole heap
+    again (a fifth of a chunk's time). Left alone when something else froze objects
+    already (the API's start-up)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _refresh_slots() -> threading.BoundedSemaphore:
+    """The process's semaphore of ``refresh_concurrency`` refresh slots."""
+    n = get_settings().refresh_concurrency
+    with _slots_lock:
+        return _slots.setdefault(n, threading.BoundedSemaphore(n))
 
 
 @flow(name="portfolio-refresh", task_runner=task_runner(), log_prints=False)
@@ -179,8 +213,9 @@ def _refresh_chunks(
     """Refresh the portfolios in chunks; portfolios that fail go to ``failed``. A database
     failure fails the run (named once, not per portfolio)."""
     chunks = chunked(work, get_settings().portfolio_chunk_size)
-    refreshed = map_chunks(refresh, chunks, as_of, scenarios, data, progress=run.progress,
-                           name=lambda chunk: f"chunk from {chunk[0].id}")
+    with long_lived_frozen():
+        refreshed = map_chunks(refresh, chunks, as_of, scenarios, data, progress=run.progress,
+                               name=lambda chunk: f"chunk from {chunk[0].id}")
     for outcome in refreshed.outcomes:
         if not isinstance(outcome, ChunkFailure):
             failed.update(outcome.failed)

@@ -429,8 +429,10 @@ class StressTestResult(SQLModel, table=True):
 class PortfolioRisk(SQLModel, table=True):
     """A portfolio's risk answer at a date, stored by the nightly refresh (its history).
 
-    ``payload`` is the answer of ``GET /v1/portfolios/{id}/risk`` without ``data_as_of``,
-    ``stale`` and ``cached`` (``core.portfolio.risk.risk_report``); ``positions_hash`` the
+    ``payload`` is the compact risk record (``core.portfolio.risk.risk_figures``: the dollar
+    figures, a third of the answer's size; ``expand_risk`` makes the answer of
+    ``GET /v1/portfolios/{id}/risk`` of it, and passes a record of format 1, the answer
+    itself as stored before, through unchanged); ``positions_hash`` the
     hash of the positions and cash it was computed for. The columns repeat three of its
     figures for queries over many portfolios: ``volatility_daily`` (fraction of equity),
     ``var_99_1d`` and ``es_99_1d`` (parametric 99 % 1-session VaR and ES, currency, a loss

@@ -70,6 +70,17 @@ async def latest_completed_target(conn: AsyncConnection, job_type: str) -> dt.da
         _runs.c.job_type == job_type, _runs.c.status.in_(SUCCESS)))).scalar_one_or_none()
 
 
+async def completed_state(conn: AsyncConnection, job_type: str
+                          ) -> tuple[dt.date | None, dt.datetime | None]:
+    """The newest target date a run of ``job_type`` completed and the newest time one
+    completed (whatever its date: a rerun of an older date counts): together they change
+    whenever a completed run may have changed stored data. (None, None) before any."""
+    row = (await conn.execute(sa.select(
+        sa.func.max(_runs.c.target_date), sa.func.max(_runs.c.finished_at)).where(
+        _runs.c.job_type == job_type, _runs.c.status.in_(SUCCESS)))).one()
+    return row[0], row[1]
+
+
 async def latest_successful(
     conn: AsyncConnection, job_type: str, target_date: dt.date | None = None
 ) -> sa.Row | None:

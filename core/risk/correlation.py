@@ -315,6 +315,29 @@ def _newton_direction(s: _DualState, rhs: FloatArray, rel_tol: float) -> FloatAr
 
 _MAX_CG = 200
 
+_SMALL_GRAPH = 64
+"""Up to this many positions the clusters come from a boolean transitive closure (a few
+tiny matrix products) instead of scipy's graph search, whose input validation costs more
+than the search on a 25-position book."""
+
+
+def _components(edges: npt.NDArray[np.bool_]) -> tuple[int, npt.NDArray[np.intp]]:
+    """Connected components of an undirected graph given by a symmetric boolean adjacency
+    matrix: (count, label of each node), labels numbered by their first node."""
+    p = edges.shape[0]
+    if p > _SMALL_GRAPH:
+        n, labels = connected_components(edges.astype(np.int8), directed=False)
+        return int(n), np.asarray(labels, dtype=np.intp)
+    reach = (edges | np.eye(p, dtype=bool)).astype(np.float64)
+    while True:  # squaring doubles the path length reached: at most log2(p) rounds
+        wider = (reach @ reach) > 0
+        if (wider == (reach > 0)).all():
+            break
+        reach = wider.astype(np.float64)
+    first = np.argmax(reach > 0, axis=1)  # the smallest node each node reaches
+    roots, labels = np.unique(first, return_inverse=True)
+    return len(roots), labels.astype(np.intp)
+
 
 def correlation_summary(
     returns: npt.ArrayLike,
@@ -392,7 +415,7 @@ def correlation_summary(
     edges = pairs & (np.abs(matrix) >= cluster_threshold)
     clusters: list[list[int]] = []
     if edges.any():  # most portfolios have no highly correlated pair: skip the graph work
-        n_comp, labels = connected_components(edges.astype(np.int8), directed=False)
+        n_comp, labels = _components(edges)
         members = [np.flatnonzero(labels == k) for k in range(n_comp)]
         clusters = sorted(
             ([int(i) for i in idx] for idx in members if idx.size >= 2), key=lambda c: c[0]

@@ -172,7 +172,9 @@ def portfolio_risk(positions: npt.ArrayLike, beta: npt.ArrayLike, specific_var: 
         Signed dollar exposure of each portfolio to each symbol (0 = not held). Symbols
         without a model must be given 0 here (report them as uncovered). Sparse holdings
         (many portfolios over a large universe) cost O(nnz K) and give sparse position
-        arrays.
+        arrays of the same entries in the same order; a sparse row may hold several entries
+        in one column (lots of one symbol: their specific risk is one, each lot's
+        contribution is its dollars times the symbol's marginal).
     beta : array_like, shape (N, K)
         Factor exposures of the symbols (finite).
     specific_var : array_like, shape (N,)
@@ -227,10 +229,14 @@ def _portfolio_risk_sparse(w: sparse.csr_array, b: FloatArray, s: FloatArray,
     factor_var = np.einsum("pk,pk->p", cov_f, f)
     rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
     cols, vals = w.indices, w.data
-    specific = np.asarray(np.bincount(rows, weights=vals * vals * s[cols],
+    # entries of one row in one column are lots of one symbol: one specific risk
+    held_at, lot = np.unique(rows.astype(np.int64) * w.shape[1] + cols, return_inverse=True)
+    held = np.bincount(lot, weights=vals, minlength=len(held_at))  # dollars per (row, col)
+    held_col = held_at % w.shape[1]
+    specific = np.asarray(np.bincount(held_at // w.shape[1], weights=held * held * s[held_col],
                                       minlength=w.shape[0]), dtype=np.float64)
     vol, inv = _volatility(factor_var + specific)
-    marginal = (np.einsum("ik,ik->i", cov_f[rows], b[cols]) + s[cols] * vals) * inv[rows]
+    marginal = (np.einsum("ik,ik->i", cov_f[rows], b[cols]) + s[cols] * held[lot]) * inv[rows]
     marginal_f = cov_f * inv[:, None]
 
     def like_w(data: FloatArray) -> sparse.csr_array:
@@ -359,47 +365,63 @@ def cornish_fisher_z(confidence: float, skew: npt.ArrayLike, excess_kurtosis: np
     return z + (z * z - 1) * s / 6 + (z ** 3 - 3 * z) * k / 24 - (2 * z ** 3 - 5 * z) * s * s / 36
 
 
-def cornish_fisher_var(pnl: npt.ArrayLike, confidence: float) -> FloatArray:
+def pnl_moments(pnl: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Mean, standard deviation (ddof 1), skewness and excess kurtosis (population moments)
+    of P&L samples along axis 0, shape () or (P,) each; a flat sample has skewness and
+    kurtosis 0."""
+    x = np.asarray(pnl, dtype=np.float64)
+    mu = x.mean(axis=0)
+    d = x - mu
+    d2 = d * d
+    m2 = d2.mean(axis=0)
+    sd = np.sqrt(m2 * (x.shape[0] / (x.shape[0] - 1))) if x.shape[0] > 1 else np.full_like(
+        m2, np.nan)
+    flat = m2 == 0
+    m2 = np.where(flat, 1.0, m2)
+    skew = np.where(flat, 0.0, (d2 * d).mean(axis=0) / m2 ** 1.5)
+    kurt = np.where(flat, 0.0, (d2 * d2).mean(axis=0) / (m2 * m2) - 3.0)
+    return mu, sd, skew, kurt
+
+
+def cornish_fisher_var(pnl: npt.ArrayLike, confidence: float,
+                       moments: tuple[FloatArray, FloatArray, FloatArray, FloatArray]
+                       | None = None) -> FloatArray:
     """VaR from the mean, standard deviation (ddof 1), skewness and excess kurtosis
     (population moments) of P&L samples along axis 0: ``−(μ + σ z_cf)``; a loss is
-    positive. Shape () or (P,); NaN with fewer than 4 outcomes; ``−μ`` when σ = 0."""
+    positive. Shape () or (P,); NaN with fewer than 4 outcomes; ``−μ`` when σ = 0.
+    ``moments``: :func:`pnl_moments` of ``pnl`` when already computed."""
     x = np.asarray(pnl, dtype=np.float64)
     if x.shape[0] < 4:
         return np.full(x.shape[1:], np.nan)
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0, ddof=1)
-    d = x - mu
-    m2 = (d ** 2).mean(axis=0)
-    flat = m2 == 0
-    m2 = np.where(flat, 1.0, m2)
-    skew = np.where(flat, 0.0, (d ** 3).mean(axis=0) / m2 ** 1.5)
-    kurt = np.where(flat, 0.0, (d ** 4).mean(axis=0) / m2 ** 2 - 3.0)
+    mu, sd, skew, kurt = moments if moments is not None else pnl_moments(x)
     return -(mu + sd * cornish_fisher_z(confidence, skew, kurt))
 
 
 @dataclass(frozen=True)
 class Liquidity:
-    """Days to liquidate each position and the share of the book sellable in time.
+    """Days to liquidate each position and the share of each book sellable in time.
 
     Attributes
     ----------
     days : ndarray, shape (N,)
         ``|quantity| / (participation × ADV)``; NaN where the volume is unknown.
-    sellable_1d, sellable_5d : float
-        Share of the gross value of positions with a known volume that can be sold
-        within 1 and 5 sessions (a position sells linearly over its days).
+    sellable_1d, sellable_5d : ndarray, shape (P,)
+        Per book, the share of the gross value of its positions with a known volume that
+        can be sold within 1 and 5 sessions (a position sells linearly over its days);
+        NaN for a book without such positions.
     unknown : ndarray of bool, shape (N,)
         Positions without volume.
     """
 
     days: FloatArray
-    sellable_1d: float
-    sellable_5d: float
+    sellable_1d: FloatArray
+    sellable_5d: FloatArray
     unknown: npt.NDArray[np.bool_]
 
 
 def liquidity(quantity: npt.ArrayLike, market_value: npt.ArrayLike, adv: npt.ArrayLike,
-              participation: float = 0.2) -> Liquidity:
+              participation: float = 0.2, book: npt.ArrayLike | None = None,
+              books: int = 1) -> Liquidity:
     """Liquidation horizon of positions at a share of their average daily volume.
 
     Parameters
@@ -412,22 +434,27 @@ def liquidity(quantity: npt.ArrayLike, market_value: npt.ArrayLike, adv: npt.Arr
         Average daily volume in shares (NaN or ≤ 0 = unknown).
     participation : float, optional
         Share of the daily volume one may trade (default 20 %).
+    book : array_like of int, shape (N,), optional
+        The book (0 ≤ book < ``books``) each position belongs to; all in book 0 if omitted.
+    books : int, optional
+        Number of books P.
     """
     q = np.abs(np.asarray(quantity, dtype=np.float64))
     v = np.abs(np.asarray(market_value, dtype=np.float64))
     a = np.asarray(adv, dtype=np.float64)
+    g = np.zeros(len(q), dtype=np.intp) if book is None else np.asarray(book, dtype=np.intp)
     unknown = ~(np.isfinite(a) & (a > 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         days = np.where(unknown, np.nan, q / (participation * np.where(unknown, 1.0, a)))
-    known = ~unknown
-    gross = float(v[known].sum())
+    known_v = np.where(unknown, 0.0, v)
+    gross = np.bincount(g, weights=known_v, minlength=books)
+    safe = np.where(days > 0, days, 1.0)
 
-    def sellable(horizon: float) -> float:
-        if gross == 0:
-            return math.nan
-        d = days[known]
-        share = np.where(d > 0, np.minimum(1.0, horizon / np.where(d > 0, d, 1.0)), 1.0)
-        return float((v[known] * share).sum() / gross)
+    def sellable(horizon: float) -> FloatArray:
+        share = np.where(days > 0, np.minimum(1.0, horizon / safe), 1.0)
+        sold = np.bincount(g, weights=known_v * np.where(unknown, 0.0, share), minlength=books)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(gross > 0, sold / np.where(gross > 0, gross, 1.0), np.nan)
 
     return Liquidity(days, sellable(1.0), sellable(5.0), unknown)
 

@@ -35,7 +35,7 @@ from core.portfolio.analytics import (
     SymbolData,
     analyse_portfolio,
 )
-from core.portfolio.risk import RiskData
+from core.portfolio.risk import RiskData, expand_risk
 from core.portfolio.valuation import Holding, InvestmentClass
 from core.portfolio_rows import analytics_rows, positions_hash, risk_answer
 from core.repositories import portfolios as portfolio_repo
@@ -216,7 +216,7 @@ async def compute(
     # the instant snapshot of a large portfolio does not wait for its correlations and risk
     # (most of the work, and not part of the answer): they are computed on their first request
     eager = not store_snapshot or len(symbols) <= CORRELATION_MATRIX_LIMIT
-    risk_data = await load_risk_data(symbols, day, engine) if eager else None
+    risk_data = await load_risk_data(symbols, day, engine, cached=True) if eager else None
     digest, kinds = await run_cpu(_analysed, portfolio_id, holdings, cash, day, data, scenarios,
                                   prev_day, prev_equity, risk_data, eager)
     snap_row = kinds.pop("_snapshot_row")
@@ -339,7 +339,7 @@ async def analytics_with_hash(
     if row is not None and row[0] == digest and row[1] == day:
         payload, cached = row[2], True
     elif nightly is not None and nightly[0] == digest:
-        payload, cached = nightly[1], True
+        payload, cached = expand_risk(nightly[1]), True
         await _cache_nightly_risk(portfolio_id, digest, day, payload, engine)
     else:
         day, digest, kinds = await compute(portfolio_id, engine)
@@ -389,7 +389,7 @@ async def risk_history(
                                                  limit=limit + 1)
     items = []
     for r in reversed(rows[:limit]):
-        p = r.payload
+        p = expand_risk(r.payload)
         var_pct = next((v["pct"] for v in p["var"] if v["measure"] == "var"
                         and v["method"] == "parametric" and v["confidence"] == 0.99
                         and v["horizon_days"] == 1), None)

@@ -292,6 +292,57 @@ def test_a_portfolio_changed_during_the_refresh_is_not_stored_from_the_old_analy
     rows = query(db_url, "SELECT payload FROM portfolio_risk WHERE portfolio_id = ?", (pid,))
     assert len(rows) == 1
     stored = json.loads(rows.payload[0])
-    assert [p["symbol"] for p in stored["position_contributions"]] == ["MKTA", "MKTB"]
+    assert stored["positions"]["symbol"] == ["MKTA", "MKTB"]
     answer = client.get(f"{base}/risk", headers=h).json()
     assert [p["symbol"] for p in answer["position_contributions"]] == ["MKTA", "MKTB"]
+
+
+def test_the_instant_risk_cache_reads_like_a_fresh_load_until_a_batch_completes(
+        db_url: str, seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instant path's cached risk columns equal an uncached read of the same symbols,
+    whichever requests filled them; a price corrected by a symbol batch that then completes
+    (a rerun of an older date) is read at once, never the stale column."""
+    import sqlite3
+
+    from core import symbol_data
+    from core.symbol_data import load_risk_data
+    from tests.flows.helpers import db_path
+
+    monkeypatch.setattr(symbol_data, "DATA_DATE_TTL", 0.0)
+
+    def load(symbols: list[str], cached: bool) -> Any:
+        return _run(_with_engine(db_url, lambda e: load_risk_data(symbols, seed.as_of, e,
+                                                                  cached=cached)))
+
+    def same(a: Any, b: Any) -> None:
+        assert a.symbols == b.symbols
+        for name in ("beta", "specific_var", "history", "factor_history", "factor_cov",
+                     "benchmark_beta", "adv"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12,
+                                       atol=1e-15, err_msg=name)
+        assert a.benchmark_specific_var == pytest.approx(b.benchmark_specific_var, rel=1e-12)
+
+    load(["MKTA", "MKTB"], True)
+    both = ["MKTA", "MKTC", "SPY", "NOSUCH"]  # half cached; one symbol without any price
+    same(load(both, True), load(both, False))
+    again = load(both, True)
+    assert math.isnan(again.specific_var[again.symbols.index("NOSUCH")])
+
+    con = sqlite3.connect(db_path(db_url))
+    try:
+        day = con.execute("SELECT max(date) FROM prices WHERE symbol = 'MKTA' AND date < ?",
+                          (seed.as_of.isoformat(),)).fetchone()[0]
+        con.execute("UPDATE prices SET adj_close = adj_close * 1.25 WHERE symbol = 'MKTA' "
+                    "AND date = ?", (day,))
+        con.commit()
+        stale = load(["MKTA"], True)  # no batch completed since: the kept column
+        con.execute("UPDATE batch_runs SET finished_at = ? WHERE id = (SELECT id FROM "
+                    "batch_runs WHERE job_type = 'symbol-batch' ORDER BY finished_at DESC "
+                    "LIMIT 1)", (dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(
+                        sep=" "),))
+        con.commit()
+    finally:
+        con.close()
+    fresh = load(["MKTA"], False)
+    assert not np.allclose(stale.history, fresh.history, equal_nan=True)
+    same(load(["MKTA"], True), fresh)

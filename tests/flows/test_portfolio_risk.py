@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from core.portfolio.risk import expand_risk
 from tests.flows.helpers import query
 from tests.flows.test_portfolio_refresh import D3, seeded  # noqa: F401 (the fixture)
 
@@ -24,13 +25,13 @@ def test_the_nightly_refresh_stores_one_risk_row_per_portfolio(
     assert set(rows.date) == {D3.isoformat()}
     assert result["counts"]["risk_rows"] == 2
     for r in rows.itertuples():
-        payload = json.loads(r.payload)
+        payload = expand_risk(json.loads(r.payload))
         var = next(v for v in payload["var"] if (v["measure"], v["method"], v["confidence"],
                                                  v["horizon_days"]) == ("var", "parametric",
                                                                         0.99, 1))
         assert r.var_99_1d == pytest.approx(var["value"], rel=1e-12)
         assert r.volatility_daily == pytest.approx(payload["volatility"]["daily"], rel=1e-12)
-    p1 = json.loads(rows.set_index("portfolio_id").loc[seeded["p1"], "payload"])
+    p1 = expand_risk(json.loads(rows.set_index("portfolio_id").loc[seeded["p1"], "payload"]))
     assert "PRIVATE_FUND_A" in p1["model"]["coverage"]["uncovered"]
     # a rerun of the same date leaves the same rows
     portfolio_refresh(as_of=D3)

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core.portfolio.risk import RiskData, RiskPosition, risk_report
+from core.portfolio.risk import (
+    RiskBook,
+    RiskData,
+    RiskPosition,
+    expand_risk,
+    risk_figures,
+    risk_report,
+)
 from core.risk.model import RISK_FACTORS
 
 K = len(RISK_FACTORS)
@@ -139,3 +146,71 @@ def test_an_unestimable_factor_covariance_gives_nulls_not_nan() -> None:
     out = risk_report([RiskPosition("p", "AAA", 10, 1e4)], 1e4, broken)
     _finite_json(out)
     assert out["volatility"]["dollar_daily"] is None and out["volatility"]["daily"] is None
+
+
+def test_many_books_in_one_pass_equal_each_book_alone() -> None:
+    """The nightly refresh's one sparse pass per chunk gives every book the answer it gets
+    alone: two lots of one symbol, uncovered-only, empty, zero-equity and short books."""
+    data = _data(holes=True)
+    books = [
+        RiskBook([RiskPosition("a1", "AAA", 100, 20_000.0), RiskPosition("a2", "AAA", 50,
+                                                                         10_000.0),
+                  RiskPosition("b", "BBB", -50, -5_000.0)], 30_000.0),
+        RiskBook([RiskPosition("f", "FUND", 1, 5e3, modelled=False)], 5e3),
+        RiskBook([], 1_000.0),
+        RiskBook([RiskPosition("c", "CCC", 10, 8e3), RiskPosition("n", "NOB", 1, 1e3)], 0.0),
+        RiskBook([RiskPosition("s", "BBB", -200, -2e4)], 1e4),
+        RiskBook([RiskPosition("x", "CCC", 5, 4e3), RiskPosition("y", "AAA", 1, 1e3),
+                  RiskPosition("z", "CCC", -1, -1e3)], 1e4),  # lots out of column order
+    ]
+    together = [expand_risk(r) for r in risk_figures(books, data)]
+    for book, answer in zip(books, together, strict=True):
+        _finite_json(answer)
+        _close(answer, risk_report(book.positions, book.equity, data))
+    for i, held in ((0, {"AAA": 30_000.0, "BBB": -5_000.0}), (5, {"CCC": 3e3, "AAA": 1e3})):
+        # lots of one symbol share its specific risk: σ from the symbols' dense covariance
+        cols = [data.column[s] for s in held]
+        w = np.array(list(held.values()))
+        b = data.beta[cols]
+        big = b @ data.factor_cov @ b.T + np.diag(data.specific_var[cols])
+        assert together[i]["volatility"]["dollar_daily"] == pytest.approx(
+            math.sqrt(w @ big @ w), rel=1e-12)
+        assert sum(r["dollar_contribution"] for r in together[i]["position_contributions"]
+                   ) == pytest.approx(math.sqrt(w @ big @ w), rel=1e-12)
+    lots = together[0]["position_contributions"]
+    assert [r["position_id"] for r in lots] == ["a1", "a2", "b"]
+    assert lots[0]["marginal"] == pytest.approx(lots[1]["marginal"], rel=1e-12)
+    assert [r["position_id"] for r in together[5]["position_contributions"]] == ["x", "y", "z"]
+    x, _, z = together[5]["position_contributions"]
+    assert x["marginal"] == z["marginal"] and x["dollar_contribution"] == pytest.approx(
+        -4 * z["dollar_contribution"], rel=1e-12)
+    assert together[0]["model"]["historical_fills"] == 3  # BBB's three holes
+    assert together[4]["model"]["historical_fills"] == 3
+    assert together[2]["position_contributions"] == [] and together[2]["volatility"][
+        "dollar_daily"] == 0.0
+
+
+def _close(a: object, b: object, path: str = "") -> None:
+    """Equal JSON values, floats to 1e-12 relative (summation order may differ)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-12, abs=1e-15), path
+    else:
+        assert a == b, path
+
+
+def test_the_stored_record_is_a_third_of_the_answer_and_expands_to_it() -> None:
+    data = _data()
+    pos = [RiskPosition(f"{i:036d}", s, 10, 1e4) for i, s in enumerate(["AAA", "BBB", "CCC"]
+                                                                       * 8)]
+    (record,) = risk_figures([RiskBook(pos, 3e5)], data)
+    answer = expand_risk(record)
+    assert len(json.dumps(record)) < 0.45 * len(json.dumps(answer))
+    assert expand_risk(answer) == answer  # an answer stored before the record passes through

@@ -299,3 +299,24 @@ def test_permuting_columns_permutes_the_matrix(seed: int, perm_seed: int) -> Non
     assert sp.effective_positions == pytest.approx(s.effective_positions, rel=1e-12)
     back = sorted(sorted(int(perm[i]) for i in cl) for cl in sp.clusters)
     assert back == sorted(s.clusters)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 70), st.floats(0.0, 0.3), st.integers(0, 2**32 - 1))
+def test_components_equal_scipys_graph_search(p: int, density: float, seed: int) -> None:
+    """The small-graph transitive closure finds scipy's components (same partition, labels
+    numbered by their first node), on both sides of the small-graph limit."""
+    from scipy.sparse.csgraph import connected_components
+
+    from core.risk.correlation import _components
+
+    rng = np.random.default_rng(seed)
+    upper = np.triu(rng.random((p, p)) < density, k=1)
+    edges = upper | upper.T
+    n, labels = _components(edges)
+    n_ref, ref = connected_components(edges.astype(np.int8), directed=False)
+    assert n == n_ref
+    groups = sorted(tuple(np.flatnonzero(labels == k)) for k in range(n))
+    assert groups == sorted(tuple(np.flatnonzero(ref == k)) for k in range(n_ref))
+    firsts = [int(np.flatnonzero(labels == k)[0]) for k in range(n)]
+    assert firsts == sorted(firsts)

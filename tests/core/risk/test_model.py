@@ -263,3 +263,16 @@ def test_sparse_holdings_give_the_dense_answer() -> None:
         np.testing.assert_allclose(getattr(thin, name).toarray()[held],
                                    getattr(dense, name)[held], rtol=1e-12, atol=1e-9,
                                    err_msg=name)
+
+
+def test_liquidity_of_many_books_equals_each_book_alone() -> None:
+    q, v = [1000, -500, 10, 7, 300], [10_000, -5_000, 1_000, 70, 3_000]
+    adv = [2500, 100, np.nan, 0, 10]
+    together = liquidity(q, v, adv, 0.2, book=[0, 0, 1, 1, 2], books=4)
+    for b, sl in ((0, slice(0, 2)), (1, slice(2, 4)), (2, slice(4, 5))):
+        alone = liquidity(q[sl], v[sl], adv[sl], 0.2)
+        np.testing.assert_array_equal(together.days[sl], alone.days)
+        np.testing.assert_array_equal(together.sellable_1d[b], alone.sellable_1d[0])
+        np.testing.assert_array_equal(together.sellable_5d[b], alone.sellable_5d[0])
+    assert np.isnan(together.sellable_1d[1]) and np.isnan(together.sellable_1d[3])
+    assert together.sellable_5d[2] == pytest.approx(5 / (300 / 2))
