@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import calendar
+from core.cpu import run_cpu
 from core.db.engine import flow_engine, reading
 from core.factors.definitions import FACTOR_NAMES
 from core.factors.returns import simple_returns
@@ -109,7 +110,8 @@ async def load_symbol_data(
     engine: AsyncEngine | None = None,
 ) -> SymbolData:
     """Prices from the session before ``first_day`` (and the 90-session correlation window)
-    through ``as_of``, factor betas at ``as_of``, splits and sectors of ``symbols``."""
+    through ``as_of``, factor betas at ``as_of``, splits and sectors of ``symbols``, and
+    their cash dividends with ex-dates in the same range (the daily P&L's income)."""
     engine = engine or flow_engine()
     start = min(calendar.previous_session(first_day),
                 calendar.sessions_back(as_of, CORRELATION_WINDOW))
@@ -119,8 +121,9 @@ async def load_symbol_data(
         betas = await factor_repo.load_beta_matrix(conn, syms, as_of, FACTOR_NAMES)
         splits = await price_repo.load_splits(conn, syms)
         sectors = await profile_repo.load_sectors(conn, syms)
+        dividends = await price_repo.load_dividends(conn, syms, start, as_of)
     return SymbolData(pm.sessions, syms, pm.close, pm.adj_close, tuple(FACTOR_NAMES), betas,
-                      splits, sectors)
+                      splits, sectors, dividends)
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,16 @@ async def _risk_parts(
         pm = await price_repo.load_price_matrix(conn, columns, first, as_of)
         volumes = await price_repo.average_volumes(
             conn, syms, calendar.sessions_back(as_of, ADV_SESSIONS - 1), as_of)
-    returns = simple_returns(pm.adj_close)  # (T - 1, columns), NaN where a price is missing
+    return await run_cpu(_fit_risk_parts, syms, columns, pm.adj_close, volumes, factors)
+
+
+def _fit_risk_parts(
+    syms: Sequence[str], columns: Sequence[str], adj_close: np.ndarray,
+    volumes: dict[str, float], factors: _RiskFactors | None,
+) -> tuple[_RiskFactors, dict[str, _RiskColumn]]:
+    """The CPU part of :func:`_risk_parts` (run off the event loop): returns, regressions."""
+    names = list(RISK_FACTORS)
+    returns = simple_returns(adj_close)  # (T - 1, columns), NaN where a price is missing
     index = {s: j for j, s in enumerate(columns)}
     r = returns[:, [index[s] for s in syms]]
     if factors is None:
@@ -298,3 +310,35 @@ async def scenarios_at(day: dt.date, engine: AsyncEngine | None = None) -> Scena
                     _scenario_sets.pop(next(iter(_scenario_sets)))
                 _scenario_sets[key] = await build_scenarios(day, engine)
     return _scenario_sets[key]
+
+
+async def adjusted_closes(symbols: Sequence[str], start: dt.date, end: dt.date,
+                          engine: AsyncEngine | None = None
+                          ) -> tuple[list[dt.date], np.ndarray]:
+    """Stored adjusted closes (splits and dividends reinvested, as the provider adjusts
+    them) of ``symbols`` on the sessions from ``start`` through ``end``.
+
+    Returns
+    -------
+    sessions : list of date
+        The NYSE sessions of the range, oldest first.
+    closes : ndarray, shape (T, N)
+        Adjusted close of each symbol (columns in ``symbols`` order) on each session; NaN
+        where none is stored.
+    """
+    async with reading(engine or flow_engine()) as conn:
+        pm = await price_repo.load_price_matrix(conn, list(symbols), start, end)
+    return pm.sessions, pm.adj_close
+
+
+async def risk_factor_closes(start: dt.date, end: dt.date, engine: AsyncEngine | None = None
+                             ) -> tuple[list[dt.date], np.ndarray]:
+    """:func:`adjusted_closes` of the risk model's factors (``RISK_FACTORS`` order): the
+    prices their daily returns are made of."""
+    return await adjusted_closes(RISK_FACTORS, start, end, engine)
+
+
+async def last_price_date(symbol: str, engine: AsyncEngine | None = None) -> dt.date | None:
+    """The newest date with a stored price of ``symbol``; None when it has none."""
+    async with reading(engine or flow_engine()) as conn:
+        return (await price_repo.last_price_dates(conn, [symbol])).get(symbol)

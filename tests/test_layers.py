@@ -43,7 +43,7 @@ INJECTED = {
     "the math reads the database": (
         "core/risk/stress.py",
         "def _rows() -> None:\n    import core.repositories.prices  # noqa: F401",
-        "the math (factors, risk, portfolio, metrics) does no I/O"),
+        "the math (factors, risk, portfolio, performance, metrics) does no I/O"),
     "an API controller imports a flow": (
         "api/portfolios/controllers.py",
         "def _nightly() -> None:\n    import flows.portfolio_refresh  # noqa: F401",
