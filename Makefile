@@ -19,7 +19,8 @@ demo: install
 	$(BIN)/factorflow demo $(ARGS)
 
 ## Lint, type-check core/, start a throwaway PostgreSQL on loopback (scripts/postgres.sh,
-## installs Debian's postgresql if missing), and run the whole suite on SQLite and PostgreSQL
+## installs Debian's postgresql if missing), find or install a headless chromium for the
+## report's browser test (scripts/chromium.sh), and run the whole suite on SQLite and PostgreSQL
 ## in two worker processes (pytest-xdist: most slow tests wait on subprocesses and servers);
 ## its temporary directories (pytest's basetemp) are removed at the end, and a PostgreSQL
 ## server it started is stopped, its cluster removed if it made it (one already running is
@@ -37,6 +38,11 @@ test: install lint
 	  if out=$$(bash scripts/postgres.sh); then eval "$$out"; \
 	  else echo "make test: PostgreSQL could not be started; its tests are skipped" \
 	    "(with CI=true they fail instead)" >&2; fi; \
+	fi; \
+	if [ -z "$$FACTORFLOW_TEST_BROWSER" ]; then \
+	  if out=$$(bash scripts/chromium.sh); then eval "$$out"; \
+	  else echo "make test: no headless browser; the report's browser test is skipped" \
+	    "(with CI=true it fails instead)" >&2; fi; \
 	fi; \
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 --basetemp="$$basetemp" $(PYTEST_ARGS)
 

@@ -40,7 +40,7 @@ os.environ["FACTORFLOW_RETRY_DELAYS"] = "0,0,0"
 os.environ.pop("PREFECT_API_URL", None)
 for _k in [k for k in os.environ if k.startswith("FACTORFLOW_") and k not in (
         "FACTORFLOW_HOME", "FACTORFLOW_RETRY_DELAYS", "FACTORFLOW_TEST_POSTGRES_URL",
-        "FACTORFLOW_MARKET_CLOCK")]:
+        "FACTORFLOW_TEST_BROWSER", "FACTORFLOW_MARKET_CLOCK")]:
     os.environ.pop(_k)
 # One "latest completed session" for the whole run, in every process it starts (xdist
 # workers inherit the controller's): a run crossing the NYSE close would otherwise see the
