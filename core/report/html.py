@@ -365,7 +365,7 @@ def _cards(inp: ReportInput) -> str:
     snap = (inp.overview or {}).get("snapshot") or {}
     p = inp.performance or {}
     vol = (inp.risk or {}).get("volatility") or {}
-    var99 = next((v for v in (inp.risk or {}).get("var") or []
+    var99: Mapping[str, Any] = next((v for v in (inp.risk or {}).get("var") or []
                   if v["measure"] == "var" and v["method"] == "historical"
                   and v["confidence"] == 0.99 and v["horizon_days"] == 1), {})
     cards = [("Equity", _money(snap.get("equity"))),
