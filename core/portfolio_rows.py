@@ -107,6 +107,7 @@ def analytics_rows(pid: str, result: PortfolioAnalytics) -> dict[str, list[dict[
             "short_exposure": s.short_exposure, "gross_exposure": s.gross_exposure,
             "net_exposure": s.net_exposure, "position_count": s.position_count,
             "partial": s.partial, "missing_symbols": list(s.missing_symbols),
+            "price_pnl": s.price_pnl, "income": s.income,
         })
     day = result.snapshots[-1].day
     fa = result.factors

@@ -329,7 +329,13 @@ class Position(SQLModel, table=True):
 
 
 class PortfolioSnapshot(SQLModel, table=True):
-    """End-of-day valuation of a portfolio (money exact; return float)."""
+    """End-of-day valuation of a portfolio (money exact; return float).
+
+    ``daily_pnl = price_pnl + income`` (cash dividends on their ex-dates, see
+    ``core.portfolio.valuation``). Rows written before migration 0008 have ``price_pnl``
+    and ``income`` NULL and a ``daily_pnl`` without dividends until ``factorflow snapshots
+    recompute`` rewrites them.
+    """
 
     __tablename__ = "portfolio_snapshots"
 
@@ -351,6 +357,8 @@ class PortfolioSnapshot(SQLModel, table=True):
     missing_symbols: list[str] = Field(
         default_factory=list, sa_column=Column(sa.JSON, nullable=False)
     )
+    price_pnl: Decimal | None = Field(default=None, sa_column=Column(Money(20, 4)))
+    income: Decimal | None = Field(default=None, sa_column=Column(Money(20, 4)))
 
 
 class PortfolioFactorExposure(SQLModel, table=True):

@@ -30,7 +30,9 @@ class SymbolData:
 
     ``close``/``adj_close`` are (T, S) with NaN where no price is stored; ``betas`` is
     (S, F) at the analytics date (NaN = no value); ``splits`` maps a symbol to its
-    (date, ratio) splits; ``sectors`` maps a symbol to its sector.
+    (date, ratio) splits; ``sectors`` maps a symbol to its sector; ``dividends`` maps a
+    symbol to its cash dividends (ex-date, cash per share in the share basis of that
+    day's raw close), oldest first (see :mod:`core.portfolio.valuation`, "Income").
     """
 
     sessions: list[dt.date]
@@ -41,6 +43,7 @@ class SymbolData:
     betas: np.ndarray
     splits: Mapping[str, Sequence[tuple[dt.date, float]]] = field(default_factory=dict)
     sectors: Mapping[str, str | None] = field(default_factory=dict)
+    dividends: Mapping[str, Sequence[tuple[dt.date, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_col", {s: j for j, s in enumerate(self.symbols)})
@@ -129,6 +132,20 @@ def _split_map(data: SymbolData, holdings: Sequence[Holding]) -> dict[str, list]
     return {h.symbol: list(data.splits.get(h.symbol, ())) for h in holdings}
 
 
+def _dividend_map(data: SymbolData, holdings: Sequence[Holding], after: dt.date | None,
+                  through: dt.date) -> dict[str, list]:
+    """The holdings' dividends with ex-date in ``(after, through]`` (the only ones the
+    snapshots can earn), symbols without one left out."""
+    if after is None or not data.dividends:
+        return {}
+    out: dict[str, list] = {}
+    for sym in {h.symbol for h in holdings}:
+        hits = [(d, v) for d, v in data.dividends.get(sym, ()) if after < d <= through]
+        if hits:
+            out[sym] = hits
+    return out
+
+
 def analyse_portfolio(
     holdings: Sequence[Holding],
     cash: Decimal,
@@ -143,7 +160,9 @@ def analyse_portfolio(
     """Snapshots for each of ``days`` (ascending), then analytics at the last day.
 
     ``previous_day``/``previous_equity`` describe the snapshot before the first day
-    (None for a portfolio's first snapshot: its daily P&L is then None).
+    (None for a portfolio's first snapshot: its daily P&L is then None). Each snapshot's
+    daily P&L includes the cash dividends of ``data.dividends`` (``income``) besides the
+    price P&L (``price_pnl``).
     ``correlations=False`` skips the correlation matrix (``correlation`` is None): for a
     large portfolio it is most of the work, and an answer that does not show it need not
     wait for it.
@@ -151,6 +170,7 @@ def analyse_portfolio(
     if not days:
         raise ValueError("analyse_portfolio needs at least one day")
     splits = _split_map(data, holdings)
+    dividends = _dividend_map(data, holdings, previous_day or days[0], days[-1])
     snapshots: list[Snapshot] = []
     prev_day, prev_equity = previous_day, previous_equity
     prev_closes = data.closes_on(prev_day) if prev_day else None
@@ -158,7 +178,7 @@ def analyse_portfolio(
         closes = data.closes_on(day)
         snap = value_portfolio(
             holdings, day, cash, closes, prev_day=prev_day, prev_closes=prev_closes,
-            previous_equity=prev_equity, splits=splits,
+            previous_equity=prev_equity, splits=splits, dividends=dividends,
         )
         snapshots.append(snap)
         prev_day, prev_equity, prev_closes = day, snap.equity, closes

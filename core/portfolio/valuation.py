@@ -52,9 +52,23 @@ Daily P&L on ``day`` (``prev_day`` = the previous snapshot's session)
 
     PRIVATE holdings open on both days contribute ``manual − manual = 0``. An entry
     or exit on a skipped session between ``prev_day`` and ``day`` is still counted,
-    once. ``daily_pnl`` is None for the first snapshot (no ``prev_day``); the daily
-    return is ``daily_pnl / previous_equity``, None without a previous equity or when
-    it is 0.
+    once. This is the *price* P&L (``price_pnl``); ``daily_pnl = price_pnl + income``
+    (below). Both are None for the first snapshot (no ``prev_day``); the daily return
+    is ``daily_pnl / previous_equity``, None without a previous equity or when it is 0.
+Income (cash dividends) on ``day``
+    ``dividends`` map symbol → (ex-date, cash per share). A PUBLIC holding earns each
+    dividend of its symbol with ``prev_day < ex-date <= day`` for which it was held at
+    the close *before* the ex-date: ``entry_date < ex-date`` and (no ``exit_date`` or
+    ``exit_date >= ex-date``). So a buyer on the ex-date gets nothing, a seller on the
+    ex-date keeps it, and a position exited before it gets nothing. The amount is
+    ``held_quantity(ex-date) × cash per share`` (the quantity after every split up to and
+    including the ex-date: the dividend is quoted per share of the raw close of the
+    ex-date), negative for a short (the short pays it), quantized to 4 places per
+    holding and dividend. The raw close drops by about the dividend on the ex-date, so
+    the price P&L shows the drop and the income offsets it. OPTIONS and PRIVATE
+    holdings earn none; a holding whose price term is missing earns none that day
+    (left out of every sum, like its price P&L). Income is not booked to ``cash``.
+    Float amounts are read as ``Decimal(str(round(x, 6)))``.
 Aggregates
     ``market_value = Σ signed values``; ``equity = cash + market_value``;
     ``long_exposure = Σ positive values``; ``short_exposure = Σ negative values``
@@ -94,6 +108,7 @@ _PRECISION = 38
 PriceLike = Decimal | float | int | None
 SplitRatio = Decimal | float | int
 Splits = Mapping[str, Sequence[tuple[date, SplitRatio]]]
+Dividends = Mapping[str, Sequence[tuple[date, Decimal | float | int]]]
 
 
 class InvestmentClass(StrEnum):
@@ -260,7 +275,8 @@ class Snapshot:
     unrealized_pnl : Decimal
         ``market_value − cost_basis``.
     daily_pnl : Decimal or None
-        P&L since ``prev_day`` (see the module conventions); None for a first snapshot.
+        Total P&L since ``prev_day``: ``price_pnl + income`` (see the module
+        conventions); None for a first snapshot.
     daily_return : float or None
         ``daily_pnl / previous_equity``; None without a previous equity or when it is 0.
     long_exposure : Decimal
@@ -280,6 +296,12 @@ class Snapshot:
     position_values : Mapping of str to Decimal or None
         ``position_id`` → signed end-of-day value of each open holding (None =
         missing), in the order of the holdings given; read-only.
+    price_pnl : Decimal or None
+        The price part of ``daily_pnl`` (value changes, entries at cost, exits at their
+        proceeds); None for a first snapshot.
+    income : Decimal or None
+        The cash dividends of ``daily_pnl`` (ex-dates in ``(prev_day, day]``, negative
+        for shorts); None for a first snapshot.
     """
 
     day: date
@@ -298,6 +320,8 @@ class Snapshot:
     partial: bool
     missing_symbols: tuple[str, ...]
     position_values: Mapping[str, Decimal | None]
+    price_pnl: Decimal | None = None
+    income: Decimal | None = None
 
 
 def open_holdings(holdings: Iterable[Holding], day: date) -> tuple[Holding, ...]:
@@ -475,7 +499,8 @@ def realized_pnl(
         Signed, in the portfolio currency, quantized to 4 places (a short closed lower is a
         gain); None while the holding is open on ``as_of`` or when its exit price is unknown.
         The proceeds are the same as on the exit day's daily P&L, so the realized P&L of a
-        position equals the sum of its daily P&L from entry to exit.
+        position equals the sum of its daily *price* P&L from entry to exit (its dividend
+        income is apart: see the module's "Income").
     """
     if holding.exit_date is None or holding.exit_date > as_of:
         return None
@@ -504,6 +529,67 @@ def _pnl_term(
     return False, end - start
 
 
+def _dividend(symbol: str, when: date, amount: object) -> Decimal:
+    """A cash dividend per share as Decimal; ``ValueError`` unless finite and >= 0."""
+    if isinstance(amount, bool) or not isinstance(amount, Decimal | int | float):
+        raise ValueError(f"dividend of {symbol} on {when}: not a number: {amount!r}")
+    if isinstance(amount, float):
+        if not math.isfinite(amount):
+            raise ValueError(f"dividend of {symbol} on {when}: must be finite, got {amount}")
+        amount = Decimal(str(round(amount, PRICE_DECIMALS)))
+    d = Decimal(amount)
+    if not d.is_finite() or d < 0:
+        raise ValueError(f"dividend of {symbol} on {when}: must be finite and >= 0, got {d}")
+    return d
+
+
+def dividend_income(
+    holding: Holding, day: date, prev_day: date, dividends: Dividends | None,
+    splits: Splits | None = None,
+) -> Decimal:
+    """Cash dividends a holding earns over ``(prev_day, day]``, quantized to 4 places.
+
+    Parameters
+    ----------
+    holding : Holding
+        The position; only PUBLIC holdings earn dividends.
+    day, prev_day : date
+        The session valued and the previous snapshot's session (``prev_day < day``).
+    dividends : mapping of str to sequence of (date, amount), optional
+        Symbol → (ex-date, cash per share in the portfolio currency, in the share basis
+        of the ex-date's raw close); floats read as ``Decimal(str(round(x, 6)))``.
+    splits : mapping, optional
+        Splits per symbol, as for :func:`held_quantity`.
+
+    Returns
+    -------
+    Decimal
+        Σ over the ex-dates in ``(prev_day, day]`` at whose previous close the holding
+        was held (``entry_date < ex-date``, not exited before it) of
+        ``held_quantity(ex-date) × cash per share``, each quantized; signed (a short
+        pays). 0 when none applies.
+
+    Raises
+    ------
+    ValueError
+        If an applicable dividend is not a finite number >= 0.
+    """
+    total = Decimal(0)
+    if not dividends or holding.investment_class is not InvestmentClass.PUBLIC:
+        return total
+    for when, amount in dividends.get(holding.symbol, ()):
+        w = _as_date(when)
+        if not (prev_day < w <= day and holding.entry_date < w):
+            continue
+        if holding.exit_date is not None and holding.exit_date < w:
+            continue
+        with localcontext() as ctx:
+            ctx.prec = _PRECISION
+            per_share = _dividend(holding.symbol, w, amount)
+            total += _money(held_quantity(holding, w, splits) * per_share)
+    return total
+
+
 def value_portfolio(
     holdings: Iterable[Holding],
     day: date,
@@ -514,6 +600,7 @@ def value_portfolio(
     prev_closes: Mapping[str, PriceLike] | None = None,
     previous_equity: Decimal | None = None,
     splits: Splits | None = None,
+    dividends: Dividends | None = None,
 ) -> Snapshot:
     """Value one portfolio at the close of ``day``; P&L against the previous snapshot.
 
@@ -540,15 +627,19 @@ def value_portfolio(
         Equity of the previous snapshot, the denominator of ``daily_return``.
     splits : mapping of str to sequence of (date, ratio), optional
         Splits per symbol (new shares per old share), see :func:`held_quantity`.
+    dividends : mapping of str to sequence of (date, amount), optional
+        Cash dividends per symbol: (ex-date, cash per share), see
+        :func:`dividend_income`. Only ex-dates in ``(prev_day, day]`` matter.
 
     Returns
     -------
     Snapshot
-        Values, exposures, cost basis, unrealized and daily P&L, per the conventions of
-        this module. Monetary fields are quantized to 4 places; each position's amount
-        is quantized before summing, so ``equity == cash + long + short``,
-        ``gross == long − short`` and ``unrealized == market_value − cost_basis`` hold
-        exactly.
+        Values, exposures, cost basis, unrealized and daily P&L (price P&L, income and
+        their sum), per the conventions of this module. Monetary fields are quantized
+        to 4 places; each position's amount is quantized before summing, so
+        ``equity == cash + long + short``, ``gross == long − short``,
+        ``unrealized == market_value − cost_basis`` and
+        ``daily_pnl == price_pnl + income`` hold exactly.
 
     Raises
     ------
@@ -556,7 +647,7 @@ def value_portfolio(
         If ``cash`` / ``previous_equity`` is not a finite Decimal (or int),
         ``position_id`` values repeat, ``prev_day`` is not before ``day``,
         ``prev_closes`` is missing while ``prev_day`` is given (or given without
-        ``prev_day``), or a split ratio is not > 0.
+        ``prev_day``), a split ratio is not > 0 or a dividend is not >= 0.
     """
     items = tuple(holdings)
     day = _as_date(day)
@@ -567,14 +658,15 @@ def value_portfolio(
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         book = _end_of_day_book(items, day, closes, splits)
-        daily_pnl: Decimal | None = None
+        pnl: tuple[Decimal, Decimal] | None = None
         daily_return: float | None = None
         if prev_day is not None:
             assert prev_closes is not None
-            daily_pnl = _daily_pnl(items, day, prev_day, book, closes, prev_closes, splits)
+            pnl = _daily_pnl(items, day, prev_day, book, closes, prev_closes, splits,
+                             dividends)
             if prev_eq is not None and prev_eq != 0:
-                daily_return = float(daily_pnl / prev_eq)
-        return _snapshot(day, cash_d, book, daily_pnl, daily_return)
+                daily_return = float((pnl[0] + pnl[1]) / prev_eq)
+        return _snapshot(day, cash_d, book, pnl, daily_return)
 
 
 def _checked_prev_day(
@@ -649,28 +741,36 @@ def _daily_pnl(
     closes: Mapping[str, PriceLike],
     prev_closes: Mapping[str, PriceLike],
     splits: Splits | None,
-) -> Decimal:
-    """Daily P&L over ``(prev_day, day]``, quantized; adds the symbols it lacks to ``book``.
+    dividends: Dividends | None,
+) -> tuple[Decimal, Decimal]:
+    """``(price P&L, income)`` over ``(prev_day, day]``, quantized; adds the symbols it
+    lacks to ``book``. A holding whose price term is missing earns no income.
 
     Runs in the caller's Decimal context.
     """
-    daily_pnl = Decimal(0)
+    price_pnl = income = Decimal(0)
     for h in items:
         lost, term = _pnl_term(
             h, day, prev_day, book.values.get(h.position_id), closes, prev_closes, splits
         )
         if lost:
             book.missing.add(h.symbol)
-        daily_pnl += term
-    return _money(daily_pnl)
+            continue
+        price_pnl += term
+        if dividends:
+            income += dividend_income(h, day, prev_day, dividends, splits)
+    return _money(price_pnl), _money(income)
 
 
 def _snapshot(
-    day: date, cash: Decimal, book: _Book, daily_pnl: Decimal | None,
+    day: date, cash: Decimal, book: _Book, pnl: tuple[Decimal, Decimal] | None,
     daily_return: float | None,
 ) -> Snapshot:
-    """The snapshot of ``book`` and ``cash``. Runs in the caller's Decimal context."""
+    """The snapshot of ``book`` and ``cash``; ``pnl`` = (price P&L, income) or None.
+    Runs in the caller's Decimal context."""
     market_value = book.long + book.short
+    price_pnl, income = pnl if pnl is not None else (None, None)
+    daily_pnl = None if pnl is None else pnl[0] + pnl[1]
     return Snapshot(
         day=day,
         equity=_money(cash + market_value),
@@ -688,4 +788,6 @@ def _snapshot(
         partial=bool(book.missing),
         missing_symbols=tuple(sorted(book.missing)),
         position_values=MappingProxyType(book.values),
+        price_pnl=price_pnl,
+        income=income,
     )

@@ -373,6 +373,28 @@ async def load_splits(
     return out
 
 
+async def load_dividends(
+    conn: AsyncConnection, symbols: Sequence[str], start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> dict[str, list[tuple[dt.date, float]]]:
+    """Stored cash dividends of ``symbols`` with ``start <= ex-date <= end`` (None:
+    unbounded): symbol → [(ex-date, cash per share)], by date. Symbols without one are
+    absent."""
+    out: dict[str, list[tuple[dt.date, float]]] = {}
+    for i in range(0, len(symbols), _IN_CHUNK):
+        stmt = sa.select(_actions.c.symbol, _actions.c.date, _actions.c.value).where(
+            _actions.c.symbol.in_(list(symbols[i : i + _IN_CHUNK])),
+            _actions.c.kind == "dividend")
+        if start is not None:
+            stmt = stmt.where(_actions.c.date >= start)
+        if end is not None:
+            stmt = stmt.where(_actions.c.date <= end)
+        for s, d, v in (await conn.execute(stmt.order_by(_actions.c.symbol,
+                                                         _actions.c.date))).all():
+            out.setdefault(s, []).append((d, float(v)))
+    return out
+
+
 async def sessions_with_price(
     conn: AsyncConnection, symbol: str, start: dt.date, end: dt.date
 ) -> list[dt.date]:

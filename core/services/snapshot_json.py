@@ -16,6 +16,9 @@ from typing import Any
 _MONEY_FIELDS = ("equity", "market_value", "cash", "cost_basis", "unrealized_pnl",
                  "daily_pnl")
 _EXPOSURE_FIELDS = ("long_exposure", "short_exposure", "gross_exposure", "net_exposure")
+_PNL_PARTS = ("price_pnl", "income")
+"""``daily_pnl = price_pnl + income`` (dividends); both None on a first snapshot and on a
+row stored before they existed (migration 0008) and not yet recomputed."""
 
 
 def money_text(amount: Decimal | None) -> str | None:
@@ -32,14 +35,17 @@ def snapshot_dict(snapshot: Mapping[Any, Any]) -> dict[str, Any]:
     snapshot
         The columns of ``portfolio_snapshots`` by name (a row's ``_mapping``, or a dict of
         the same keys): ``date`` (a date), money as Decimal (USD), ``daily_return`` a float
-        fraction or None, ``position_count``, ``partial``, ``missing_symbols``.
-        ``portfolio_id`` is ignored.
+        fraction or None, ``position_count``, ``partial``, ``missing_symbols``, and
+        optionally ``price_pnl`` and ``income`` (absent = None). ``portfolio_id`` is
+        ignored.
 
     Returns
     -------
     dict
         ``date`` ISO text, money as :func:`money_text`, the rest as JSON numbers, booleans
-        and lists, in the column order.
+        and lists, in the column order; then ``price_pnl`` and ``income`` (the two parts
+        of ``daily_pnl``: price moves and cash dividends; None on a first snapshot and
+        on a row stored before migration 0008 and not recomputed since).
     """
     out: dict[str, Any] = {"date": snapshot["date"].isoformat()}
     out.update({k: money_text(snapshot[k]) for k in _MONEY_FIELDS})
@@ -48,4 +54,5 @@ def snapshot_dict(snapshot: Mapping[Any, Any]) -> dict[str, Any]:
     out["position_count"] = int(snapshot["position_count"])
     out["partial"] = bool(snapshot["partial"])
     out["missing_symbols"] = list(snapshot["missing_symbols"] or [])
+    out.update({k: money_text(snapshot.get(k)) for k in _PNL_PARTS})
     return out

@@ -101,6 +101,9 @@ def test_long_and_short_over_two_days() -> None:
     # day 2: AAA 1013.50 (+12.50); BBB -4 × 207.90 = -831.60 (-10.00)
     assert s2.position_values == {"p-aaa": D("1013.50"), "p-bbb": D("-831.60")}
     assert s2.daily_pnl == D("2.50")
+    # no dividends: all of it is price P&L (income 0; a first snapshot has neither)
+    assert (s2.price_pnl, s2.income) == (D("2.50"), D("0"))
+    assert s1.price_pnl is None and s1.income is None
     assert s2.daily_return == pytest.approx(2.50 / 1179.40, rel=1e-15)
     assert s2.equity == D("1181.90")
     assert s2.unrealized_pnl == D("67.90")
