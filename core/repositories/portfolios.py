@@ -376,6 +376,12 @@ async def live_portfolio_ids(conn: AsyncConnection) -> list[str]:
         sa.select(_portfolios.c.id).where(_portfolios.c.deleted_at.is_(None)))).all()]
 
 
+async def live_portfolio_name(conn: AsyncConnection, portfolio_id: str) -> str | None:
+    """The name of the live portfolio ``portfolio_id``; None when there is none."""
+    return (await conn.execute(sa.select(_portfolios.c.name).where(
+        _portfolios.c.id == portfolio_id, _portfolios.c.deleted_at.is_(None)))).scalar()
+
+
 async def portfolio_name_taken(
     conn: AsyncConnection, owner_id: str, name: str, except_id: str | None = None
 ) -> bool:
@@ -461,6 +467,20 @@ async def update_position(conn: AsyncConnection, position_id: str, **values: Any
 async def delete_position(conn: AsyncConnection, position_id: str) -> None:
     """Delete position ``position_id``."""
     await conn.execute(sa.delete(_positions).where(_positions.c.id == position_id))
+
+
+async def stored_snapshots(conn: AsyncConnection, portfolio_ids: Sequence[str],
+                           end: dt.date | None = None) -> list[sa.Row]:
+    """Every ``portfolio_snapshots`` row of the portfolios dated up to ``end`` (None: all),
+    by portfolio then date."""
+    out: list[sa.Row] = []
+    for part in _chunks(portfolio_ids):
+        stmt = sa.select(_snapshots).where(_snapshots.c.portfolio_id.in_(part))
+        if end is not None:
+            stmt = stmt.where(_snapshots.c.date <= end)
+        out.extend((await conn.execute(
+            stmt.order_by(_snapshots.c.portfolio_id, _snapshots.c.date))).all())
+    return out
 
 
 async def latest_snapshot(conn: AsyncConnection, portfolio_id: str) -> sa.Row | None:
@@ -555,3 +575,80 @@ def analytics_tokens_query() -> sa.Select[Any]:
         .where(_portfolios.c.id.in_(sa.bindparam("ids", expanding=True)),
                _portfolios.c.deleted_at.is_(None))
     )
+
+
+# --- performance and attribution: a portfolio's history in a date range -------------------
+
+
+async def snapshot_series(conn: AsyncConnection, portfolio_id: str, start: dt.date,
+                          end: dt.date) -> list[sa.Row]:
+    """``date``, ``equity`` and ``daily_pnl`` of a portfolio's snapshots with ``start <=
+    date <= end``, oldest first, preceded by its last snapshot before ``start`` (if any):
+    the equity the first return of the range is measured from."""
+    cols = (_snapshots.c.date, _snapshots.c.equity, _snapshots.c.daily_pnl)
+    mine = _snapshots.c.portfolio_id == portfolio_id
+    before = (await conn.execute(sa.select(*cols).where(mine, _snapshots.c.date < start)
+                                 .order_by(_snapshots.c.date.desc()).limit(1))).all()
+    inside = (await conn.execute(sa.select(*cols).where(
+        mine, _snapshots.c.date >= start, _snapshots.c.date <= end)
+        .order_by(_snapshots.c.date))).all()
+    return [*before, *inside]
+
+
+async def history_fingerprint(conn: AsyncConnection, portfolio_id: str, end: dt.date,
+                              *, risk: bool = False) -> tuple[Any, ...]:
+    """A summary of a portfolio's stored history up to ``end`` that changes when any of it
+    does: of its snapshots the count, first and last date and the sums of ``equity`` and
+    ``daily_pnl``; with ``risk``, of its ``portfolio_risk`` rows the count, last date and
+    the sums of ``var_99_1d`` and ``volatility_daily``. One aggregate query per table."""
+    s = _snapshots.c
+    out: tuple[Any, ...] = tuple((await conn.execute(
+        sa.select(sa.func.count(), sa.func.min(s.date), sa.func.max(s.date),
+                  sa.func.sum(sa.type_coerce(s.equity, sa.Float)),
+                  sa.func.sum(sa.type_coerce(s.daily_pnl, sa.Float)))
+        .where(s.portfolio_id == portfolio_id, s.date <= end))).one())
+    if risk:
+        r = _risk.c
+        out += tuple((await conn.execute(
+            sa.select(sa.func.count(), sa.func.max(r.date), sa.func.sum(r.var_99_1d),
+                      sa.func.sum(r.volatility_daily))
+            .where(r.portfolio_id == portfolio_id, r.date <= end))).one())
+    return out
+
+
+async def risk_factor_exposures(conn: AsyncConnection, portfolio_id: str, start: dt.date,
+                                end: dt.date) -> list[tuple[dt.date, dict[str, Any]]]:
+    """(date, record) of a portfolio's ``portfolio_risk`` rows with ``start <= date <= end``,
+    oldest first. A compact record (``format`` 2) is read only in part: ``format``,
+    ``factor_exposure`` and ``model.factors`` (the dollar exposure per factor, in that
+    order); an older record (the answer itself) is read whole."""
+    p = _risk.c.payload
+    mine = sa.and_(_risk.c.portfolio_id == portfolio_id, _risk.c.date >= start,
+                   _risk.c.date <= end)
+    rows = (await conn.execute(sa.select(
+        _risk.c.date, p["format"], p["factor_exposure"], p[("model", "factors")])
+        .where(mine).order_by(_risk.c.date))).all()
+    out: dict[dt.date, dict[str, Any]] = {
+        day: {"format": fmt, "factor_exposure": exposure, "model": {"factors": factors}}
+        for day, fmt, exposure, factors in rows}
+    whole = [day for day, rec in out.items() if rec["factor_exposure"] is None]
+    if whole:
+        for day, payload in (await conn.execute(sa.select(_risk.c.date, p).where(
+                mine, _risk.c.date.in_(whole)))).all():
+            out[day] = payload
+    return sorted(out.items())
+
+
+async def prune_cached_answers(conn: AsyncConnection, portfolio_id: str, prefix: str,
+                               day: dt.date, keep: int) -> None:
+    """Bound the cached answers of one family (kinds starting with ``prefix``, one per
+    query) of a portfolio before one more is stored: drop those of another data date, and
+    the oldest beyond ``keep - 1``."""
+    cache = _analytics_cache.c
+    family = sa.and_(cache.portfolio_id == portfolio_id, cache.kind.like(f"{prefix}%"))
+    await conn.execute(sa.delete(_analytics_cache).where(family, cache.data_date != day))
+    kinds = list((await conn.execute(sa.select(cache.kind).where(family).order_by(
+        cache.created_at.desc(), cache.kind))).scalars())
+    if len(kinds) >= keep:
+        await conn.execute(sa.delete(_analytics_cache).where(
+            family, cache.kind.in_(kinds[max(keep - 1, 0):])))
