@@ -21,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.errors import responses
 from api.portfolios.schemas import (
     ANALYTICS_SCHEMAS,
+    Attribution,
     Correlations,
     FactorExposures,
     Overview,
+    Performance,
     PortfolioCreate,
     PortfolioCreated,
     PortfolioList,
@@ -44,6 +46,7 @@ from api.schemas import convert
 from core.errors import InvalidInput
 from core.risk.stress import FACTOR_ETFS
 from core.services import analytics as analytics_service
+from core.services import performance as performance_service
 from core.services import portfolios as svc
 from core.services.users import UserContext
 
@@ -89,6 +92,23 @@ StartDate = Annotated[dt.date | None, QueryParameter(description="First date (in
 EndDate = Annotated[dt.date | None, QueryParameter(description="Last date (inclusive).")]
 HistoryLimit = Annotated[int, QueryParameter(ge=1, le=5000)]
 """Query parameters of the dated histories (snapshots, risk)."""
+PERFORMANCE_HELP = (
+    "Time-weighted performance from the stored daily snapshots: r_t = daily_pnl_t / equity "
+    "of the previous snapshot (deposits, withdrawals and positions added or removed are not "
+    "returns), over a `window` (1M, 3M, YTD, 1Y, ITD = since inception, the default) or "
+    "`start`/`end`, with the figures under empyrical's names, annualized with 252 sessions; "
+    "relative figures against `benchmark` over the same intervals. A null figure has its "
+    "reason in `reasons`; `conventions` states how every figure is made."
+)
+ATTRIBUTION_HELP = (
+    "Each day's P&L split into factor P&L (the previous session's dollar exposure to each "
+    "risk-model factor, from the nightly risk row, times the factor ETF's simple return that "
+    "day) plus the specific rest, per day and summed over `start`..`end` (default: since the "
+    "first snapshot). Days whose previous session has no risk row are unattributed "
+    "(`unattributed_pnl`)."
+)
+Window = Literal[performance_service.WINDOWS]  # type: ignore[valid-type]
+"""A performance window (an enum in the OpenAPI document)."""
 
 
 @dataclass
@@ -271,6 +291,42 @@ class PortfolioController(Controller):
         await svc.ensure_owned(engine, user.id, portfolio_id)
         return convert(await analytics_service.risk_history(
             portfolio_id, start=start, end=end, limit=limit, engine=engine), RiskHistory)
+
+    @get("/{portfolio_id:str}/performance", operation_id="getPerformance",
+         responses=responses(400, 401, 404, 503),
+         summary="Returns, risk-adjusted ratios, drawdown and benchmark-relative figures",
+         description=PERFORMANCE_HELP)
+    async def performance(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        window: Annotated[Window | None, QueryParameter(
+            description="1M, 3M, YTD, 1Y or ITD (since inception; the default); not with "
+                        "`start`/`end`.")] = None,
+        start: StartDate = None, end: EndDate = None,
+        benchmark: Annotated[str, QueryParameter(
+            description="Any stored symbol (400 for one without prices).", min_length=1,
+            max_length=20)] = performance_service.DEFAULT_BENCHMARK,
+        risk_free: Annotated[float, QueryParameter(
+            description="Annual risk-free rate as a fraction (0.02 = 2 %), converted per "
+                        "session geometrically.",
+            schema_extra={"minimum": performance_service.RISK_FREE_RANGE[0],
+                          "maximum": performance_service.RISK_FREE_RANGE[1]})] = 0.0,
+    ) -> Performance:
+        await svc.ensure_owned(engine, user.id, portfolio_id)
+        query = performance_service.performance_query(window, start, end, benchmark, risk_free)
+        return convert(await performance_service.portfolio_performance(
+            portfolio_id, query, engine), Performance)
+
+    @get("/{portfolio_id:str}/attribution", operation_id="getAttribution",
+         responses=responses(400, 401, 404, 503),
+         summary="The P&L explained by the risk factors, per day and over a window",
+         description=ATTRIBUTION_HELP)
+    async def attribution(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        start: StartDate = None, end: EndDate = None,
+    ) -> Attribution:
+        await svc.ensure_owned(engine, user.id, portfolio_id)
+        return convert(await performance_service.portfolio_attribution(
+            portfolio_id, start, end, engine), Attribution)
 
     @get("/{portfolio_id:str}/stress-tests/reverse", operation_id="getReverseStress",
          responses=responses(400, 401, 404, 503),

@@ -488,6 +488,112 @@ class ReverseStress(msgspec.Struct):
     stale: bool
 
 
+
+class PerformanceConventions(msgspec.Struct):
+    periods_per_year: Annotated[float, _doc("Sessions per year used to annualize (252).")]
+    risk_free_annual: Annotated[float, _doc("The annual risk-free rate asked (a fraction).")]
+    risk_free_per_period: Annotated[float, _doc("The per-session rate used (a fraction).")]
+    risk_free_conversion: Annotated[str, _doc("How the per-session rate is made.")]
+    ddof: Annotated[int, _doc("Delta degrees of freedom of every standard deviation.")]
+    returns: Annotated[str, _doc("How the daily returns are made.")]
+    cash_flows: Annotated[str, _doc("How deposits, withdrawals and position changes count.")]
+    annualization: Annotated[str, _doc("How returns and volatilities are annualized.")]
+    window: Annotated[str, _doc("Which returns the window holds.")]
+    benchmark: Annotated[str, _doc("The benchmark symbol.")]
+    benchmark_source: Annotated[str, _doc("Where the benchmark's returns come from.")]
+    relative_metrics: Annotated[str, _doc("Which sessions the relative metrics use.")]
+
+
+_RATIO = "null when undefined (see `reasons`)."
+
+
+class Performance(_Analytics):
+    window: Annotated[str | None, _doc(
+        "The window asked (`ITD` when none was), null for `start`/`end`.")]
+    start: Annotated[dt.date, _doc(
+        "First date of the window (returns dated start..end); a portfolio younger than the "
+        "window is measured from its first return (`first_return_date`).")]
+    end: Annotated[dt.date, _doc("Last date of the window (at most `data_as_of`).")]
+    first_return_date: dt.date | None
+    last_return_date: dt.date | None
+    benchmark: str
+    n_returns: Annotated[int, _doc("Daily returns in the window.")]
+    n_benchmark_pairs: Annotated[int, _doc(
+        "Sessions with both a portfolio and a benchmark return (the relative metrics').")]
+    cumulative_return: Annotated[float | None, _doc("prod(1 + r) - 1, a fraction; " + _RATIO)]
+    annualized_return: Annotated[float | None, _doc(
+        "(1 + cumulative_return) ** (252 / n_returns) - 1; " + _RATIO)]
+    annualized_volatility: Annotated[float | None, _doc("std(r, ddof=1) × √252; " + _RATIO)]
+    sharpe_ratio: Annotated[float | None, _doc(
+        "mean(r - rf) / std(r - rf) × √252, rf per session; " + _RATIO)]
+    sortino_ratio: Annotated[float | None, _doc(
+        "mean(r - rf) × 252 / downside deviation (annualized, below rf); " + _RATIO)]
+    max_drawdown: Annotated[float | None, _doc(
+        "Largest fall from a running peak of the wealth, negative (0: none); " + _RATIO)]
+    max_drawdown_peak_date: Annotated[dt.date | None, _doc(
+        "Close of the peak (the close before the first return when the start is the peak).")]
+    max_drawdown_trough_date: dt.date | None
+    max_drawdown_recovery_date: Annotated[dt.date | None, _doc(
+        "First close back at the peak; null if not recovered.")]
+    calmar_ratio: Annotated[float | None, _doc("annualized_return / |max_drawdown|; " + _RATIO)]
+    best_day: Annotated[float | None, _doc("Largest daily return; " + _RATIO)]
+    best_day_date: dt.date | None
+    worst_day: Annotated[float | None, _doc("Smallest daily return; " + _RATIO)]
+    worst_day_date: dt.date | None
+    hit_rate: Annotated[float | None, _doc("Share of the returns > 0; " + _RATIO)]
+    alpha: Annotated[float | None, _doc(
+        "Annualized Jensen's alpha to the benchmark (empyrical's); " + _RATIO)]
+    beta: Annotated[float | None, _doc("cov(r, b) / var(b); " + _RATIO)]
+    tracking_error: Annotated[float | None, _doc("std(r - b, ddof=1) × √252; " + _RATIO)]
+    information_ratio: Annotated[float | None, _doc(
+        "mean(r - b) × 252 / tracking_error; " + _RATIO)]
+    up_capture: Annotated[float | None, _doc(
+        "Annualized return over the benchmark's up sessions / the benchmark's; " + _RATIO)]
+    down_capture: Annotated[float | None, _doc(
+        "The same over the benchmark's down sessions; " + _RATIO)]
+    reasons: Annotated[dict[str, str], _doc("Each null figure → why it is null.")]
+    conventions: PerformanceConventions
+
+
+class FactorPnl(msgspec.Struct):
+    factor: Annotated[str, _doc("A risk factor (ETF) of the risk model.")]
+    pnl: Annotated[float, _doc("Σ over the attributed days of exposure × factor return.")]
+
+
+class AttributionDay(msgspec.Struct):
+    date: dt.date
+    pnl: Annotated[float, _doc("The day's P&L (the snapshot's daily_pnl).")]
+    attributed: bool
+    factors: Annotated[dict[str, float] | None, _doc(
+        "Each factor's P&L: the previous session's dollar exposure × the factor's return; "
+        "null when unattributed.")]
+    specific: Annotated[float | None, _doc("pnl - Σ factors; null when unattributed.")]
+    reason: Annotated[str | None, _doc("Why the day is unattributed.")]
+
+
+class AttributionConventions(msgspec.Struct):
+    exposure: str
+    factor_returns: str
+    identity: str
+    pnl: str
+
+
+class Attribution(_Analytics):
+    start: Annotated[dt.date, _doc("First date of the window.")]
+    end: Annotated[dt.date, _doc("Last date of the window (at most `data_as_of`).")]
+    factors: list[FactorPnl]
+    specific_pnl: Annotated[float, _doc("Σ over the attributed days of the specific P&L.")]
+    total_pnl: Annotated[float, _doc("Σ of every day's P&L in the window.")]
+    attributed_pnl: Annotated[float, _doc("Σ factors' pnl + specific_pnl.")]
+    unattributed_pnl: Annotated[float, _doc(
+        "P&L of the days whose previous session has no nightly risk row (or no snapshot, or "
+        "no factor prices).")]
+    n_days: int
+    n_attributed: int
+    n_unattributed: int
+    days: Annotated[list[AttributionDay], _doc("Oldest first.")]
+    conventions: AttributionConventions
+
 ANALYTICS_SCHEMAS: dict[str, type[_Analytics]] = {
     "overview": Overview, "factor-exposures": FactorExposures,
     "sector-exposure": SectorExposure, "correlations": Correlations,
