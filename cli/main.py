@@ -563,6 +563,38 @@ def _symbols(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from core.db import migrate
+    from core.db.engine import create_engine
+    from core.errors import AppError
+    from core.services.report import portfolio_report
+    from core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate.upgrade(url)
+
+    async def render() -> str:
+        engine = create_engine(url)
+        try:
+            return await portfolio_report(args.portfolio_id, window=args.window,
+                                          benchmark=args.benchmark, engine=engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        page = asyncio.run(render())
+    except AppError as exc:
+        print(f"factorflow: {exc.message}", file=sys.stderr)
+        return 1
+    try:
+        args.out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        print(f"factorflow: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} ({len(page.encode()) / 1024:.0f} KB; one self-contained page)")
+    return 0
+
+
 def _users(args: argparse.Namespace) -> int:
     from core.db import migrate
     from core.db.engine import create_engine
@@ -748,6 +780,17 @@ def build_parser() -> argparse.ArgumentParser:
     clear.add_argument("--force", action="store_true",
                        help="remove it even if its holder looks alive")
     clear.add_argument("--json", action="store_true", help="print as JSON (last line)")
+
+    report = sub.add_parser(
+        "report", help="write a portfolio's report (one self-contained HTML page, as "
+                       "GET /v1/portfolios/{id}/report answers it)")
+    report.add_argument("portfolio_id", metavar="PORTFOLIO_ID")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE.html",
+                        help="where to write the page")
+    report.add_argument("--window", default="1Y",
+                        help="performance window: 1M, 3M, YTD, 1Y (default) or ITD")
+    report.add_argument("--benchmark", default="SPY", help="benchmark symbol (default SPY)")
+    report.set_defaults(func=_report)
 
     users = sub.add_parser("users", help="manage API users")
     users_sub = users.add_subparsers(dest="action", required=True)

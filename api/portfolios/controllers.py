@@ -48,6 +48,7 @@ from core.risk.stress import FACTOR_ETFS
 from core.services import analytics as analytics_service
 from core.services import performance as performance_service
 from core.services import portfolios as svc
+from core.services import report as report_service
 from core.services.users import UserContext
 
 Engine = NamedDependency[AsyncEngine]
@@ -327,6 +328,27 @@ class PortfolioController(Controller):
         await svc.ensure_owned(engine, user.id, portfolio_id)
         return convert(await performance_service.portfolio_attribution(
             portfolio_id, start, end, engine), Attribution)
+
+    @get("/{portfolio_id:str}/report", operation_id="getReport",
+         responses=responses(400, 401, 404, 503), media_type=MediaType.HTML,
+         summary="The portfolio's report: one self-contained HTML page",
+         description="Equity curve against the benchmark, drawdown, rolling volatility with "
+                     "the model's ex-ante volatility, factor exposures, top risk contributors, "
+                     "VaR, stress results and attribution: server-rendered SVG charts with "
+                     "their numbers beside them, no script and no external asset.")
+    async def report(
+        self, portfolio_id: PortfolioId, engine: Engine, user: User,
+        window: Annotated[Window, QueryParameter(
+            description="The performance window: 1M, 3M, YTD, 1Y (the default) or ITD.")
+        ] = report_service.DEFAULT_WINDOW,
+        benchmark: Annotated[str, QueryParameter(
+            description="Any stored symbol (400 for one without prices).", min_length=1,
+            max_length=20)] = performance_service.DEFAULT_BENCHMARK,
+    ) -> Response[str]:
+        await svc.ensure_owned(engine, user.id, portfolio_id)
+        page = await report_service.portfolio_report(portfolio_id, window=window,
+                                                     benchmark=benchmark, engine=engine)
+        return Response(page, media_type=MediaType.HTML)
 
     @get("/{portfolio_id:str}/stress-tests/reverse", operation_id="getReverseStress",
          responses=responses(400, 401, 404, 503),

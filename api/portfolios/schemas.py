@@ -164,6 +164,13 @@ class SnapshotRead(msgspec.Struct):
     partial: Annotated[bool, Meta(description="Some holdings had no price: see "
                                               "missing_symbols.")]
     missing_symbols: list[str]
+    price_pnl: Annotated[DecimalOut | None, Meta(
+        description="The day's P&L from price moves; daily_pnl = price_pnl + income. Null on "
+                    "a snapshot stored before dividends counted (`factorflow snapshots "
+                    "recompute` fills it).")] = None
+    income: Annotated[DecimalOut | None, Meta(
+        description="Cash dividends with that day's ex-date on the quantity held at the "
+                    "previous close (a short pays them).")] = None
 
 
 class PortfolioRead(msgspec.Struct):

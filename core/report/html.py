@@ -151,6 +151,15 @@ def _figure(width: float = 6.4, height: float = 2.6) -> tuple[Figure, Any]:
     return fig, ax
 
 
+def _percent_format(series: Sequence[np.ndarray]) -> str:
+    """Tick labels with as many decimals as the plotted range needs (a 15.6-16.4 % band
+    would read "16 %" on every tick)."""
+    finite = np.concatenate([np.asarray(y)[np.isfinite(y)] for y in series])
+    span = float(finite.max() - finite.min()) if finite.size else 0.0
+    digits = 0 if span >= 5 else 1 if span >= 0.5 else 2
+    return "{x:." + str(digits) + "f} %"
+
+
 def _line_chart(dates: Sequence[dt.date], lines: Sequence[tuple[str, np.ndarray, str]],
                 title: str, percent: bool = True, fill: bool = False) -> str:
     fig, ax = _figure()
@@ -163,7 +172,8 @@ def _line_chart(dates: Sequence[dt.date], lines: Sequence[tuple[str, np.ndarray,
     if len(lines) > 1:
         ax.legend(fontsize=8, frameon=False)
     if percent:
-        ax.yaxis.set_major_formatter("{x:.0f} %")
+        ax.yaxis.set_major_formatter(_percent_format(
+            [100 * y for _, y, _ in lines]))
     fig.autofmt_xdate()
     return _svg(fig, title)
 
@@ -350,7 +360,7 @@ h2{font-size:16px;margin:0 0 12px}
 .chart{flex:1 1 560px;min-width:300px}.chart svg{width:100%;height:auto}
 .numbers{flex:0 1 360px}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:3px 8px;border-bottom:1px solid #e4e7eb;text-align:right}
+th,td{padding:3px 8px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 th{font-weight:600;color:#52606d}
 .note{color:#7b8794;font-size:12px;margin:8px 0 0}

@@ -91,7 +91,8 @@ def _document() -> dict[str, Any]:
 # rules of the universe routes.
 BUSINESS_RULES = ["createPortfolio", "importPortfolio", "addPosition", "updatePosition",
                   "startSymbolBatch", "listUniverse", "addUniverseSymbols",
-                  "removeUniverseSymbol", "refetchUniverseSymbol"]
+                  "removeUniverseSymbol", "refetchUniverseSymbol", "getPerformance",
+                  "getAttribution", "getReport"]
 CONFIG = SchemathesisConfig.from_dict({"operations": [{
     "include-operation-id": BUSINESS_RULES,
     "checks": {"positive_data_acceptance": {"expected-statuses": [
