@@ -2,8 +2,9 @@
 
 At start-up it installs the flow launcher core uses (``core.launch``; the real one is
 ``flows/launcher.py``), puts back to ``pending`` the onboarding jobs of runs that died and
-starts the queue when some wait, or else warms Prefect's local server up; at shutdown it stops
-the local Prefect servers the API started.
+starts the queue when some wait, or else warms Prefect's local server up, and does the same
+for the queued history builds; at shutdown it stops the local Prefect servers the API
+started.
 
 May import: core, ``flows.launcher``. Nothing else of flows.
 """
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import launch
-from core.services import onboarding_queue
+from core.services import history_jobs, onboarding_queue
 from flows import launcher as flows_launcher
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,20 @@ async def resume_onboarding(engine: AsyncEngine | None = None) -> int:
         return 0
 
 
+async def resume_history(engine: AsyncEngine | None = None) -> int:
+    """Queue again the history jobs of runs that died and, if any job is queued, start the
+    history flow. Returns the number of queued jobs (0 when the queue could not be read)."""
+    try:
+        queued = await history_jobs.reset_stuck(engine)
+        if queued:
+            log.info("history builds resumed: %d queued (%s)", queued,
+                     await launch.launcher().start_history())
+        return queued
+    except Exception:  # the API serves without it; the next request starts the queue again
+        log.exception("could not resume the history builds")
+        return 0
+
+
 @asynccontextmanager
 async def flows_around_api(engine: AsyncEngine) -> AsyncIterator[None]:
     """Install the launcher and resume the queue for the API's life; then stop the local
@@ -52,6 +67,7 @@ async def flows_around_api(engine: AsyncEngine) -> AsyncIterator[None]:
     previous = launch.install(flow_launcher())
     try:
         await resume_onboarding(engine)
+        await resume_history(engine)
         flows_launcher.freeze_long_lived_objects()
         yield
     finally:

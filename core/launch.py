@@ -1,11 +1,12 @@
 """How core asks for a flow to start without knowing Prefect (the port; flows plug in).
 
-Services that need a flow started — onboarding new symbols after a portfolio change, the
-symbol batch an operator asks the API for — call :func:`launcher`. The process's entry point
-installs the real one (:class:`flows.launcher.PrefectLauncher`: a deployment run when a
-Prefect API is configured, the flow in a background thread otherwise): the API at start-up
-(``api/launch.py``), the CLI (``cli/main.py``). Without one installed nothing starts: queued
-onboarding jobs stay in the database and the next process that resumes the queue runs them.
+Services that need a flow started — onboarding new symbols after a portfolio change, a
+portfolio's history build, the symbol batch an operator asks the API for — call
+:func:`launcher`. The process's entry point installs the real one
+(:class:`flows.launcher.PrefectLauncher`: a deployment run when a Prefect API is configured,
+the flow in a background thread otherwise): the API at start-up (``api/launch.py``), the CLI
+(``cli/main.py``). Without one installed nothing starts: queued onboarding and history jobs
+stay in the database and the next process that resumes the queues runs them.
 
 May import: nothing of factorflow but ``core.errors``.
 """
@@ -29,6 +30,10 @@ class FlowLauncher(Protocol):
         ``in-process``...)."""
         ...
 
+    async def start_history(self) -> str:
+        """Start processing the queued history builds (``portfolio-history``); returns how."""
+        ...
+
     async def start_symbol_batch(self, target: dt.date) -> dict[str, Any]:
         """Start the symbol flow for session ``target``; returns ``mode``, ``flow_run_id``
         (None in-process) and ``deployment`` (None in-process)."""
@@ -45,6 +50,10 @@ class NoLauncher:
 
     async def start_onboarding(self) -> str:
         log.warning("no flow launcher in this process: pending symbols wait in the queue")
+        return "not started"
+
+    async def start_history(self) -> str:
+        log.warning("no flow launcher in this process: history builds wait in their queue")
         return "not started"
 
     async def start_symbol_batch(self, target: dt.date) -> dict[str, Any]:

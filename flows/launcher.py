@@ -28,6 +28,7 @@ from core.errors import Conflict, NotReady
 log = logging.getLogger(__name__)
 
 ONBOARDING_DEPLOYMENT = "onboarding/onboarding"
+HISTORY_DEPLOYMENT = "portfolio-history/portfolio-history"
 SYMBOL_BATCH_DEPLOYMENT = "symbol-batch/symbol-batch"
 RUN_ATTEMPTS = 3
 RETRY_DELAYS_S = (5.0, 30.0)
@@ -36,6 +37,9 @@ _local_prefect_lock = threading.Lock()
 _runner_lock = threading.Lock()
 _runner: threading.Thread | None = None
 _again = threading.Event()
+_history_lock = threading.Lock()
+_history_runner: threading.Thread | None = None
+_history_again = threading.Event()
 _batch_lock = threading.Lock()
 _batch_thread: threading.Thread | None = None
 
@@ -126,6 +130,56 @@ def wait_for_onboarding(timeout: float | None = None) -> bool:
     return True
 
 
+# --- history builds -------------------------------------------------------------------------
+
+def _run_history_in_process() -> None:
+    """The history runner thread: the ``portfolio-history`` flow until no request arrived
+    meanwhile (a failed run is not retried here: its jobs stay queued or go back to the
+    queue, and the next request or start-up runs them)."""
+    from flows.portfolio_history import portfolio_history
+
+    while True:
+        _history_again.clear()
+        try:
+            start_local_prefect()
+            portfolio_history()
+        except Exception:  # the jobs record their own outcome; keep the API alive
+            log.exception("portfolio-history flow failed")
+            return
+        if not _history_again.is_set():
+            return
+
+
+def dispatch_history() -> str:
+    """Start processing the queued history builds without waiting: a run of the
+    ``portfolio-history`` deployment with a Prefect API, else the flow in a background
+    thread of this process (one at a time; a request arriving meanwhile makes it run once
+    more). Returns what was done."""
+    global _history_runner
+    if prefect_api_configured():
+        from prefect.deployments import run_deployment
+
+        run_deployment(HISTORY_DEPLOYMENT, timeout=0)
+        return "deployment"
+    with _history_lock:
+        if _history_runner is not None and _history_runner.is_alive():
+            _history_again.set()
+            return "in-process (queued behind the running flow)"
+        _history_runner = threading.Thread(target=_run_history_in_process,
+                                           name="portfolio-history", daemon=True)
+        _history_runner.start()
+    return "in-process"
+
+
+def wait_for_history(timeout: float | None = None) -> bool:
+    """Wait for the in-process history runner (tests, shutdown); True when it is idle."""
+    thread = _history_runner
+    if thread is not None:
+        thread.join(timeout)
+        return not thread.is_alive()
+    return True
+
+
 # --- the symbol batch ------------------------------------------------------------------------
 
 def _run_symbol_batch_in_process(as_of: dt.date) -> None:
@@ -167,6 +221,9 @@ class PrefectLauncher:
 
     async def start_onboarding(self) -> str:
         return await asyncio.to_thread(dispatch_onboarding)
+
+    async def start_history(self) -> str:
+        return await asyncio.to_thread(dispatch_history)
 
     async def start_symbol_batch(self, target: dt.date) -> dict[str, Any]:
         return await start_symbol_batch(target)

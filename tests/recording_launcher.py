@@ -9,14 +9,20 @@ import pytest
 
 
 class RecordingLauncher:
-    """Counts onboarding starts (``calls``) and records symbol-batch targets."""
+    """Counts onboarding starts (``calls``) and history starts (``history_calls``), and
+    records symbol-batch targets."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.history_calls = 0
         self.symbol_batches: list[dt.date] = []
 
     async def start_onboarding(self) -> str:
         self.calls += 1
+        return "recorded"
+
+    async def start_history(self) -> str:
+        self.history_calls += 1
         return "recorded"
 
     async def start_symbol_batch(self, target: dt.date) -> dict[str, Any]:

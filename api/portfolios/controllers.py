@@ -24,6 +24,7 @@ from api.portfolios.schemas import (
     Attribution,
     Correlations,
     FactorExposures,
+    HistoryJobRead,
     Overview,
     Performance,
     PortfolioCreate,
@@ -46,6 +47,7 @@ from api.schemas import convert
 from core.errors import InvalidInput
 from core.risk.stress import FACTOR_ETFS
 from core.services import analytics as analytics_service
+from core.services import history_jobs
 from core.services import performance as performance_service
 from core.services import portfolios as svc
 from core.services import report as report_service
@@ -108,6 +110,16 @@ ATTRIBUTION_HELP = (
     "first snapshot). Days whose previous session has no risk row are unattributed "
     "(`unattributed_pnl`)."
 )
+HISTORY_HELP = (
+    "Builds the portfolio's daily snapshots back to its positions' entry dates, in the "
+    "background (the nightly refresh's own valuation, every priced session from the first "
+    "entry date, or the first session at which every open position has a stored price, "
+    "through the data date; at most FACTORFLOW_LOOKBACK_DAYS back). Answers 202 at once with "
+    "the job; asking again while it is queued or running returns the same job, asking after "
+    "it finished builds again (the same rows). `GET` the same path for its status."
+)
+HISTORY_OPTION_HELP = ("Also queue the build of its daily snapshots back to the positions' "
+                       "entry dates (as `POST /v1/portfolios/{id}/history`).")
 Window = Literal[performance_service.WINDOWS]  # type: ignore[valid-type]
 """A performance window (an enum in the OpenAPI document)."""
 
@@ -146,7 +158,7 @@ class PortfolioController(Controller):
     ) -> Response[PortfolioCreated]:
         return _created(await svc.create_portfolio(
             engine, user.id, name=data.name, cash=data.cash,
-            positions=[p.to_input() for p in data.positions]))
+            positions=[p.to_input() for p in data.positions], build_history=data.build_history))
 
     @post("/import", operation_id="importPortfolio",
           status_code=201, responses=responses(400, 401, 409, 413),
@@ -157,13 +169,15 @@ class PortfolioController(Controller):
         name: Annotated[str, QueryParameter(description="The new portfolio's name.")],
         cash: Annotated[Decimal, QueryParameter(description="Cash balance (exact decimal).")]
         = Decimal(0),
+        build_history: Annotated[bool, QueryParameter(description=HISTORY_OPTION_HELP)]
+        = False,
     ) -> Response[PortfolioCreated]:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"body: not UTF-8 text (byte {exc.start})", "body") from None
         return _created(await svc.import_portfolio_csv(
-            engine, user.id, name=name, cash=cash, csv_text=text))
+            engine, user.id, name=name, cash=cash, csv_text=text, build_history=build_history))
 
     @get("/", operation_id="listPortfolios",
          responses=responses(400, 401), summary="Your portfolios")
@@ -349,6 +363,21 @@ class PortfolioController(Controller):
         page = await report_service.portfolio_report(portfolio_id, window=window,
                                                      benchmark=benchmark, engine=engine)
         return Response(page, media_type=MediaType.HTML)
+
+    @post("/{portfolio_id:str}/history", operation_id="requestHistory", status_code=202,
+          responses=responses(400, 401, 404), summary="Build the portfolio's past snapshots",
+          description=HISTORY_HELP)
+    async def request_history(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                              ) -> HistoryJobRead:
+        return HistoryJobRead.of(
+            await history_jobs.request_history(engine, user.id, portfolio_id))
+
+    @get("/{portfolio_id:str}/history", operation_id="getHistory",
+         responses=responses(400, 401, 404), summary="The history build's status",
+         description="The portfolio's history build (404 when none was requested).")
+    async def history(self, portfolio_id: PortfolioId, engine: Engine, user: User
+                      ) -> HistoryJobRead:
+        return HistoryJobRead.of(await history_jobs.history_job(engine, user.id, portfolio_id))
 
     @get("/{portfolio_id:str}/stress-tests/reverse", operation_id="getReverseStress",
          responses=responses(400, 401, 404, 503),

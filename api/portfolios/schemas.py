@@ -24,6 +24,7 @@ from api.schemas import (
     dec,
 )
 from core.services import analytics as analytics_service
+from core.services import history_jobs
 from core.services import portfolios as svc
 from core.services.validation import MAX_NAME_LENGTH, MAX_POSITIONS, PositionInput
 
@@ -76,6 +77,9 @@ class PortfolioCreate(_In):
                                                 "a margin loan).")] = Decimal(0)
     positions: Annotated[list[PositionCreate], Meta(max_length=MAX_POSITIONS)] = (
         msgspec.field(default_factory=list))
+    build_history: Annotated[bool, Meta(description=(
+        "Also queue the build of its daily snapshots back to the positions' entry dates "
+        "(as `POST /v1/portfolios/{id}/history`; the job is in `history`)."))] = False
 
 
 class PortfolioUpdate(_In):
@@ -623,9 +627,42 @@ class _Onboarding(msgspec.Struct, kw_only=True):
                                                               "any prices are stored).")]
 
 
+class HistoryJobRead(msgspec.Struct):
+    """A portfolio's history build (one per portfolio; a new request after it finished
+    builds again). ``first_date``/``last_date``: the sessions the last build valued, from
+    the positions' first entry date (or the first session every open position has a stored
+    price) through the data date; ``snapshots``: the rows it wrote."""
+
+    id: str
+    portfolio_id: str
+    status: Annotated[str, Meta(extra_json_schema={
+        "enum": [history_jobs.QUEUED, history_jobs.RUNNING, history_jobs.DONE,
+                 history_jobs.FAILED]})]
+    attempts: int
+    requested_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    first_date: dt.date | None
+    last_date: dt.date | None
+    snapshots: int | None
+    error: str | None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, j: history_jobs.HistoryJobView) -> HistoryJobRead:
+        base = f"/v1/portfolios/{j.portfolio_id}"
+        return cls(id=j.id, portfolio_id=j.portfolio_id, status=j.status, attempts=j.attempts,
+                   requested_at=j.requested_at, started_at=j.started_at,
+                   finished_at=j.finished_at, first_date=j.first_date, last_date=j.last_date,
+                   snapshots=j.snapshots, error=j.error,
+                   links={"self": f"{base}/history", "snapshots": f"{base}/snapshots",
+                          "performance": f"{base}/performance"})
+
+
 class PortfolioCreated(_Onboarding):
     portfolio: PortfolioRead
     factor_exposures: FactorExposures | None
+    history: HistoryJobRead | None = None
 
     @classmethod
     def of(cls, c: svc.PortfolioCreated) -> PortfolioCreated:
@@ -633,7 +670,8 @@ class PortfolioCreated(_Onboarding):
             portfolio=PortfolioRead.of(c.portfolio), symbols=c.outcome.symbols,
             pending_symbols=c.outcome.pending_symbols, snapshot=snapshot(c.outcome.snapshot),
             factor_exposures=None if c.factor_exposures is None else convert(
-                c.factor_exposures, FactorExposures))
+                c.factor_exposures, FactorExposures),
+            history=None if c.history is None else HistoryJobRead.of(c.history))
 
 
 class PositionChanged(_Onboarding):

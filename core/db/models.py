@@ -513,6 +513,45 @@ class OnboardingJob(SQLModel, table=True):
     )
 
 
+class PortfolioHistoryJob(SQLModel, table=True):
+    """A request to build a portfolio's daily snapshots back to its positions' entry dates
+    (``POST /v1/portfolios/{id}/history``); one row per portfolio, requests share it.
+
+    ``status``: queued → running → done | failed; asked again after an outcome it is queued
+    again (the build upserts the same rows). A ``running`` row records its claimer (``host``,
+    ``pid``, ``process_token``) and a ``heartbeat_at`` it renews, as ``OnboardingJob`` does:
+    once the claimer is gone the row goes back to ``queued``. ``first_date``/``last_date``
+    and ``snapshots`` describe the last build (the sessions valued, the rows written);
+    ``error`` why it failed.
+    """
+
+    __tablename__ = "portfolio_history_jobs"
+
+    id: str = Field(primary_key=True, max_length=36)
+    portfolio_id: str = Field(foreign_key="portfolios.id", max_length=36, unique=True)
+    status: str = Field(default="queued", max_length=16, index=True)
+    attempts: int = 0
+    requested_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(sa.DateTime(timezone=True), nullable=False)
+    )
+    started_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )
+    finished_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )
+    first_date: dt.date | None = None
+    last_date: dt.date | None = None
+    snapshots: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(sa.Text))
+    host: str | None = Field(default=None, max_length=255)
+    pid: int | None = None
+    process_token: str | None = Field(default=None, max_length=64)
+    heartbeat_at: dt.datetime | None = Field(
+        default=None, sa_column=Column(sa.DateTime(timezone=True))
+    )
+
+
 class RunLock(SQLModel, table=True):
     """A named lock held by one live run (e.g. ``symbol-batch``).
 

@@ -39,6 +39,7 @@ from core.portfolio.valuation import realized_pnl
 from core.repositories import portfolios as portfolio_repo
 from core.repositories import prices as price_repo
 from core.services import analytics as analytics_service
+from core.services import history_jobs
 from core.services import onboarding_queue as onboarding_service
 from core.services.analytics_cache import AnalyticsMemo, MemoEntry, stored_token
 from core.services.csv_import import parse_positions_csv
@@ -130,6 +131,8 @@ class PortfolioCreated:
     portfolio: PortfolioView
     outcome: OnboardingOutcome
     factor_exposures: dict[str, Any] | None
+    history: history_jobs.HistoryJobView | None = None
+    """The history build queued by ``build_history`` (None when not asked for)."""
 
 
 @dataclass(frozen=True)
@@ -302,21 +305,23 @@ def _validated_positions(
 
 async def create_portfolio(
     engine: AsyncEngine, owner_id: str, *, name: str, cash: Decimal,
-    positions: Sequence[PositionInput] = (),
+    positions: Sequence[PositionInput] = (), build_history: bool = False,
 ) -> PortfolioCreated:
     """Create a portfolio with its positions (one transaction), then onboard its unknown
-    symbols, snapshot it at the latest stored price date and compute its factor exposures.
+    symbols, snapshot it at the latest stored price date and compute its factor exposures;
+    ``build_history`` also queues the build of its daily snapshots back to the positions'
+    entry dates (:func:`core.services.history_jobs.request_history`).
 
     Raises InvalidInput (the field named), Conflict (a live portfolio of the owner has
     that name).
     """
     return await _create(engine, owner_id, validate_name(name), validate_cash(cash),
-                         _validated_positions(positions, today()))
+                         _validated_positions(positions, today()), build_history)
 
 
 async def _create(
     engine: AsyncEngine, owner_id: str, name: str, cash: Decimal,
-    positions: list[PositionInput],
+    positions: list[PositionInput], build_history: bool = False,
 ) -> PortfolioCreated:
     await onboarding_service.check_pending_quota(engine, owner_id, [p.symbol for p in positions])
     pid = portfolio_repo.new_id()
@@ -338,6 +343,8 @@ async def _create(
             log.info("no factor exposures for %s yet: %s", pid, exc)
         async with reading(engine) as conn:
             view = await _load_view(conn, await _owned(conn, owner_id, pid))
+        history = (await history_jobs.request_history(engine, owner_id, pid)
+                   if build_history else None)
     except BaseException:
         # The create failed for the caller: leave nothing behind (a retry must not get 409
         # on a portfolio it was never given). Shielded: a cancelled request still cleans up.
@@ -345,7 +352,8 @@ async def _create(
         raise
     if outcome.snapshot is not None:
         view = replace(view, latest_snapshot=outcome.snapshot)
-    return PortfolioCreated(portfolio=view, outcome=outcome, factor_exposures=exposures)
+    return PortfolioCreated(portfolio=view, outcome=outcome, factor_exposures=exposures,
+                            history=history)
 
 
 async def discard_portfolio(engine: AsyncEngine, portfolio_id: str) -> None:
@@ -360,7 +368,8 @@ async def discard_portfolio(engine: AsyncEngine, portfolio_id: str) -> None:
 
 
 async def import_portfolio_csv(
-    engine: AsyncEngine, owner_id: str, *, name: str, cash: Decimal, csv_text: str
+    engine: AsyncEngine, owner_id: str, *, name: str, cash: Decimal, csv_text: str,
+    build_history: bool = False,
 ) -> PortfolioCreated:
     """:func:`create_portfolio` from a positions CSV (see
     :func:`core.services.csv_import.parse_positions_csv`)."""
@@ -374,7 +383,7 @@ async def import_portfolio_csv(
             raise InvalidInput(f"line {line}, {exc.message}",
                                f"line {line}, {exc.field}" if exc.field else f"line {line}"
                                ) from None
-    return await _create(engine, owner_id, name, cash, positions)
+    return await _create(engine, owner_id, name, cash, positions, build_history)
 
 
 async def list_portfolios(
