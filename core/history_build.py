@@ -3,11 +3,15 @@ build of ``POST /v1/portfolios/{id}/history``), with the nightly refresh's own c
 
 A portfolio imported today with positions entered months ago has, without this, snapshots
 from today on only. The build values every priced session from the *history start* through
-the data date (the newest completed symbol batch) with :func:`core.portfolio_steps.refresh_chunk`
-— the nightly refresh's valuation, aggregation and write, under the lock order of every
-portfolio write — in slices of :data:`HISTORY_SLICE` sessions (one transaction each, so
-memory and transaction size stay bounded), each slice chained to the last snapshot of the
-one before. The slice ending at the data date is exactly the nightly refresh of that date.
+the data date (the newest completed symbol batch) with the nightly refresh's own code, in
+slices of :data:`HISTORY_SLICE` sessions (one transaction each, so memory and transaction
+size stay bounded), each slice chained to the last snapshot of the one before: the slices
+before the last value and write their snapshots as the refresh does (``load_symbol_data``,
+``analyse_portfolio``, ``analytics_rows``, under the portfolio's lock); the last one, ending
+at the data date, *is* the nightly refresh of that date
+(:func:`core.portfolio_steps.refresh_chunk`: snapshots, position values, factor and sector
+exposures, correlations, stress tests, the risk record). So the rows equal those of one
+refresh whose backfill had reached back to the history start.
 
 **History start** (:func:`history_start`): the earliest entry date of the portfolio's
 positions, moved later to the first session at which every position open that day has a
@@ -21,9 +25,9 @@ portfolio's first snapshot.
 included: with the positions as stored now, as the nightly's own backfill of a hole values
 them, so while the positions have not changed since, every such row is written again
 unchanged; snapshots after the data date are left alone. A rerun (after ``done``, or after a
-crash half way) upserts the same rows, so it leaves exactly the rows of a clean run. Each
-slice also stores the analytics of its last session (factor and sector exposures,
-correlations, stress tests, the risk record), what a nightly refresh on that date writes.
+crash half way) upserts the same rows, so it leaves exactly the rows of a clean run.
+Analytics (exposures, risk) are written for the data date only, as by the nightly: the
+days before it get snapshots, the inputs of performance.
 
 It holds the ``portfolio-refresh`` lock while it writes (one writer of snapshots at a time,
 as ``factorflow snapshots recompute`` does), and waits (bounded) for the portfolio's symbols
@@ -47,11 +51,13 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.db.engine import flow_engine, reading
+from core.db.engine import flow_engine, reading, transaction
 from core.db.errors import short_error
 from core.errors import NotReady
 from core.faults import fault_point
+from core.portfolio.analytics import analyse_portfolio
 from core.portfolio.valuation import Holding, InvestmentClass
+from core.portfolio_rows import analytics_rows
 from core.portfolio_steps import (
     REFRESH_LOCK,
     PortfolioWork,
@@ -64,7 +70,12 @@ from core.repositories import symbols as symbol_repo
 from core.run_lock import Heartbeat, this_process
 from core.services import history_jobs, onboarding_queue
 from core.settings import get_settings
-from core.symbol_data import build_scenarios, latest_data_date, priced_sessions
+from core.symbol_data import (
+    build_scenarios,
+    latest_data_date,
+    load_symbol_data,
+    priced_sessions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +122,11 @@ def history_start(holdings: Iterable[Holding], first_prices: dict[str, dt.date |
     Returns
     -------
     date or None
-        The earliest entry date, moved to the first day ``d`` at which no position open on
-        ``d`` waits for its symbol's first stored price (``entry <= d < first price``), and
-        not before ``earliest``; None without positions. A symbol with no stored price at all
-        does not move it (the nightly values it as missing, a partial snapshot).
+        The earliest entry date (not before ``earliest``), moved to the first day from
+        which on no position is ever open without a stored price of its symbol (open on
+        ``d``: ``entry <= d < exit``; without a price: ``d <`` its first price); None
+        without positions. A symbol with no stored price at all does not move it (the
+        nightly values it as missing: a partial snapshot).
 
     Examples
     --------
@@ -124,14 +136,16 @@ def history_start(holdings: Iterable[Holding], first_prices: dict[str, dt.date |
     items = list(holdings)
     if not items:
         return None
-    start = max(min(h.entry_date for h in items), earliest)
+    lower = max(min(h.entry_date for h in items), earliest)
+    start = lower
     for h in items:
-        if h.investment_class == InvestmentClass.PRIVATE:
-            continue
         first = first_prices.get(h.symbol)
-        if first is not None and h.entry_date < first and (
-                h.exit_date is None or h.exit_date > start):
-            start = max(start, first)
+        if h.investment_class == InvestmentClass.PRIVATE or first is None:
+            continue
+        # open without a price on [entry, end): the build starts after that, if it reaches
+        end = first if h.exit_date is None else min(first, h.exit_date)
+        if h.entry_date < end and end > lower:
+            start = max(start, end)
     return start
 
 
@@ -171,24 +185,65 @@ async def plan_history(portfolio_id: str, engine: AsyncEngine | None = None) -> 
     return HistoryPlan(portfolio_id, cash, tuple(sessions))
 
 
+class _Changed(Exception):
+    """The portfolio changed through the API while a slice was valued."""
+
+
+async def _snapshot_slice(plan: HistoryPlan, days: tuple[dt.date, ...],
+                          prev_day: dt.date | None, prev_equity: Decimal | None,
+                          engine: AsyncEngine) -> tuple[int, Decimal]:
+    """Value and write the snapshots of one slice before the last (the snapshot part of
+    :func:`refresh_chunk`: ``load_symbol_data``, ``analyse_portfolio``, ``analytics_rows``,
+    written under the portfolio's lock); returns the rows written and the last equity."""
+    pid = plan.portfolio_id
+    async with reading(engine) as conn:
+        seen = await portfolio_repo.portfolio_versions(conn, [pid])
+        holdings, invalid = await portfolio_repo.load_holdings(conn, [pid])
+    if invalid:
+        raise HistoryBuildError(invalid[pid])
+    symbols = sorted({h.symbol for h in holdings[pid]
+                      if h.investment_class != InvestmentClass.PRIVATE})
+    data = await load_symbol_data(symbols, days[0], days[-1], engine)
+    try:
+        result = analyse_portfolio(holdings[pid], plan.cash, days, data, None, prev_day,
+                                   prev_equity, correlations=False)
+    except Exception as exc:
+        raise HistoryBuildError(f"sessions {days[0]} → {days[-1]}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+    rows = analytics_rows(pid, result)["snapshots"]
+    async with transaction(engine) as conn:
+        now = await portfolio_repo.lock_portfolios(conn, [pid])
+        if now.get(pid) != seen.get(pid) or now[pid].cash != plan.cash:
+            raise _Changed
+        await portfolio_repo.upsert_snapshots(conn, rows)
+        await portfolio_repo.invalidate_cache(conn, [pid])
+    return len(rows), result.snapshots[-1].equity
+
+
 async def _build_once(plan: HistoryPlan, engine: AsyncEngine, slice_sessions: int) -> int:
-    """Value and write ``plan``'s sessions slice by slice; returns the snapshots written."""
+    """Value and write ``plan``'s sessions slice by slice, each chained to the last
+    snapshot of the one before: the slices before the last write their snapshots, the last
+    one (ending at the data date) is the nightly refresh of that date (``refresh_chunk``:
+    snapshots, position values, analytics, risk). Returns the snapshots written."""
     pid, written = plan.portfolio_id, 0
     prev_day: dt.date | None = None
     prev_equity: Decimal | None = None
-    for i in range(0, len(plan.sessions), slice_sessions):
-        days = plan.sessions[i : i + slice_sessions]
-        scenarios = await build_scenarios(days[-1], engine)
-        report = await refresh_chunk(
-            [PortfolioWork(pid, plan.cash, days, prev_day, prev_equity)], days[-1], scenarios,
-            None, engine)
-        if pid in report.failed:
-            raise HistoryBuildError(f"sessions {days[0]} → {days[-1]}: {report.failed[pid]}")
-        written += report.snapshots
+    slices = [plan.sessions[i : i + slice_sessions]
+              for i in range(0, len(plan.sessions), slice_sessions)]
+    for n, days in enumerate(slices):
+        if n < len(slices) - 1:
+            count, prev_equity = await _snapshot_slice(plan, days, prev_day, prev_equity,
+                                                       engine)
+            written, prev_day = written + count, days[-1]
+        else:
+            report = await refresh_chunk(
+                [PortfolioWork(pid, plan.cash, days, prev_day, prev_equity)], days[-1],
+                await build_scenarios(days[-1], engine), None, engine)
+            if pid in report.failed:
+                raise HistoryBuildError(
+                    f"sessions {days[0]} → {days[-1]}: {report.failed[pid]}")
+            written += report.snapshots
         fault_point("portfolio-history:after-first-slice")  # a slice is committed, no later one
-        async with reading(engine) as conn:
-            prev_day, prev_equity = days[-1], await portfolio_repo.snapshot_equity(
-                conn, pid, days[-1])
     return written
 
 
@@ -233,10 +288,13 @@ async def build_history(
                 async with reading(engine) as conn:
                     seen = await portfolio_repo.portfolio_versions(conn, [portfolio_id])
                 plan = await plan_history(portfolio_id, engine)
-                written = await _build_once(plan, engine, slice_sessions)
+                try:
+                    written = await _build_once(plan, engine, slice_sessions)
+                except _Changed:
+                    written = -1
                 async with reading(engine) as conn:
                     now = await portfolio_repo.portfolio_versions(conn, [portfolio_id])
-                if now == seen:
+                if now == seen and written >= 0:
                     return HistoryOutcome(plan.sessions[0] if plan.sessions else None,
                                           plan.sessions[-1] if plan.sessions else None,
                                           written)
