@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
 ROLLING_SESSIONS = 63
@@ -171,6 +172,9 @@ def _line_chart(dates: Sequence[dt.date], lines: Sequence[tuple[str, np.ndarray,
             ax.fill_between(x, ys, 0, color=color, alpha=0.15, linewidth=0)
     if len(lines) > 1:
         ax.legend(fontsize=8, frameon=False)
+    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
+    if len(x) <= 10:  # a short history: one tick per session, never hours
+        ax.set_xticks(x)
     if percent:
         ax.yaxis.set_major_formatter(_percent_format(
             [100 * y for _, y, _ in lines]))

@@ -46,9 +46,10 @@ def report_series(rows: Sequence[Any], sessions: Sequence[dt.date], closes: np.n
     Returns
     -------
     ReportSeries
-        One point per snapshot after the first: the time-weighted return
-        ``daily_pnl / previous equity``, the benchmark's simple return between the same two
-        snapshots' dates (NaN without both closes), the stored ex-ante volatility.
+        One point per snapshot: the time-weighted return ``daily_pnl / previous equity``
+        (NaN on the first, the base every curve starts from), the benchmark's simple return
+        between the same two snapshots' dates (NaN without both closes), the stored ex-ante
+        volatility.
     """
     if len(rows) < 2:
         dates = [r[0] for r in rows]
@@ -64,8 +65,10 @@ def report_series(rows: Sequence[Any], sessions: Sequence[dt.date], closes: np.n
     with np.errstate(invalid="ignore", divide="ignore"):
         bench = np.array([close.get(d, np.nan) / close.get(b, np.nan) - 1.0
                           for d, b in zip(dates, before, strict=True)])
-    return ReportSeries(dates, returns, bench,
-                        np.array([exante.get(d, np.nan) for d in dates], dtype=np.float64))
+    everyday = [rows[0][0], *dates]
+    return ReportSeries(everyday, np.concatenate([[np.nan], returns]),
+                        np.concatenate([[np.nan], bench]),
+                        np.array([exante.get(d, np.nan) for d in everyday], dtype=np.float64))
 
 
 async def portfolio_report(portfolio_id: str, *, window: str = DEFAULT_WINDOW,
