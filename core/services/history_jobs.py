@@ -116,13 +116,19 @@ async def request_history(engine: AsyncEngine, owner_id: str, portfolio_id: str
     """Queue the history build of ``owner_id``'s portfolio ``portfolio_id`` (idempotent: a
     job already ``queued`` or ``running`` is returned as it is) and start the queue's flow
     after the commit. Raises ``NotFound`` (field ``id``) for a portfolio that does not exist,
-    is deleted or belongs to another user."""
+    is deleted or belongs to another user. A flow that cannot be started (no Prefect
+    server) is logged, not raised: the job stays queued for the next request or start-up."""
     try:
         job, queued = await _queue(engine, owner_id, portfolio_id)
     except IntegrityError:  # a concurrent first request inserted the row: share it
         job, queued = await _queue(engine, owner_id, portfolio_id)
     if job.status == QUEUED:
-        how = await launch.launcher().start_history()
+        try:
+            how = await launch.launcher().start_history()
+        except Exception:  # the job is stored: the next request or start-up starts it
+            log.exception("history of %s queued, but its flow could not be started",
+                          portfolio_id)
+            return job
         log.info("history of %s %s (%s)", portfolio_id,
                  "queued" if queued else "still queued", how)
     return job

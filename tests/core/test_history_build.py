@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from core import calendar
 from core.portfolio.valuation import Holding, InvestmentClass
 from tests.conftest import sqlite_url
-from tests.flows.helpers import query
+from tests.flows.helpers import execute, query
 from tests.recording_launcher import RecordingLauncher, record_launches
 
 AS_OF = dt.date(2026, 11, 19)
@@ -407,3 +407,63 @@ def test_the_job_table_follows_the_portfolio_on_hard_delete(url: str,
 
     asyncio.run(drop())
     assert query(url, "SELECT count(*) AS n FROM portfolio_history_jobs").n[0] == 0
+
+
+def test_the_queue_on_both_engines(database_url: str, launched: RecordingLauncher) -> None:
+    """Requests, claims, the outcome and a dead claimer's job queued again, on SQLite and
+    PostgreSQL (no prices needed)."""
+    from core.db.engine import flow_engine
+    from core.errors import NotFound
+    from core.services import history_jobs
+
+    owner, pid = asyncio.run(_portfolio(MIXED[:1]))
+    other, _ = asyncio.run(_portfolio([{k: v for k, v in MIXED[0].items() if k != "id"}]))
+
+    async def scenario() -> None:
+        engine = flow_engine()
+        first = await history_jobs.request_history(engine, owner, pid)
+        assert await history_jobs.request_history(engine, owner, pid) == first
+        with pytest.raises(NotFound):
+            await history_jobs.request_history(engine, other, pid)
+        claimed = await history_jobs.claim()
+        assert claimed == history_jobs.HistoryClaim(first.id, pid)
+        assert await history_jobs.claim() is None
+        assert await history_jobs.renew_claims() == 1
+        await history_jobs.finish(claimed.job_id, first_date=back(3), last_date=AS_OF,
+                                  snapshots=4)
+        done = await history_jobs.history_job(engine, owner, pid)
+        assert (done.status, done.snapshots, done.first_date, done.error) == (
+            "done", 4, back(3), None)
+        again = await history_jobs.request_history(engine, owner, pid)
+        assert (again.id, again.status, again.snapshots) == (first.id, "queued", None)
+        claimed = await history_jobs.claim()
+        assert claimed is not None
+
+    asyncio.run(scenario())
+    execute(database_url, "UPDATE portfolio_history_jobs SET pid=? WHERE id=?",
+            (2 ** 22 + 11, first_id := query(database_url, "SELECT id FROM "
+                                               "portfolio_history_jobs").id[0]))
+    assert asyncio.run(history_jobs.reset_stuck()) == 1
+    job = query(database_url, "SELECT status, attempts, host FROM portfolio_history_jobs "
+                "WHERE id=?", (first_id,))
+    assert (job.status[0], job.attempts[0], job.host[0]) == ("queued", 2, None)
+    assert launched.history_calls == 3  # each request of a queued job starts the flow (again)
+
+
+def test_a_flow_that_cannot_start_leaves_the_job_queued(url: str) -> None:
+    from core import launch
+    from core.db.engine import flow_engine
+    from core.services import history_jobs
+
+    class Broken:
+        async def start_history(self) -> str:
+            raise ConnectionError("Prefect API unreachable")
+
+    owner, pid = asyncio.run(_portfolio(MIXED[:1]))
+    previous = launch.install(Broken())  # type: ignore[arg-type]
+    try:
+        job = asyncio.run(history_jobs.request_history(flow_engine(), owner, pid))
+    finally:
+        launch.install(previous)
+    assert job.status == "queued"
+    assert asyncio.run(history_jobs.reset_stuck()) == 1  # start-up resumes it
