@@ -158,7 +158,8 @@ class PortfolioController(Controller):
     ) -> Response[PortfolioCreated]:
         return _created(await svc.create_portfolio(
             engine, user.id, name=data.name, cash=data.cash,
-            positions=[p.to_input() for p in data.positions], build_history=data.build_history))
+            positions=[p.to_input() for p in data.positions],
+            build_history=data.history_option()))
 
     @post("/import", operation_id="importPortfolio",
           status_code=201, responses=responses(400, 401, 409, 413),

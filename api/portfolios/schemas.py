@@ -23,6 +23,7 @@ from api.schemas import (
     convert,
     dec,
 )
+from core.errors import InvalidInput
 from core.services import analytics as analytics_service
 from core.services import history_jobs
 from core.services import portfolios as svc
@@ -77,9 +78,18 @@ class PortfolioCreate(_In):
                                                 "a margin loan).")] = Decimal(0)
     positions: Annotated[list[PositionCreate], Meta(max_length=MAX_POSITIONS)] = (
         msgspec.field(default_factory=list))
-    build_history: Annotated[bool, Meta(description=(
-        "Also queue the build of its daily snapshots back to the positions' entry dates "
-        "(as `POST /v1/portfolios/{id}/history`; the job is in `history`)."))] = False
+    build_history: Annotated[Any, Meta(extra_json_schema={
+        "description": "`true`: also queue the build of its daily snapshots back to the "
+                       "positions' entry dates (as `POST /v1/portfolios/{id}/history`; the job "
+                       "is in `history`).",
+        "extra": {"type": "boolean", "default": False}})] = False
+
+    def history_option(self) -> bool:
+        """``build_history``, a JSON boolean only (the request decoder would take 0, 1 or
+        "true" for a ``bool``, which the document does not allow)."""
+        if not isinstance(self.build_history, bool):
+            raise InvalidInput("build_history: must be true or false", "build_history")
+        return self.build_history
 
 
 class PortfolioUpdate(_In):

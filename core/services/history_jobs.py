@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core import launch
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import PortfolioHistoryJob
+from core.db.types import as_utc
 from core.errors import NotFound
 from core.repositories import portfolios as portfolio_repo
 from core.run_lock import Beat, process_token
@@ -77,9 +78,12 @@ class HistoryJobView:
 
 
 def _view(r: Any) -> HistoryJobView:
-    return HistoryJobView(r.id, r.portfolio_id, r.status, r.attempts, r.requested_at,
-                          r.started_at, r.finished_at, r.first_date, r.last_date, r.snapshots,
-                          r.error)
+    def utc(ts: dt.datetime | None) -> dt.datetime | None:
+        return None if ts is None else as_utc(ts)
+
+    return HistoryJobView(r.id, r.portfolio_id, r.status, r.attempts, as_utc(r.requested_at),
+                          utc(r.started_at), utc(r.finished_at), r.first_date, r.last_date,
+                          r.snapshots, r.error)
 
 
 def _not_found(portfolio_id: str) -> NotFound:

@@ -79,9 +79,10 @@ def test_create_and_import_queue_it_on_request(client: TestClient, seed: Seed,
     resp = client.post("/v1/portfolios/import?name=Imported+2&build_history=maybe",
                        content=csv.encode(), headers={**auth(seed), "Content-Type": "text/csv"})
     assert_error(resp, 400, field="build_history")
-    resp = client.post("/v1/portfolios", json={"name": "Bad", "build_history": "yes"},
-                       headers=auth(seed))
-    assert_error(resp, 400, "build_history")
+    for bad in ("yes", 1, None):
+        resp = client.post("/v1/portfolios", json={"name": "Bad", "build_history": bad},
+                           headers=auth(seed))
+        assert_error(resp, 400, "build_history: must be true or false", field="build_history")
 
 
 def test_the_built_job_reports_its_sessions(client: TestClient, seed: Seed,
