@@ -754,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_api)
 
     srv = sub.add_parser(
-        "serve", help="run the three deployments of prefect.yaml in this process (Prefect serve)")
+        "serve", help="run the four deployments of prefect.yaml in this process (Prefect serve)")
     srv.add_argument("--start-server", action="store_true",
                      help="without PREFECT_API_URL, start a local Prefect server (127.0.0.1)")
     srv.add_argument("--server-port", type=_port, default=4200,

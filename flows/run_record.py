@@ -1,4 +1,4 @@
-"""A flow run's bookkeeping, written once for the three flows.
+"""A flow run's bookkeeping, written once for every flow.
 
 :class:`RunRecord` keeps one run's ``batch_runs`` row (``running`` → finished or failed, with
 phase seconds, counts and errors), its progress artifact, its summary artifacts and its Prefect

@@ -1,5 +1,5 @@
 """The deployments as operators run them: a real local Prefect server (SQLite) on loopback,
-the three deployments of prefect.yaml served by a separate process, runs started through
+the deployments of prefect.yaml served by a separate process, runs started through
 the Prefect client.
 
 1. symbol-batch started through the client → its completion event triggers portfolio-refresh
