@@ -12,7 +12,7 @@ May import: core, ``flows.launcher``. Nothing else of flows.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,34 +29,37 @@ def flow_launcher() -> launch.FlowLauncher:
     return flows_launcher.PrefectLauncher()
 
 
-async def resume_onboarding(engine: AsyncEngine | None = None) -> int:
-    """Reset the jobs of runs that died and, if any job is pending, start the queue; else warm
-    Prefect up. Returns the number of pending jobs (0 when the queue could not be read)."""
+async def _resume(what: str, reset_stuck: Callable[[AsyncEngine | None], Awaitable[int]],
+                  start: Callable[[], Awaitable[str]], engine: AsyncEngine | None,
+                  idle: Callable[[], None] | None = None) -> int:
+    """Put the jobs of runs that died back in their queue and, if any job waits, start the
+    flow that works it (else ``idle``). Returns the jobs waiting (0 when the queue could not
+    be read: the API serves without it, and the next request starts the queue again)."""
     try:
-        pending = await onboarding_queue.reset_stuck(engine)
-        if pending:
-            log.info("onboarding queue resumed: %d pending (%s)", pending,
-                     await launch.launcher().start_onboarding())
-        else:
-            launch.launcher().warm_up()
-        return pending
-    except Exception:  # the API serves without it; the next request starts the queue again
-        log.exception("could not resume the onboarding queue")
+        waiting = await reset_stuck(engine)
+        if waiting:
+            log.info("%s resumed: %d waiting (%s)", what, waiting, await start())
+        elif idle is not None:
+            idle()
+        return waiting
+    except Exception:
+        log.exception("could not resume the %s", what)
         return 0
+
+
+async def resume_onboarding(engine: AsyncEngine | None = None) -> int:
+    """Reset the onboarding jobs of runs that died and, if any job is pending, start the
+    queue; else warm Prefect up. Returns the number of pending jobs."""
+    return await _resume("onboarding queue", onboarding_queue.reset_stuck,
+                         lambda: launch.launcher().start_onboarding(), engine,
+                         lambda: launch.launcher().warm_up())
 
 
 async def resume_history(engine: AsyncEngine | None = None) -> int:
     """Queue again the history jobs of runs that died and, if any job is queued, start the
-    history flow. Returns the number of queued jobs (0 when the queue could not be read)."""
-    try:
-        queued = await history_jobs.reset_stuck(engine)
-        if queued:
-            log.info("history builds resumed: %d queued (%s)", queued,
-                     await launch.launcher().start_history())
-        return queued
-    except Exception:  # the API serves without it; the next request starts the queue again
-        log.exception("could not resume the history builds")
-        return 0
+    history flow. Returns the number of queued jobs."""
+    return await _resume("history builds", history_jobs.reset_stuck,
+                         lambda: launch.launcher().start_history(), engine)
 
 
 @asynccontextmanager
