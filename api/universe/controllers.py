@@ -42,7 +42,7 @@ class UniverseController(Controller):
             description="Only this status: pending, active, delisted, error or inactive.",
             max_length=16)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=universe.MAX_OFFSET)] = 0,
     ) -> UniversePage:
         page = await universe.list_symbols(engine, status=status, limit=limit, offset=offset)
         return convert(page, UniversePage)

@@ -115,6 +115,10 @@ def _status(value: str | None) -> str | None:
     return s
 
 
+MAX_OFFSET = 10_000_000
+"""The largest page offset of the universe's list (far beyond any universe)."""
+
+
 async def list_symbols(
     engine: AsyncEngine | None = None, *, status: str | None = None,
     limit: int | None = None, offset: int = 0,
@@ -136,8 +140,8 @@ async def list_symbols(
         The rows, the number matching the filter and the count per status.
     """
     wanted = _status(status)
-    if offset < 0:
-        raise InvalidInput("offset: must be at least 0", "offset")
+    if not 0 <= offset <= MAX_OFFSET:  # the database's integers end at 2**63
+        raise InvalidInput(f"offset: must be from 0 to {MAX_OFFSET:,}", "offset")
     if limit is not None and limit < 1:
         raise InvalidInput("limit: must be at least 1", "limit")
     stmt = sa.select(_symbols).order_by(_symbols.c.symbol)

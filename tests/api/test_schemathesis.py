@@ -87,12 +87,13 @@ def _document() -> dict[str, Any]:
 # still be refused with a 400 naming the field (every other operation must accept all data
 # its schema allows): combinations of fields in a position (a manual value only for
 # PRIVATE, an entry price > 0 for PUBLIC, exit after entry, private identifiers only for
-# PRIVATE), the contents of a CSV file, a date within the NYSE calendar, and the symbol
-# rules of the universe routes.
+# PRIVATE), the contents of a CSV file, a date within the NYSE calendar, the symbol
+# rules of the universe routes, and the ranges and windows of the dated answers (an end
+# before its start, a window with start/end, a benchmark without prices).
 BUSINESS_RULES = ["createPortfolio", "importPortfolio", "addPosition", "updatePosition",
                   "startSymbolBatch", "listUniverse", "addUniverseSymbols",
                   "removeUniverseSymbol", "refetchUniverseSymbol", "getPerformance",
-                  "getAttribution", "getReport"]
+                  "getAttribution", "getReport", "listSnapshots", "getRiskHistory"]
 CONFIG = SchemathesisConfig.from_dict({"operations": [{
     "include-operation-id": BUSINESS_RULES,
     "checks": {"positive_data_acceptance": {"expected-statuses": [

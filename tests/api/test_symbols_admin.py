@@ -223,6 +223,9 @@ def test_universe_list_add_and_remove(client: TestClient, seed: Seed) -> None:
     assert_error(client.get("/v1/admin/symbols?status=gone", headers=h), 400,
                  "unknown status 'gone'", field="status")
     assert_error(client.get("/v1/admin/symbols?limit=0", headers=h), 400, field="limit")
+    # beyond the database's integers (schemathesis found a 500 here): a 400 naming offset
+    assert_error(client.get(f"/v1/admin/symbols?offset={10**20}", headers=h), 400,
+                 field="offset")
 
     resp = client.post("/v1/admin/symbols", headers=h, json={"symbols": ["aapl", "A$", "MKTA"]})
     assert resp.status_code == 200, resp.text
