@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from tests.api.conftest import Seed, _build, position
 from tests.recording_launcher import RecordingLauncher
 
-ROUNDS = 3
+ROUNDS = 2
+"""Rounds of concurrent writes, each on a new portfolio (every round interleaves anew)."""
 CENT = Decimal("0.0001")
 """Money is stored to 4 places, each position rounded half-even before summing."""
 SNAPSHOT_MONEY = ("equity", "market_value", "cash", "cost_basis", "unrealized_pnl",
