@@ -301,7 +301,8 @@ def test_the_instant_risk_cache_reads_like_a_fresh_load_until_a_batch_completes(
         db_url: str, seed: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
     """The instant path's cached risk columns equal an uncached read of the same symbols,
     whichever requests filled them; a price corrected by a symbol batch that then completes
-    (a rerun of an older date) is read at once, never the stale column."""
+    (a rerun of an older date) is read at once, never the stale column; the stress
+    scenarios, kept the same way, are built again."""
     import sqlite3
 
     from core import symbol_data
@@ -322,6 +323,13 @@ def test_the_instant_risk_cache_reads_like_a_fresh_load_until_a_batch_completes(
                                        atol=1e-15, err_msg=name)
         assert a.benchmark_specific_var == pytest.approx(b.benchmark_specific_var, rel=1e-12)
 
+    def scenarios() -> Any:
+        from core.symbol_data import scenarios_at
+
+        return _run(_with_engine(db_url, lambda e: scenarios_at(seed.as_of, e)))
+
+    kept_scenarios = scenarios()
+    assert scenarios() is kept_scenarios  # built once per data version
     load(["MKTA", "MKTB"], True)
     both = ["MKTA", "MKTC", "SPY", "NOSUCH"]  # half cached; one symbol without any price
     same(load(both, True), load(both, False))
@@ -346,3 +354,4 @@ def test_the_instant_risk_cache_reads_like_a_fresh_load_until_a_batch_completes(
     fresh = load(["MKTA"], False)
     assert not np.allclose(stale.history, fresh.history, equal_nan=True)
     same(load(["MKTA"], True), fresh)
+    assert scenarios() is not kept_scenarios  # the scenarios are built again too
