@@ -140,7 +140,13 @@ def _months_before(day: dt.date, months: int) -> dt.date:
 def window_bounds(query: PerformanceQuery, day: dt.date, inception: dt.date | None
                   ) -> tuple[dt.date, dt.date]:
     """The (start, end) a query covers at data date ``day`` for a portfolio whose first
-    snapshot is ``inception`` (None: none): see the module's conventions."""
+    snapshot is ``inception`` (None: none): see the module's conventions.
+
+    Raises InvalidInput naming ``start`` when it is after the data date (no data yet: the
+    range would end before it starts)."""
+    if query.start is not None and query.start > day:
+        raise InvalidInput(f"start: {query.start.isoformat()} is after the data date "
+                           f"{day.isoformat()} (no data yet)", "start")
     end = day if query.end is None else min(query.end, day)
     if query.window in _MONTHS:
         start = _months_before(end, _MONTHS[query.window]) + dt.timedelta(days=1)

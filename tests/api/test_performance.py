@@ -411,8 +411,12 @@ def test_bad_queries_name_the_field(client: TestClient, seed: Seed) -> None:
                      (f"start={day}&end={earlier}", "end"), ("benchmark=NOPE", "benchmark"),
                      ("benchmark=a%20b", "benchmark"), ("risk_free=nan", "risk_free"),
                      ("risk_free=-0.2", "risk_free"), ("risk_free=abc", "risk_free"),
-                     ("start=yesterday", "start")):
+                     ("start=yesterday", "start"),
+                     (f"start={(seed.as_of + dt.timedelta(days=3)).isoformat()}", "start")):
         assert_error(client.get(f"{base}/performance?{q}", headers=h), 400, field=field)
+    later = (seed.as_of + dt.timedelta(days=3)).isoformat()  # no data yet: not an empty answer
+    assert_error(client.get(f"{base}/attribution?start={later}", headers=h), 400,
+                 "after the data date", field="start")
     assert client.get(f"{base}/performance?risk_free=0.25", headers=h).status_code == 200
     assert_error(client.get(f"{base}/performance", headers=auth(seed, "bob")), 404)
     assert client.get(f"{base}/performance").status_code == 401

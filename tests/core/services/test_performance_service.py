@@ -90,6 +90,10 @@ def test_explicit_bounds_are_clamped_to_the_data_date() -> None:
                                                             dt.date(2026, 11, 20))
     assert window_bounds(performance_query(), dt.date(2026, 11, 20), None) == (
         dt.date(2026, 11, 20), dt.date(2026, 11, 20))  # no snapshot yet: an empty window
+    with pytest.raises(InvalidInput, match="after the data date") as err:
+        window_bounds(performance_query(start=dt.date(2026, 11, 23)), dt.date(2026, 11, 20),
+                      None)
+    assert err.value.field == "start"
 
 
 @pytest.mark.parametrize("rate,hint", [(2, "give 0.02"), (5.0, "give 0.05"), (0.3, None),
