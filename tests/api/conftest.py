@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,12 +36,15 @@ class Seed:
     tickers: tuple[str, ...]
 
 
-async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, str]]:
-    from core.db.engine import create_engine, transaction
+async def seed_symbol_data(engine: Any, tickers: Sequence[str], as_of: dt.date) -> None:
+    """The symbol layer of a test database: ``tickers`` and the reference ETFs registered,
+    ~420 days of synthetic prices through ``as_of``, their factors at ``as_of`` and a
+    completed symbol batch of ``as_of`` (the data date of every answer)."""
+    from core.db.engine import transaction
     from core.db.models import RunStatus
+    from core.factors.definitions import REFERENCE_ETFS
     from core.providers.synthetic import SyntheticProvider
     from core.repositories import batch_runs
-    from core.services import users
     from core.settings import get_settings
     from core.symbol_steps import (
         FetchRequest,
@@ -51,19 +54,24 @@ async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, st
     )
 
     settings = get_settings()
+    await register_universe(list(tickers), engine)
+    symbols = tuple([*REFERENCE_ETFS, *tickers])
+    req = FetchRequest(symbols, as_of - dt.timedelta(days=420), as_of)
+    await fetch_and_store(req, SyntheticProvider(seed=settings.synthetic_seed), settings,
+                          as_of, engine)
+    await compute_and_store_factors(list(symbols), [as_of], settings, engine)
+    async with transaction(engine) as conn:
+        run = await batch_runs.start_run(conn, "symbol-batch", as_of)
+        await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
+
+
+async def _build(url: str, as_of: dt.date) -> tuple[dict[str, str], dict[str, str]]:
+    from core.db.engine import create_engine
+    from core.services import users
+
     engine = create_engine(url)
     try:
-        await register_universe(TICKERS, engine)
-        from core.factors.definitions import REFERENCE_ETFS
-
-        symbols = tuple([*REFERENCE_ETFS, *TICKERS])
-        req = FetchRequest(symbols, as_of - dt.timedelta(days=420), as_of)
-        await fetch_and_store(req, SyntheticProvider(seed=settings.synthetic_seed), settings,
-                              as_of, engine)
-        await compute_and_store_factors(list(symbols), [as_of], settings, engine)
-        async with transaction(engine) as conn:
-            run = await batch_runs.start_run(conn, "symbol-batch", as_of)
-            await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
+        await seed_symbol_data(engine, TICKERS, as_of)
         tokens, ids = {}, {}
         for name, admin in (("alice", False), ("bob", False), ("root", True)):
             ids[name], tokens[name] = await users.create_user(engine, name, admin)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
+from tests.api.conftest import seed_symbol_data
 from tests.conftest import sqlite_url
 from tests.flows.helpers import query
 
@@ -34,33 +35,13 @@ Q4 = Decimal("0.0001")
 
 
 async def _build(url: str, as_of: dt.date) -> str:
-    from core.db.engine import create_engine, transaction
-    from core.db.models import RunStatus
-    from core.factors.definitions import REFERENCE_ETFS
+    from core.db.engine import create_engine
     from core.providers.synthetic import SyntheticProvider
-    from core.repositories import batch_runs
     from core.services import users
-    from core.settings import get_settings
-    from core.symbol_steps import (
-        FetchRequest,
-        compute_and_store_factors,
-        fetch_and_store,
-        register_universe,
-    )
 
-    settings = get_settings()
     engine = create_engine(url)
     try:
-        tickers = SyntheticProvider().universe(UNIVERSE)
-        await register_universe(tickers, engine)
-        symbols = tuple([*REFERENCE_ETFS, *tickers])
-        req = FetchRequest(symbols, as_of - dt.timedelta(days=420), as_of)
-        await fetch_and_store(req, SyntheticProvider(seed=settings.synthetic_seed), settings,
-                              as_of, engine)
-        await compute_and_store_factors(list(symbols), [as_of], settings, engine)
-        async with transaction(engine) as conn:
-            run = await batch_runs.start_run(conn, "symbol-batch", as_of)
-            await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
+        await seed_symbol_data(engine, SyntheticProvider().universe(UNIVERSE), as_of)
         _, token = await users.create_user(engine, "alice")
         return token
     finally:

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from core import calendar
 from core.portfolio.valuation import Holding, InvestmentClass
+from tests.api.conftest import seed_symbol_data
 from tests.conftest import sqlite_url
 from tests.flows.helpers import execute, query
 from tests.recording_launcher import RecordingLauncher, record_launches
@@ -46,31 +47,11 @@ TABLES = {
 
 
 async def _build(url: str) -> None:
-    from core.db.engine import create_engine, transaction
-    from core.db.models import RunStatus
-    from core.factors.definitions import REFERENCE_ETFS
-    from core.providers.synthetic import SyntheticProvider
-    from core.repositories import batch_runs
-    from core.settings import get_settings
-    from core.symbol_steps import (
-        FetchRequest,
-        compute_and_store_factors,
-        fetch_and_store,
-        register_universe,
-    )
+    from core.db.engine import create_engine
 
-    settings_ = get_settings()
     engine = create_engine(url)
     try:
-        await register_universe(TICKERS, engine)
-        symbols = tuple([*REFERENCE_ETFS, *TICKERS])
-        req = FetchRequest(symbols, AS_OF - dt.timedelta(days=420), AS_OF)
-        await fetch_and_store(req, SyntheticProvider(seed=settings_.synthetic_seed), settings_,
-                              AS_OF, engine)
-        await compute_and_store_factors(list(symbols), [AS_OF], settings_, engine)
-        async with transaction(engine) as conn:
-            run = await batch_runs.start_run(conn, "symbol-batch", AS_OF)
-            await batch_runs.finish_run(conn, run, RunStatus.completed, {}, {}, {})
+        await seed_symbol_data(engine, TICKERS, AS_OF)
     finally:
         await engine.dispose()
 
