@@ -533,9 +533,8 @@ def _absolute(r: FloatArray, rf: float, ppy: float, work: _Work) -> dict[str, np
     excess = mean - rf
     sharpe = np.where(std > 0, excess / std * math.sqrt(ppy), np.nan)
     np.subtract(r0, rf, out=buf)  # below the risk-free rate: min(r - rf, 0), valid rows
-    np.greater_equal(buf, 0.0, out=mask)
-    mask |= invalid
-    np.copyto(buf, 0.0, where=mask)
+    np.minimum(buf, 0.0, out=buf)  # (a mask of r >= rf would be a coin flip per element:
+    np.copyto(buf, 0.0, where=invalid)  # a mispredicted branch each; invalid is rare)
     downside = np.sqrt(np.einsum("tp,tp->p", buf, buf) / nf) * math.sqrt(ppy)
     sortino = np.where(downside > 0, excess * ppy / downside, np.nan)
     hits = work.count(np.greater(r0, 0.0, out=mask)) / nf
@@ -587,7 +586,9 @@ def _relative(b: FloatArray, rf: float, ppy: float, work: _Work) -> dict[str, np
     y = work.f(0)  # the portfolio's returns, 0 off the pairs
     np.copyto(y, 0.0, where=~bvalid)
     b0 = np.where(bvalid, b, 0.0)
-    x = np.multiply(pair, b0, out=work.f(2))  # the benchmark's returns, 0 off the pairs
+    x = work.f(2)  # the benchmark's returns, 0 off the pairs
+    np.copyto(x, b0)
+    np.copyto(x, 0.0, where=off)
     mean_x = x.sum(axis=0) / mf
     buf = np.subtract(x, mean_x, out=work.f(1))
     np.copyto(buf, 0.0, where=off)

@@ -52,6 +52,36 @@ def test_planted_factor_model_leaves_the_specific_moves() -> None:
                                rtol=1e-9, atol=1e-8)
 
 
+def test_equals_empyricals_perf_attrib() -> None:
+    """empyrical's ``perf_attrib`` (the reference library, test-only) given each portfolio's
+    dollar holdings at the previous close and the symbols' loadings computes its own
+    exposures (Σ holding × loading per day) and splits the P&L into the same factor and
+    specific parts."""
+    import empyrical as ep
+    import pandas as pd
+
+    rng = np.random.default_rng(12)
+    t, p, n, k = 20, 3, 5, 4
+    f = rng.normal(0, 0.01, (t, k))
+    beta = rng.normal(0.3, 0.6, (n, k))
+    value_prev = rng.normal(0, 1e4, (t, p, n))
+    pnl = np.einsum("tpn,tn->tp", value_prev, f @ beta.T + rng.normal(0, 0.004, (t, n)))
+    a = factor_pnl_attribution(np.einsum("tpn,nk->tpk", value_prev, beta), f, pnl)
+    dates = pd.bdate_range("2024-01-02", periods=t)
+    symbols = [f"S{i}" for i in range(n)]
+    factors = [f"F{i}" for i in range(k)]
+    rows = pd.MultiIndex.from_product([dates, symbols], names=["dt", "ticker"])
+    loadings = pd.DataFrame(np.tile(beta, (t, 1)), index=rows, columns=factors)
+    for j in range(p):
+        _, table = ep.perf_attrib(pd.Series(pnl[:, j], index=dates),
+                                  pd.Series(value_prev[:, j].ravel(), index=rows),
+                                  pd.DataFrame(f, index=dates, columns=factors), loadings)
+        np.testing.assert_allclose(a.factor_pnl[:, j], table[factors].to_numpy(),
+                                   rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(a.specific_pnl[:, j], table["specific_returns"].to_numpy(),
+                                   rtol=1e-12, atol=1e-9)
+
+
 def test_equals_a_per_portfolio_loop() -> None:
     rng = np.random.default_rng(3)
     t, p, k = 15, 6, 4
