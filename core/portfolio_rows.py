@@ -29,7 +29,7 @@ from core.portfolio.risk import (
     expand_risk,
     risk_figures,
 )
-from core.portfolio.valuation import Holding, InvestmentClass, held_quantity
+from core.portfolio.valuation import Holding, InvestmentClass, Snapshot, held_quantity
 
 
 def positions_hash(holdings: Sequence[Holding], cash: Decimal) -> str:
@@ -43,23 +43,29 @@ def positions_hash(holdings: Sequence[Holding], cash: Decimal) -> str:
 
 def risk_book(holdings: Sequence[Holding], result: PortfolioAnalytics,
               splits: Mapping[str, Sequence[tuple[dt.date, float]]]) -> RiskBook:
-    """A portfolio's book as the risk model sees it at its analysis's last day.
+    """A portfolio's book as the risk model sees it at its analysis's last day
+    (:func:`snapshot_risk_book` of the last snapshot)."""
+    return snapshot_risk_book(holdings, result.snapshots[-1], splits)
 
-    Each open position enters with its market value at that day (a position without a
-    price with 0 and unmodelled, so listed as uncovered), its quantity held then (after
+
+def snapshot_risk_book(holdings: Sequence[Holding], snapshot: Snapshot,
+                       splits: Mapping[str, Sequence[tuple[dt.date, float]]]) -> RiskBook:
+    """A portfolio's book as the risk model sees it at one snapshot's close.
+
+    Each open position enters with its market value that day (a position without a price
+    with 0 and unmodelled, so listed as uncovered), its quantity held then (after
     ``splits``, as in the valuation) and ``modelled`` for PUBLIC positions only (private
     holdings and options have no risk regression); the equity is the snapshot's.
     """
-    last = result.snapshots[-1]
     by_id = {h.position_id: h for h in holdings}
     positions = []
-    for pos_id, value in result.position_values.items():
+    for pos_id, value in snapshot.position_values.items():
         h = by_id[pos_id]
         positions.append(RiskPosition(
-            pos_id, h.symbol, float(held_quantity(h, last.day, splits)),
+            pos_id, h.symbol, float(held_quantity(h, snapshot.day, splits)),
             float(value) if value is not None else 0.0,
             modelled=value is not None and h.investment_class == InvestmentClass.PUBLIC))
-    return RiskBook(positions, float(last.equity))
+    return RiskBook(positions, float(snapshot.equity))
 
 
 def risk_answer(holdings: Sequence[Holding], result: PortfolioAnalytics,

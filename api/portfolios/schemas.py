@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -590,6 +590,11 @@ class AttributionDay(msgspec.Struct):
         "null when unattributed.")]
     specific: Annotated[float | None, _doc("pnl - Σ factors; null when unattributed.")]
     reason: Annotated[str | None, _doc("Why the day is unattributed.")]
+    exposure_source: Annotated[Literal["nightly", "rebuilt"] | None, _doc(
+        "Where the previous close's exposures come from: its nightly risk row, or rebuilt "
+        "from the positions valued at that close with the data date's risk model (a close "
+        "without a nightly row, e.g. history built after the fact); null when "
+        "unattributed.")] = None
 
 
 class AttributionConventions(msgspec.Struct):
@@ -607,13 +612,15 @@ class Attribution(_Analytics):
     total_pnl: Annotated[float, _doc("Σ of every day's P&L in the window.")]
     attributed_pnl: Annotated[float, _doc("Σ factors' pnl + specific_pnl.")]
     unattributed_pnl: Annotated[float, _doc(
-        "P&L of the days whose previous session has no nightly risk row (or no snapshot, or "
-        "no factor prices).")]
+        "P&L of the days whose previous session has no snapshot (or whose factor prices or "
+        "exposures are unknown).")]
     n_days: int
     n_attributed: int
     n_unattributed: int
     days: Annotated[list[AttributionDay], _doc("Oldest first.")]
     conventions: AttributionConventions
+    n_rebuilt: Annotated[int, _doc(
+        "Attributed days whose exposures were rebuilt (exposure_source 'rebuilt').")] = 0
 
 ANALYTICS_SCHEMAS: dict[str, type[_Analytics]] = {
     "overview": Overview, "factor-exposures": FactorExposures,

@@ -25,10 +25,13 @@ Benchmark
     minus 1: the benchmark's simple return over exactly the interval of each portfolio
     return (a session without its price leaves the relative metrics without that pair).
 Attribution
-    On a session t whose previous session p has a snapshot and a nightly risk row: the
-    dollar exposure at p's close to each risk factor times that factor's simple return
+    On a session t whose previous session p has a snapshot: the dollar exposure at p's
+    close to each risk factor times that factor's simple return
     ``adj_close_t / adj_close_p - 1``; the specific P&L is the rest of the day's
-    ``daily_pnl``. Other sessions are unattributed (their P&L in ``unattributed_pnl``).
+    ``daily_pnl``. The exposure is the nightly risk row's of p; a close without one (the
+    days a history build wrote) has it rebuilt from the positions valued at that close and
+    the data date's risk model (:mod:`core.rebuilt_exposures`; ``exposure_source`` says
+    which). Other sessions are unattributed (their P&L in ``unattributed_pnl``).
 
 Caching: the answers are stored in ``portfolio_analytics_cache`` like the other analytics,
 one row per portfolio and query (``kind`` = ``performance:`` or ``attribution:`` and a
@@ -45,7 +48,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,6 +70,7 @@ from core.performance.metrics import (
 )
 from core.portfolio.risk import FORMAT as RISK_FORMAT
 from core.portfolio.risk import expand_risk
+from core.rebuilt_exposures import rebuilt_exposures
 from core.repositories import portfolios as portfolio_repo
 from core.risk.model import RISK_FACTORS
 from core.services.analytics import is_stale
@@ -280,39 +284,62 @@ def _exposure(record: dict[str, Any]) -> np.ndarray:
     return np.array([by_name.get(f, math.nan) for f in RISK_FACTORS], dtype=np.float64)
 
 
+def _attributed_days(start: dt.date, end: dt.date, rows: Sequence[Any]
+                     ) -> list[tuple[dt.date, dt.date, bool, float]]:
+    """(day, previous session, whether that session has a snapshot, daily P&L) of each
+    snapshot in ``start`` .. ``end`` with a daily P&L."""
+    out = []
+    for i, r in enumerate(rows):
+        day = r[0]
+        if start <= day <= end and r[2] is not None:
+            prev = calendar.previous_session(day)
+            out.append((day, prev, i > 0 and rows[i - 1][0] == prev, float(r[2])))
+    return out
+
+
+def closes_to_rebuild(start: dt.date, end: dt.date, rows: Sequence[Any],
+                      exposures: Sequence[tuple[dt.date, dict[str, Any]]]) -> list[dt.date]:
+    """The previous closes of ``/attribution``'s days that have a snapshot but no nightly
+    risk row: their exposures are rebuilt (:mod:`core.rebuilt_exposures`). Ascending."""
+    records = dict(exposures)
+    return sorted({prev for _, prev, has, _ in _attributed_days(start, end, rows)
+                   if has and prev not in records})
+
+
 def attribution_payload(
     start: dt.date, end: dt.date, rows: Sequence[Any],
     exposures: Sequence[tuple[dt.date, dict[str, Any]]],
     sessions: Sequence[dt.date], factor_closes: np.ndarray,
+    rebuilt: Mapping[dt.date, dict[str, Any]] | None = None, model_day: dt.date | None = None,
 ) -> dict[str, Any]:
     """The ``/attribution`` answer (without ``data_as_of``, ``stale`` and ``cached``).
 
     ``rows``: snapshots as for :func:`performance_payload`; ``exposures``: the nightly risk
     records by date; ``factor_closes``: adjusted closes of ``RISK_FACTORS`` on
-    ``sessions``, shape (T, K).
+    ``sessions``, shape (T, K); ``rebuilt``: risk records of closes without a nightly one,
+    made with the risk model of ``model_day`` (:mod:`core.rebuilt_exposures`).
     """
     k = len(RISK_FACTORS)
     records = dict(exposures)
+    rebuilt = rebuilt or {}
     closes = dict(zip(sessions, factor_closes, strict=True))
-    days, pnl, exposure, prev_sessions, reasons = [], [], [], [], []
-    for i, r in enumerate(rows):
-        day = r[0]
-        if not (start <= day <= end) or r[2] is None:
-            continue
-        prev = calendar.previous_session(day)
-        prev_snapshot = rows[i - 1][0] if i > 0 else None
+    days, pnl, exposure, prev_sessions, reasons, sources = [], [], [], [], [], []
+    for day, prev, has_prev, day_pnl in _attributed_days(start, end, rows):
         e = np.full(k, np.nan)
-        reason = None
-        if prev_snapshot != prev:
+        reason = source = None
+        record = records.get(prev, rebuilt.get(prev))
+        if not has_prev:
             reason = f"no snapshot on the previous session {prev.isoformat()}"
-        elif prev not in records:
-            reason = f"no nightly risk row for the previous session {prev.isoformat()}"
+        elif record is None:
+            reason = f"no risk row for the previous session {prev.isoformat()}"
         else:
-            e = _exposure(records[prev])
+            source = "nightly" if prev in records else "rebuilt"
+            e = _exposure(record)
             if not np.isfinite(e).all():
                 reason = f"factor exposures unknown on {prev.isoformat()}"
+        sources.append(source)
         days.append(day)
-        pnl.append(float(r[2]))
+        pnl.append(day_pnl)
         exposure.append(e)
         prev_sessions.append(prev)
         reasons.append(reason)
@@ -332,6 +359,7 @@ def attribution_payload(
             "factors": ({name: float(a.factor_pnl[j, 0, i]) for i, name in enumerate(RISK_FACTORS)}
                         if ok else None),
             "specific": float(a.specific_pnl[j, 0]) if ok else None,
+            "exposure_source": sources[j] if ok else None,
             "reason": None if ok else reasons[j] or "unattributed"})
     total = float(np.sum(y))
     attributed = float(a.attributed_pnl[0])
@@ -342,11 +370,17 @@ def attribution_payload(
         "specific_pnl": float(a.specific_total[0]), "total_pnl": total,
         "attributed_pnl": attributed, "unattributed_pnl": float(a.unattributed_pnl[0]),
         "n_days": n, "n_attributed": int(a.n_attributed[0]),
-        "n_unattributed": n - int(a.n_attributed[0]), "days": out_days,
+        "n_unattributed": n - int(a.n_attributed[0]),
+        "n_rebuilt": sum(1 for d in out_days if d["exposure_source"] == "rebuilt"),
+        "days": out_days,
         "conventions": {
             "exposure": "dollar exposure to each risk factor (sum of market value × the "
                         "symbol's risk-model beta) at the previous session's close, from "
-                        "the nightly risk row of that session",
+                        "the nightly risk row of that session (exposure_source 'nightly'); "
+                        "a close without one (history built after the fact) has its "
+                        "positions valued at that close and the risk model of "
+                        f"{model_day.isoformat() if model_day else 'the data date'} "
+                        "applied (exposure_source 'rebuilt')",
             "factor_returns": "simple return of each factor ETF that session from stored "
                               "adjusted closes: adj_close_t / adj_close_previous_session - 1",
             "identity": "sum of the factors' pnl + specific = pnl, per day and over the "
@@ -359,6 +393,10 @@ def attribution_payload(
 
 
 # --- the service ----------------------------------------------------------------------------
+
+ATTRIBUTION_ANSWER = 2
+"""Version of the ``/attribution`` answer, part of its cache key: an answer cached before
+(version 1 left the days without a nightly risk row unattributed) is a miss."""
 
 
 async def _data_date(engine: AsyncEngine) -> dt.date:
@@ -504,8 +542,8 @@ async def portfolio_attribution(portfolio_id: str, start: dt.date | None = None,
     _check_range(start, end)
     engine = engine or flow_engine()
     day = await _data_date(engine)
-    key = {"kind": "attribution", "start": start and start.isoformat(),
-           "end": end and end.isoformat()}
+    key = {"kind": "attribution", "answer": ATTRIBUTION_ANSWER,
+           "start": start and start.isoformat(), "end": end and end.isoformat()}
     kind = _kind("attribution", key)
     hit, token, inception = await _cached(engine, portfolio_id, kind, key, day, True)
     if hit is not None:
@@ -522,6 +560,9 @@ async def portfolio_attribution(portfolio_id: str, start: dt.date | None = None,
     if span is not None:
         sessions, closes = await adjusted_closes(
             RISK_FACTORS, calendar.previous_session(span[0]), span[1], engine)
-    answer = await run_cpu(attribution_payload, first, last, rows, exposures, sessions, closes)
+    rebuilt = await rebuilt_exposures(
+        portfolio_id, closes_to_rebuild(first, last, rows, exposures), day, engine)
+    answer = await run_cpu(attribution_payload, first, last, rows, exposures, sessions, closes,
+                           rebuilt, day)
     await _store(engine, portfolio_id, "attribution", kind, key, day, token, True, answer)
     return _answer(answer, day, False)

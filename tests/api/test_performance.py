@@ -2,7 +2,7 @@
 
 A portfolio's history is written by the real nightly refresh step (``refresh_chunk``): its
 snapshots over the last ``SESSIONS`` sessions, and the nightly risk rows of some of them
-(the others are left without one, so their next day is unattributed). Every figure is then
+(the others are left without one, so their next day's exposure is rebuilt). Every figure is then
 checked against an independent reference: the returns and the benchmark's are rebuilt here
 from the stored rows with plain SQL, and empyrical-reloaded (a test-only dependency)
 computes the metrics; the drawdown dates by a loop over the wealth; the attribution from
@@ -81,6 +81,22 @@ def _history(db_url: str, seed: Seed, pid: str, cash: str = "1000") -> list[dt.d
 
     _run(run())
     return days
+
+
+def _risk_data(db_url: str, symbols: list[str], day: dt.date) -> Any:
+    """The risk model's data at ``day`` (its regressions are checked against statsmodels in
+    tests/core/risk)."""
+    from core.db.engine import create_engine
+    from core.symbol_data import load_risk_data
+
+    async def run() -> Any:
+        engine = create_engine(db_url)
+        try:
+            return await load_risk_data(symbols, day, engine)
+        finally:
+            await engine.dispose()
+
+    return _run(run())
 
 
 def _sql(db_url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -333,28 +349,50 @@ def test_attribution_identity_and_factor_pnl(client: TestClient, seed: Seed,
                 "daily_pnl IS NOT NULL", (pid,))}
     iso = [d.isoformat() for d in days]
     assert [d["date"] for d in body["days"]] == iso[1:]  # the first snapshot has no P&L
+    # a close without a nightly risk row: the book valued at that close (quantity × raw
+    # close, the valuation's rounding: the close to 6 places, the value to 4) times each
+    # symbol's betas in the data date's model
+    model = _risk_data(db_url, [p["symbol"] for p in BOOK], seed.as_of)
+    raw = {(s, d): float(c) for s, d, c in _sql(
+        db_url, f"SELECT symbol, date, close FROM prices WHERE symbol IN "
+                f"({','.join('?' * len(BOOK))})", tuple(p["symbol"] for p in BOOK))}
+
+    def rebuilt(prev: str) -> dict[str, float]:
+        total = np.zeros(len(RISK_FACTORS))
+        for p in BOOK:
+            j = model.symbols.index(p["symbol"])
+            if math.isfinite(model.specific_var[j]):
+                value = (Decimal(p["quantity"]) * Decimal(str(round(raw[(p["symbol"], prev)],
+                                                                     6))))
+                total += float(value.quantize(Decimal("0.0001"))) * model.beta[j]
+        return dict(zip(RISK_FACTORS, total.tolist(), strict=True))
+
     attributed = 0
     for row in body["days"]:
         i = iso.index(row["date"])
         prev = iso[i - 1]
         assert row["pnl"] == pnl[row["date"]]
-        assert row["attributed"] == (prev in risk), row
-        if not row["attributed"]:
-            assert row["factors"] is None and row["specific"] is None and prev in row["reason"]
-            continue
+        assert row["attributed"], row
+        assert row["exposure_source"] == ("nightly" if prev in risk else "rebuilt"), row
         attributed += 1
-        record = risk[prev]
-        exposure = dict(zip(record["model"]["factors"], record["factor_exposure"],
-                            strict=True))
+        if prev in risk:
+            record = risk[prev]
+            exposure = dict(zip(record["model"]["factors"], record["factor_exposure"],
+                                strict=True))
+        else:
+            exposure = rebuilt(prev)
         for f in RISK_FACTORS:
             ret = prices[(f, row["date"])] / prices[(f, prev)] - 1.0
             assert row["factors"][f] == pytest.approx(exposure[f] * ret, rel=1e-9, abs=1e-9)
         assert sum(row["factors"].values()) + row["specific"] == pytest.approx(
             row["pnl"], abs=1e-9)
         assert any(abs(v) > 1e-6 for v in row["factors"].values())
-    # risk rows on RISK_DAYS but GAP: the next day of each is attributed
-    assert attributed == body["n_attributed"] == len(risk) - (days[-1].isoformat() in risk)
-    assert body["n_unattributed"] == body["n_days"] - attributed > 0
+    # risk rows on RISK_DAYS but GAP: the next day of each from its row, every other day
+    # from a rebuilt exposure
+    nightly = len(risk) - (days[-1].isoformat() in risk)
+    assert attributed == body["n_attributed"] == body["n_days"] == SESSIONS - 1
+    assert body["n_rebuilt"] == SESSIONS - 1 - nightly > 0
+    assert body["n_unattributed"] == 0 and body["unattributed_pnl"] == 0
     totals = {r["factor"]: r["pnl"] for r in body["factors"]}
     assert list(totals) == list(RISK_FACTORS)
     assert sum(totals.values()) + body["specific_pnl"] == pytest.approx(

@@ -2,7 +2,7 @@
 prices, against figures computed by hand: a deposit is not a return, the peak of a drawdown
 that starts the window is the close before the first return, the window bounds, the
 risk-free rate's check, the attribution of one day from a compact and from an older risk
-record, and a day without a risk row left unattributed."""
+record, a day without a risk row left unattributed or attributed from a rebuilt record."""
 
 from __future__ import annotations
 
@@ -143,6 +143,25 @@ def test_attribution_from_compact_and_older_records() -> None:
     assert (body["attributed_pnl"], body["unattributed_pnl"], body["total_pnl"]) == (
         pytest.approx(30.0), pytest.approx(10.0), pytest.approx(40.0))
     assert (body["n_days"], body["n_attributed"], body["n_unattributed"]) == (3, 2, 1)
+    assert [d["exposure_source"] for d in body["days"]] == ["nightly", "nightly", None]
+    # d2's close rebuilt (no nightly row): IWM -100 × +5 % on d3, the other factors flat
+    e2 = [0.0] * k
+    e2[RISK_FACTORS.index("IWM")] = -100.0
+    rebuilt = {days[2]: {"format": 2, "factor_exposure": e2,
+                         "model": {"factors": list(RISK_FACTORS)}},
+               days[0]: {"format": 2, "factor_exposure": [9e9] * k,  # a nightly row wins
+                         "model": {"factors": list(RISK_FACTORS)}}}
+    closes[3, RISK_FACTORS.index("IWM")] = 88.2  # +5 % on d3
+    again = attribution_payload(days[0], days[3], rows,
+                                [(days[0], compact), (days[1], older)], days, closes,
+                                rebuilt, days[3])
+    d1, _, d3 = again["days"]
+    assert d1["factors"]["VTV"] == pytest.approx(20.0, abs=1e-12)
+    assert d3["attributed"] and d3["exposure_source"] == "rebuilt"
+    assert d3["factors"]["IWM"] == pytest.approx(-5.0, abs=1e-12)
+    assert d3["specific"] == pytest.approx(15.0, abs=1e-12)
+    assert (again["n_attributed"], again["n_unattributed"], again["n_rebuilt"]) == (3, 0, 1)
+    assert days[3].isoformat() in again["conventions"]["exposure"]
 
 
 def test_an_empty_window_answers_nulls() -> None:
