@@ -25,6 +25,9 @@ lean keep-alive client: see ``KeepAliveClient``):
 * ``GET .../performance?window=1Y``: misses (cached answers dropped) p50 / p95, over a year
   of snapshots (252 sessions written into the database before, a random walk of equity
   around each portfolio's stored snapshot);
+* ``GET .../attribution`` misses p50 / p95 over the same year, its positions entered at
+  its first snapshot and no nightly risk row before the data date: every close's
+  exposures rebuilt in the request;
 * a new symbol (1-5 letters, not in the universe): seconds from the ``POST`` that names it
   until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s);
 * with ``--wrk SECONDS``: the same cache hits driven by ``wrk`` (a C client), as a
@@ -520,6 +523,33 @@ def main() -> int:
                     perf_miss.append(elapsed)
             out["performance_miss_p50_ms"] = pct(perf_miss, 0.50)
             out["performance_miss_p95_ms"] = pct(perf_miss, 0.95)
+
+            # /attribution misses over the same year, its positions entered at its start
+            # and no nightly risk row before the data date: every close's exposures are
+            # rebuilt in the request (the positions valued at 251 closes, one risk pass)
+            with sqlite3.connect(db_file, timeout=30) as con:
+                for pid in perf_ids:
+                    (first,), = con.execute("SELECT min(date) FROM portfolio_snapshots "
+                                            "WHERE portfolio_id = ?", (pid,))
+                    con.execute("UPDATE positions SET entry_date = ? WHERE portfolio_id = ?",
+                                (first, pid))
+            attribution_miss: list[float] = []
+            for i in range(args.misses + 3):
+                pid = perf_ids[i % len(perf_ids)]
+                with sqlite3.connect(db_file, timeout=30) as con:
+                    con.execute("DELETE FROM portfolio_analytics_cache WHERE portfolio_id = ? "
+                                "AND kind LIKE 'attribution:%'", (pid,))
+                t = time.perf_counter()
+                resp = client.get(f"/v1/portfolios/{pid}/attribution")
+                elapsed = time.perf_counter() - t
+                if (resp.status_code != 200 or resp.json()["cached"]
+                        or resp.json()["n_rebuilt"] < 200):
+                    raise RuntimeError(f"expected an attribution miss rebuilding a year: "
+                                       f"{resp.status_code} {resp.text[:300]}")
+                if i >= 3:
+                    attribution_miss.append(elapsed)
+            out["attribution_rebuilt_miss_p50_ms"] = pct(attribution_miss, 0.50)
+            out["attribution_rebuilt_miss_p95_ms"] = pct(attribution_miss, 0.95)
 
             # a cash change: invalidates and re-values the portfolio in the request
             patch: list[float] = []
