@@ -63,3 +63,54 @@ def report(out: dict[str, Any], as_json: bool) -> None:
         print(f"{key:<{width}}  {val}")
     if as_json:
         print(json.dumps(out))
+
+
+def sqlite_floor(database: str, reads: list[tuple[str, tuple]],
+                 writes: list[tuple[str, str, tuple]]) -> dict[str, float | int]:
+    """The floor of a run on SQLite: the time to read exactly the rows it needs and to write
+    exactly the rows it wrote, with nothing else, through the stdlib driver (the one the
+    flows' bulk reads use; writes are one ``INSERT OR REPLACE`` per table, ``executemany``,
+    one transaction, committed like the flows' writes).
+
+    Parameters
+    ----------
+    database : str
+        Path of the SQLite file (the run's own database, after the run).
+    reads : list of (sql, params)
+        The run's reads, each fetched whole (``fetchall``).
+    writes : list of (table, where, params)
+        The run's written rows: ``SELECT * FROM table WHERE where`` (not timed) is written
+        back over itself (timed), leaving the database as it was.
+
+    Returns
+    -------
+    dict
+        ``read_s``, ``write_s``, ``floor_s`` (their sum), ``rows_read``, ``rows_written``.
+    """
+    import sqlite3
+    import time
+
+    con = sqlite3.connect(database, timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        t = time.perf_counter()
+        rows_read = sum(len(con.execute(sql, params).fetchall()) for sql, params in reads)
+        read_s = time.perf_counter() - t
+        batches = []
+        for table, where, params in writes:
+            cur = con.execute(f"SELECT * FROM {table} WHERE {where}", params)
+            cols = [d[0] for d in cur.description]
+            batches.append((table, cols, cur.fetchall()))
+        t = time.perf_counter()
+        with con:
+            for table, cols, rows in batches:
+                names = ", ".join(f'"{c}"' for c in cols)
+                con.executemany(f"INSERT OR REPLACE INTO {table} ({names}) VALUES "
+                                f"({', '.join('?' * len(cols))})", rows)
+        write_s = time.perf_counter() - t
+    finally:
+        con.close()
+    return {"read_s": round(read_s, 3), "write_s": round(write_s, 3),
+            "floor_s": round(read_s + write_s, 3), "rows_read": rows_read,
+            "rows_written": sum(len(b[2]) for b in batches)}

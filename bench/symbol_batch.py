@@ -14,11 +14,17 @@ worst case of the re-delivery rules: compare it with the initial load, which wro
 same rows without review), then times the factor engine alone against a per-symbol
 statsmodels/scikit-learn loop on the same windows. With ``--json`` the last stdout line
 is one JSON object.
+
+The nightly's floor (``nightly_floor_s``, and ``nightly_vs_floor`` = nightly / floor) is
+measured on the same database right after the nightly run: the time to read exactly the
+rows the night needs and to write exactly the rows it wrote, with nothing else
+(:func:`nightly_floor`). Prefect's start-up is reported apart (``prefect_startup_s``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -28,6 +34,32 @@ from common import bench_parser, isolated_environment, peak_rss_mb, report
 
 ONE_YEAR_DAYS = 380
 """Calendar days of history for a new symbol in this bench (1 year, as before issue 14)."""
+
+
+def nightly_floor(day: dt.date, first_day: dt.date) -> dict[str, float | int]:
+    """The night's floor on its own database: reading the rows the factor phase needs (every
+    symbol's prices over ``HISTORY_SESSIONS`` sessions, the splits, the universe) and writing
+    the rows the night wrote (the prices of its two sessions, the factor exposures, metrics
+    and findings of the day, the symbols' states), nothing else (``common.sqlite_floor``)."""
+    from common import sqlite_floor
+
+    from core import calendar
+    from core.db.engine import flow_engine
+    from core.symbol_steps import HISTORY_SESSIONS
+
+    lo = calendar.sessions_back(day, HISTORY_SESSIONS).isoformat()
+    d = day.isoformat()
+    reads = [("SELECT symbol, date, close, adj_close FROM prices WHERE date >= ? AND date <= ?",
+              (lo, d)),
+             ("SELECT symbol, date, value FROM corporate_actions WHERE kind = 'split' AND "
+              "date >= ? AND date <= ?", (lo, d)),
+             ("SELECT * FROM symbols", ())]
+    writes = [("prices", "date >= ?", (first_day.isoformat(),)),
+              ("symbol_factor_exposures", "date = ?", (d,)),
+              ("symbol_daily_metrics", "date = ?", (d,)),
+              ("data_check_findings", "as_of = ?", (d,)),
+              ("symbols", "1", ())]
+    return sqlite_floor(str(flow_engine().url.database), reads, writes)
 
 
 def main() -> int:
@@ -81,6 +113,10 @@ def main() -> int:
     out["nightly_factor_rows"] = nightly["counts"]["factor_rows"]
     out["nightly_phases_s"] = json.dumps({k: round(v, 2) for k, v in nightly["seconds"].items()})
     out["status"] = nightly["status"]
+    floor = nightly_floor(nightly_day, first_day)
+    out["nightly_floor_s"] = floor["floor_s"]
+    out["nightly_floor_parts"] = json.dumps(floor)
+    out["nightly_vs_floor"] = round(out["nightly_s"] / floor["floor_s"], 2)
 
     t = time.perf_counter()
     again = symbol_batch(as_of=nightly_day)
@@ -106,6 +142,27 @@ def main() -> int:
             return await price_repo.load_price_matrix(conn, symbols + etfs, start, nightly_day)
 
     pm = asyncio.run(load())
+
+    async def load_rows() -> tuple[np.ndarray, np.ndarray]:
+        """The same window read row by row (the path before ``price_blocks``)."""
+        close, adj = np.full_like(pm.close, np.nan), np.full_like(pm.close, np.nan)
+        row = {d.isoformat(): i for i, d in enumerate(pm.sessions)}
+        col = {s: j for j, s in enumerate(pm.symbols)}
+        async with reading() as conn:
+            for i in range(0, len(pm.symbols), 900):
+                rows, _ = await price_repo._price_rows(conn, pm.symbols[i : i + 900],
+                                                        pm.sessions[0], pm.sessions[-1])
+                for s, d, c, a in rows:
+                    if d in row:
+                        close[row[d], col[s]], adj[row[d], col[s]] = c, a
+        return close, adj
+
+    rows_close, rows_adj = asyncio.run(load_rows())
+    same_nan = (np.array_equal(np.isnan(rows_close), np.isnan(pm.close))
+                and np.array_equal(np.isnan(rows_adj), np.isnan(pm.adj_close)))
+    gap = max(np.nanmax(np.abs(rows_close - pm.close), initial=0.0),
+              np.nanmax(np.abs(rows_adj - pm.adj_close), initial=0.0))
+    out["window_blocks_vs_rows_max_abs_diff"] = float(gap) if same_nan else "NaN differs"
     n = len(symbols)
     rets = simple_returns(pm.adj_close)
     col = {s: j for j, s in enumerate(pm.symbols)}

@@ -33,6 +33,7 @@ from core.providers.base import FetchResult, PriceProvider
 from core.quality import Finding, blocking_reasons, check_series, validate_bars
 from core.repositories import factors as factor_repo
 from core.repositories import findings as finding_repo
+from core.repositories import price_blocks
 from core.repositories import prices as price_repo
 from core.repositories import profiles as profile_repo
 from core.repositories import symbols as symbol_repo
@@ -634,6 +635,7 @@ async def _compute_and_store_factors(
     async with reading(engine) as conn:
         pm = await price_repo.load_price_matrix(conn, syms + extra, first, max(dates))
     col = {s: j for j, s in enumerate(pm.symbols)}
+    blocks_to_store = pm.rebuilt_blocks
     report.load_seconds = time.perf_counter() - t0
     families = {f.name: f.family for f in FACTORS}
     fam_counts: Counter[str] = Counter()
@@ -669,6 +671,9 @@ async def _compute_and_store_factors(
         t2 = time.perf_counter()
         has_value: np.ndarray = np.asarray(np.isfinite(fx.beta).any(axis=0))
         async with transaction(engine) as conn:
+            if blocks_to_store:  # the read's cache fill, stored with the first date's rows
+                await price_blocks.store_blocks(conn, blocks_to_store)
+                blocks_to_store = []
             report.exposure_rows += await factor_repo.upsert_exposures(conn, day, syms, fx)
             fault_point("symbol-batch:inside-factor-writes")
             await factor_repo.upsert_metrics(conn, syms, metrics)

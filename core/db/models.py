@@ -90,6 +90,32 @@ class Price(SQLModel, table=True):
     """The provider that delivered the stored values (NULL: stored before it was recorded)."""
 
 
+class PriceBlock(SQLModel, table=True):
+    """A columnar copy of one symbol's prices over one calendar month (a cache, never the truth).
+
+    ``close`` and ``adj_close`` are float64 arrays (native byte order) over the month's NYSE
+    sessions, NaN where no row is stored; ``n_rows``, ``sum_close``, ``sum_adj_close`` and
+    ``weighted_sum`` are what the database's own ``count`` and ``sum`` gave over the month's
+    ``prices`` rows when the block was built. A read trusts a block only while the same
+    aggregates, taken again in the same read, are equal; any write to ``prices`` by whatever
+    path makes them differ, and the block is rebuilt from the rows
+    (``core.repositories.price_blocks``).
+    """
+
+    __tablename__ = "price_blocks"
+
+    symbol: str = Field(primary_key=True, max_length=32)
+    month: str = Field(primary_key=True, max_length=7)
+    """``YYYY-MM``."""
+    n_rows: int
+    sum_close: float
+    sum_adj_close: float
+    weighted_sum: float
+    """``sum((close + 2 adj_close) × day of the month)``: moves when two days swap."""
+    close: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+    adj_close: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+
+
 class PriceRevision(SQLModel, table=True):
     """The audit of re-deliveries of a stored price: what was replaced, or what was refused.
 

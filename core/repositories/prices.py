@@ -9,7 +9,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import calendar
 from core.db.models import CorporateAction, KnownMissingPrice, Price, PriceRevision
 from core.db.upsert import upsert_rows
+from core.repositories import price_blocks
 
 _prices = Price.__table__  # type: ignore[attr-defined]
 _actions = CorporateAction.__table__  # type: ignore[attr-defined]
@@ -196,6 +197,9 @@ class PriceMatrix:
     close: np.ndarray
     adj_close: np.ndarray
     split_ratio: np.ndarray
+    rebuilt_blocks: list[dict] = field(default_factory=list)
+    """SQLite: the ``price_blocks`` rows rebuilt from ``prices`` rows by this read (the symbol
+    flow stores them: :func:`core.repositories.price_blocks.store_blocks`)."""
 
     def column(self, symbol: str) -> int:
         return self.symbols.index(symbol)
@@ -295,10 +299,24 @@ async def load_price_matrix(
     by_date = pd.Index(sessions)
     by_iso = pd.Index([d.isoformat() for d in sessions])
     postgres = conn.dialect.name == "postgresql"
+    database = conn.engine.url.database or ""
+    blocks = not postgres and database not in ("", ":memory:")
+    rebuilt: list[dict] = []
     chunk = _PG_SYMBOLS_PER_READ if postgres else _IN_CHUNK
     for i in range(0, n, chunk):
         part = syms[i : i + chunk]
-        if postgres:
+        if blocks:
+            window = await asyncio.to_thread(price_blocks.read_window, database, part, sessions)
+            close[:, i : i + len(part)] = window.close
+            adj[:, i : i + len(part)] = window.adj_close
+            rebuilt.extend(window.rebuilt)
+            price_cols: list[Sequence] = []
+            split_rows = await asyncio.to_thread(
+                _sqlite_rows, database,
+                f"SELECT symbol, date, value FROM corporate_actions WHERE symbol IN "
+                f"({','.join('?' * len(part))}) AND kind = 'split' AND date >= ? AND "
+                f"date <= ?", (*part, start.isoformat(), end.isoformat()))
+        elif postgres:
             price_cols, split_rows = await _pg_price_columns(conn, part, start, end)
         else:
             price_rows, split_rows = await _price_rows(conn, part, start, end)
@@ -318,7 +336,7 @@ async def load_price_matrix(
                 ratio = np.asarray(cols[2], dtype=float)
                 ok &= ratio > 0
                 split[r[ok], c[ok]] = ratio[ok]
-    return PriceMatrix(sessions, syms, close, adj, split)
+    return PriceMatrix(sessions, syms, close, adj, split, rebuilt)
 
 
 async def last_price_dates(conn: AsyncConnection, symbols: Sequence[str]) -> dict[str, dt.date]:
