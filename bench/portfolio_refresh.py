@@ -5,16 +5,50 @@
 On a fresh SQLite database: a synthetic universe of S symbols and one symbol batch
 (the initial load), then N portfolios of about K positions each, then the real Prefect
 portfolio flow for one day with everything persisted (snapshots, position values,
-factor and sector exposures, correlation matrices, stress results).
+factor and sector exposures, correlation matrices, stress results, risk rows), and its
+floor on the same database right after (``refresh_floor_s``, ``refresh_vs_floor``): the time
+to read exactly the rows the refresh needs and to write exactly the rows it wrote
+(:func:`refresh_floor`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 import time
 
 from common import bench_parser, isolated_environment, peak_rss_mb, report
+
+
+def refresh_floor(as_of: dt.date) -> dict[str, float | int]:
+    """The refresh's floor on its own database: reading the rows it needs (the held
+    symbols' prices and volumes over the risk model's ``HISTORICAL_SESSIONS`` sessions,
+    their factor exposures of the day, the portfolios, positions and last snapshots) and
+    writing the rows it wrote (the day's snapshots, factor and sector exposures,
+    correlations, stress results and risk rows, the positions' values), nothing else
+    (``common.database_floor``)."""
+    from common import database_floor
+
+    from core import calendar
+    from core.db.engine import flow_engine
+    from core.risk.model import HISTORICAL_SESSIONS
+
+    lo = calendar.sessions_back(as_of, HISTORICAL_SESSIONS + 1)
+    d = as_of
+    held = "symbol IN (SELECT DISTINCT symbol FROM positions)"
+    reads = [(f"SELECT symbol, date, close, adj_close, volume FROM prices WHERE {held} AND "
+              f"date >= ? AND date <= ?", (lo, d)),
+             (f"SELECT * FROM symbol_factor_exposures WHERE {held} AND date = ?", (d,)),
+             ("SELECT * FROM portfolios", ()), ("SELECT * FROM positions", ()),
+             ("SELECT * FROM portfolio_snapshots WHERE date < ? AND date >= ?",
+              (d, calendar.previous_session(as_of)))]
+    writes = [(t, "date = ?", (d,)) for t in (
+        "portfolio_snapshots", "portfolio_factor_exposures", "portfolio_sector_exposures",
+        "portfolio_correlations", "stress_test_results", "portfolio_risk")]
+    writes.append(("positions", "TRUE", ()))
+    return database_floor(flow_engine().url.render_as_string(hide_password=False), reads,
+                          writes)
 
 
 def main() -> int:
@@ -24,7 +58,8 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args()
-    workdir = isolated_environment("factorflow-bench-portfolio-", args.workers, args.keep)
+    workdir = isolated_environment("factorflow-bench-portfolio-", args.workers, args.keep,
+                                   args.database_url)
 
     from core import calendar
     from core.db import migrate
@@ -48,6 +83,7 @@ def main() -> int:
     result = portfolio_refresh(as_of=as_of)
     refresh_s = time.perf_counter() - t
     counts = result["counts"]
+    floor = refresh_floor(as_of)
     out = {
         "portfolios": args.portfolios,
         "positions": seeded["positions_created"],
@@ -61,6 +97,9 @@ def main() -> int:
         "failed": counts["failed"],
         "partial_snapshots": counts["partial_snapshots"],
         "phases_s": {k: round(v, 2) for k, v in result["seconds"].items()},
+        "refresh_floor_s": floor["floor_s"],
+        "refresh_floor_parts": floor,
+        "refresh_vs_floor": round(refresh_s / floor["floor_s"], 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "workdir": str(workdir) if args.keep else None,
     }

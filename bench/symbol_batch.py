@@ -40,26 +40,27 @@ def nightly_floor(day: dt.date, first_day: dt.date) -> dict[str, float | int]:
     """The night's floor on its own database: reading the rows the factor phase needs (every
     symbol's prices over ``HISTORY_SESSIONS`` sessions, the splits, the universe) and writing
     the rows the night wrote (the prices of its two sessions, the factor exposures, metrics
-    and findings of the day, the symbols' states), nothing else (``common.sqlite_floor``)."""
-    from common import sqlite_floor
+    and findings of the day, the symbols' states), nothing else (``common.database_floor``)."""
+    from common import database_floor
 
     from core import calendar
     from core.db.engine import flow_engine
     from core.symbol_steps import HISTORY_SESSIONS
 
-    lo = calendar.sessions_back(day, HISTORY_SESSIONS).isoformat()
-    d = day.isoformat()
+    lo = calendar.sessions_back(day, HISTORY_SESSIONS)
+    d = day
     reads = [("SELECT symbol, date, close, adj_close FROM prices WHERE date >= ? AND date <= ?",
               (lo, d)),
              ("SELECT symbol, date, value FROM corporate_actions WHERE kind = 'split' AND "
               "date >= ? AND date <= ?", (lo, d)),
              ("SELECT * FROM symbols", ())]
-    writes = [("prices", "date >= ?", (first_day.isoformat(),)),
+    writes = [("prices", "date >= ?", (first_day,)),
               ("symbol_factor_exposures", "date = ?", (d,)),
               ("symbol_daily_metrics", "date = ?", (d,)),
               ("data_check_findings", "as_of = ?", (d,)),
-              ("symbols", "1", ())]
-    return sqlite_floor(str(flow_engine().url.database), reads, writes)
+              ("symbols", "TRUE", ())]
+    return database_floor(flow_engine().url.render_as_string(hide_password=False), reads,
+                          writes)
 
 
 def main() -> int:
@@ -69,7 +70,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None, help="task-runner threads")
     args = ap.parse_args()
 
-    workdir = isolated_environment("factorflow-bench-", args.workers, args.keep)
+    workdir = isolated_environment("factorflow-bench-", args.workers, args.keep,
+                                   args.database_url)
     os.environ["FACTORFLOW_LOOKBACK_DAYS"] = str(ONE_YEAR_DAYS)
     import numpy as np
     from prefect import flow

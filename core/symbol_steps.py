@@ -285,6 +285,8 @@ class FetchReport:
     rebased_rows: int = 0
     restatements_rejected: int = 0
     seconds: float = 0.0
+    provider_seconds: float = 0.0
+    """Of ``seconds``, the time spent waiting for the provider (the outside world)."""
 
 
 _provider_lock = threading.Lock()
@@ -346,6 +348,7 @@ async def _fetch_and_store(
     report = FetchReport(requested=len(request.symbols))
     syms = list(request.symbols)
     result = await asyncio.to_thread(provider.fetch, syms, request.start, request.end)
+    report.provider_seconds = time.perf_counter() - t0
     report.provider = result.provider or provider.name
     delivery = _validated_delivery(result, report.provider)
     async with reading(engine) as conn:
@@ -357,8 +360,10 @@ async def _fetch_and_store(
     refetch = sorted(s for s in rebase if stored_range[s][0] < request.start
                      or stored_range[s][1] > request.end)
     if refetch:
+        t = time.perf_counter()
         delivery = await _refetch_history(delivery, provider, request, refetch, stored_range,
                                           report.provider)
+        report.provider_seconds += time.perf_counter() - t
         report.refetched = refetch
     report.rejected_rows = delivery.rejected
     offered = set(result.bars["symbol"]) if not result.bars.empty else set()

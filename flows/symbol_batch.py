@@ -246,6 +246,7 @@ def _run(dates: list[dt.date], holder: str, backfill: bool) -> dict[str, Any]:
     with run.failing():
         with run.timed("prices"):
             universe, repairs, fetches = _refresh_prices(run, dates, backfill, fetch_failures)
+        run.phases["prices_provider"] = sum(r.provider_seconds for r in fetches)
         with run.timed("factors"):
             factors, factor_failures = _compute_factors(run, dates, fetch_failures)
         run.phases["factors_load"] = sum(r.load_seconds for r in factors)
