@@ -225,7 +225,8 @@ async def _risk_data_for(data: SymbolData, day: dt.date, engine: AsyncEngine) ->
         future = _risk_data[key][1]
     if loads:
         try:
-            future.set_result(await load_risk_data(data.symbols, day, engine))
+            future.set_result(await load_risk_data(data.symbols, day, engine,
+                                                   store_blocks=True))
         except BaseException as exc:
             with _risk_data_lock:
                 _risk_data.pop(key, None)

@@ -30,13 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core import calendar
 from core.cpu import run_cpu
-from core.db.engine import flow_engine, reading
+from core.db.engine import flow_engine, reading, transaction
 from core.factors.definitions import FACTOR_NAMES
 from core.factors.returns import simple_returns
 from core.portfolio.analytics import CORRELATION_WINDOW, ScenarioSet, SymbolData
 from core.portfolio.risk import ADV_SESSIONS, RiskData
 from core.repositories import batch_runs as batch_repo
 from core.repositories import factors as factor_repo
+from core.repositories import price_blocks
 from core.repositories import prices as price_repo
 from core.repositories import profiles as profile_repo
 from core.risk.model import HISTORICAL_SESSIONS, RISK_FACTORS, RISK_WINDOW, risk_regression
@@ -159,10 +160,12 @@ _risk_cache_lock = threading.Lock()
 
 async def _risk_parts(
     syms: Sequence[str], as_of: dt.date, engine: AsyncEngine,
-    factors: _RiskFactors | None = None,
+    factors: _RiskFactors | None = None, store_blocks: bool = False,
 ) -> tuple[_RiskFactors, dict[str, _RiskColumn]]:
     """Read and fit the risk model's data of ``syms`` at ``as_of``; the factors' part too
-    unless given (then only the symbols' own prices are read)."""
+    unless given (then only the symbols' own prices are read). ``store_blocks``: store the
+    price blocks the read rebuilt (the nightly refresh: its 500 sessions reach months the
+    symbol flow's window does not)."""
     names = list(RISK_FACTORS)
     first = calendar.sessions_back(as_of, HISTORICAL_SESSIONS + 1)
     extra = [] if factors is not None else [*names, CALENDAR_SYMBOL]
@@ -171,6 +174,9 @@ async def _risk_parts(
         pm = await price_repo.load_price_matrix(conn, columns, first, as_of)
         volumes = await price_repo.average_volumes(
             conn, syms, calendar.sessions_back(as_of, ADV_SESSIONS - 1), as_of)
+    if store_blocks and pm.rebuilt_blocks:
+        async with transaction(engine) as conn:
+            await price_blocks.store_blocks(conn, pm.rebuilt_blocks)
     return await run_cpu(_fit_risk_parts, syms, columns, pm.adj_close, volumes, factors)
 
 
@@ -202,7 +208,7 @@ def _fit_risk_parts(
 
 async def load_risk_data(
     symbols: Sequence[str], as_of: dt.date, engine: AsyncEngine | None = None,
-    cached: bool = False,
+    cached: bool = False, store_blocks: bool = False,
 ) -> RiskData:
     """The risk model's data for ``symbols`` at ``as_of``: one risk regression per symbol
     (``RISK_WINDOW`` sessions on ``RISK_FACTORS``), the factors' EWMA covariance, SPY's own
@@ -214,12 +220,13 @@ async def load_risk_data(
     symbol batch of any date starts afresh), for up to ``RISK_CACHE_SYMBOLS`` symbols, so
     a new portfolio of known symbols reads only what no earlier request read. A symbol
     without a model is never kept (its prices may be arriving). The answer is the same as
-    uncached (each symbol's regression is its own).
+    uncached (each symbol's regression is its own). ``store_blocks`` (the nightly refresh,
+    uncached): store the price blocks the read had to rebuild from rows.
     """
     engine = engine or flow_engine()
     syms = sorted(set(symbols))
     if not cached:
-        factors, cols = await _risk_parts(syms, as_of, engine)
+        factors, cols = await _risk_parts(syms, as_of, engine, store_blocks=store_blocks)
     else:
         key = (database_key(engine), as_of, (await data_version(engine))[1])
         with _risk_cache_lock:
