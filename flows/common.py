@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -117,3 +118,14 @@ def prefect_run_ended(lock: LockState) -> bool:
     except Exception:  # unknown run, other server, no server: cannot tell
         return False
     return bool(run.state is not None and run.state.is_final())
+
+
+_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def concurrency_slots(kind: str, n: int) -> threading.BoundedSemaphore:
+    """The process's semaphore of ``n`` slots for the chunk tasks of ``kind``: a chunk task
+    holds one while it works, the others wait idle (the thread runner starts them all)."""
+    with _slots_lock:
+        return _slots.setdefault((kind, n), threading.BoundedSemaphore(n))

@@ -47,7 +47,7 @@ from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
 from core.symbol_data import build_scenarios, load_symbol_data
 from core.symbol_steps import chunked
-from flows.common import jsonable, prefect_run_ended, task_runner
+from flows.common import concurrency_slots, jsonable, prefect_run_ended, task_runner
 from flows.run_record import ChunkFailure, ProblemTable, RunKind, RunRecord, map_chunks
 
 JOB = "portfolio-refresh"
@@ -117,15 +117,9 @@ def long_lived_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-_slots: dict[int, threading.BoundedSemaphore] = {}
-_slots_lock = threading.Lock()
-
-
 def _refresh_slots() -> threading.BoundedSemaphore:
     """The process's semaphore of ``refresh_concurrency`` refresh slots."""
-    n = get_settings().refresh_concurrency
-    with _slots_lock:
-        return _slots.setdefault(n, threading.BoundedSemaphore(n))
+    return concurrency_slots("refresh", get_settings().refresh_concurrency)
 
 
 @flow(name="portfolio-refresh", task_runner=task_runner(), log_prints=False)

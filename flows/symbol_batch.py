@@ -51,7 +51,7 @@ from core.symbol_steps import (
     unlock_batch,
 )
 from core.symbols import is_market_symbol
-from flows.common import jsonable, prefect_run_ended, task_runner
+from flows.common import concurrency_slots, jsonable, prefect_run_ended, task_runner
 from flows.run_record import ProblemTable, RunKind, RunRecord, chunk_failure_reason, map_chunks
 
 JOB = "symbol-batch"
@@ -108,7 +108,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 def fetch_prices(request: FetchRequest, as_of: dt.date) -> FetchReport:
     """Fetch and store one chunk through the configured provider chain."""
     settings = get_settings()
-    return asyncio.run(fetch_and_store(request, provider_for(settings), settings, as_of))
+    with concurrency_slots("fetch", settings.fetch_slots):
+        return asyncio.run(fetch_and_store(request, provider_for(settings), settings, as_of))
 
 
 @task(name="check-reference-data", cache_policy=NO_CACHE)
@@ -144,8 +145,11 @@ def active_market_symbols() -> list[str]:
     task_run_name="factors-from-{symbols[0]}",
 )
 def compute_factors(symbols: list[str], dates: list[dt.date]) -> FactorReport:
-    """Data checks, factor exposures and daily metrics for one chunk of symbols."""
-    return asyncio.run(compute_and_store_factors(symbols, dates, get_settings()))
+    """Data checks, factor exposures and daily metrics for one chunk of symbols (at most
+    ``factor_concurrency`` at once in this process)."""
+    settings = get_settings()
+    with concurrency_slots("factors", settings.factor_concurrency):
+        return asyncio.run(compute_and_store_factors(symbols, dates, settings))
 
 
 def _summarise(
