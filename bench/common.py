@@ -185,9 +185,10 @@ async def _postgres_floor(url: str, reads: list[tuple[str, tuple]],
                 await conn.execute(f"CREATE TEMP TABLE {scratch} (LIKE {table}) ON COMMIT DROP")
                 await conn.copy_records_to_table(scratch, records=rows, columns=cols)
                 others = [c for c in cols if c not in keys[table]]
+                conflict = ", ".join(f'"{k}"' for k in keys[table])  # "check" is reserved
                 await conn.execute(
-                    f"INSERT INTO {table} SELECT * FROM {scratch} ON CONFLICT "
-                    f"({', '.join(keys[table])}) DO UPDATE SET "
+                    f"INSERT INTO {table} SELECT * FROM {scratch} ON CONFLICT ({conflict}) "
+                    f"DO UPDATE SET "
                     + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in others))
         write_s = time.perf_counter() - t
     finally:

@@ -151,8 +151,9 @@ def main() -> int:
                 rows, _ = await price_repo._price_rows(conn, pm.symbols[i : i + 900],
                                                         pm.sessions[0], pm.sessions[-1])
                 for s, d, c, a in rows:
-                    if d in row:
-                        close[row[d], col[s]], adj[row[d], col[s]] = c, a
+                    day = d if isinstance(d, str) else d.isoformat()  # SQLite: ISO text
+                    if day in row:
+                        close[row[day], col[s]], adj[row[day], col[s]] = c, a
         return close, adj
 
     rows_close, rows_adj = asyncio.run(load_rows())
@@ -190,10 +191,14 @@ def main() -> int:
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)  # the flows' (and this bench's), before the floor
     # the floor last: its own reads hold a year of rows in memory. The rows it reads and
     # writes are those of the nightly's date, which the rerun and backfill left as they were.
-    floor = nightly_floor(nightly_day, first_day)
-    out["nightly_floor_s"] = floor["floor_s"]
-    out["nightly_floor_parts"] = json.dumps(floor)
-    out["nightly_vs_floor"] = round(out["nightly_s"] / floor["floor_s"], 2)
+    try:
+        floor = nightly_floor(nightly_day, first_day)
+    except Exception as exc:  # the figures above are still worth printing
+        out["nightly_floor_error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        out["nightly_floor_s"] = floor["floor_s"]
+        out["nightly_floor_parts"] = json.dumps(floor)
+        out["nightly_vs_floor"] = round(out["nightly_s"] / floor["floor_s"], 2)
     out["workdir"] = str(workdir) if args.keep else None
     report(out, args.json)
     return 0
