@@ -30,6 +30,9 @@ lean keep-alive client: see ``KeepAliveClient``):
   exposures rebuilt in the request;
 * a new symbol (1-5 letters, not in the universe): seconds from the ``POST`` that names it
   until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s);
+* the same cache hits from a bare ASGI app serving the bytes the API answered
+  (``bench/bare_asgi.py``, the same uvicorn settings): p50 / p99, and the API's p99 over it
+  (``hit_p99_vs_bare``, issue 16's target ≤ 2);
 * with ``--wrk SECONDS``: the same cache hits driven by ``wrk`` (a C client), as a
   cross-check of the Python client's figures.
 
@@ -39,6 +42,7 @@ With ``--json`` the last stdout line is one JSON object.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -398,6 +402,37 @@ def wrk_hits(base: str, headers: dict[str, str], urls: list[str], clients: int,
             "wrk_non_2xx": int(bad.group(1)) if bad else 0}
 
 
+def bare_hits(base: str, api_port: int, headers: dict[str, str], urls: list[str],
+              clients: int, workdir: Path) -> dict[str, float]:
+    """The same cache hits from a bare ASGI app (``bench/bare_asgi.py``) serving the bytes
+    the API answered, on the same uvicorn settings and machine: p50 / p99 and requests/s.
+    The API keeps running meanwhile (idle), as the bare app ran alone before it."""
+    recorded: dict[str, list] = {}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        for path in dict.fromkeys(["/health/live", *urls]):
+            resp = client.get(path)
+            recorded[path] = [resp.status_code, resp.headers.get("content-type", ""),
+                              base64.b64encode(resp.content).decode()]
+    file = workdir / "bare_responses.json"
+    file.write_text(json.dumps(recorded))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import uvicorn; uvicorn.run('bench.bare_asgi:app', "
+         f"host='127.0.0.1', port={port}, log_level='warning', access_log=False)"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(workdir / "bare.log", "wb"),  # noqa: SIM115
+        env={**os.environ, "FACTORFLOW_BENCH_RESPONSES": str(file)}, start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", server)
+        asyncio.run(hammer(port, headers, urls[: clients * len(KINDS)], clients))  # warm
+        lat, wall, bad = asyncio.run(hammer(port, headers, urls, clients))
+    finally:
+        stop_group(server)
+    if bad:
+        raise RuntimeError(f"{bad} requests to the bare app were not the recorded answers")
+    return {"bare_hit_p50_ms": pct(lat, 0.50), "bare_hit_p99_ms": pct(lat, 0.99),
+            "bare_hit_rps": round(len(lat) / wall, 1)}
+
+
 def main() -> int:
     ap = bench_parser(__doc__)
     ap.add_argument("--symbols", type=int, default=1050,
@@ -580,6 +615,9 @@ def main() -> int:
         if bad:
             raise RuntimeError(f"{bad} /risk cache-hit requests failed or were not cached")
         out["risk_hit_p99_ms"] = pct(risk_lat, 0.99)
+        out.update(bare_hits(base, port, h, urls, args.clients, workdir))
+        if out.get("bare_hit_p99_ms"):
+            out["hit_p99_vs_bare"] = round(out["hit_p99_ms"] / out["bare_hit_p99_ms"], 2)
         one, _, _ = asyncio.run(hammer(port, h, urls[:300], 1))
         out["hit_p50_ms_1_client"] = pct(one, 0.50)
         out["hit_p99_ms_1_client"] = pct(one, 0.99)
