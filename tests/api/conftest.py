@@ -129,6 +129,22 @@ def auth(seed: Seed, user: str = "alice") -> dict[str, str]:
     return {"Authorization": f"Bearer {seed.tokens[user]}"}
 
 
+def risk_data(db_url: str, symbols: list[str], day: dt.date) -> Any:
+    """The risk model's data at ``day`` read from the test database (its regressions are
+    checked against statsmodels in tests/core/risk)."""
+    from core.db.engine import create_engine
+    from core.symbol_data import load_risk_data
+
+    async def run() -> Any:
+        engine = create_engine(db_url)
+        try:
+            return await load_risk_data(symbols, day, engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 def position(symbol: str = "MKTA", **kw: Any) -> dict[str, Any]:
     """A valid PUBLIC position body (override any field)."""
     body: dict[str, Any] = {"symbol": symbol, "quantity": "10", "entry_date": "2025-06-02",

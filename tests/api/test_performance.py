@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Seed, assert_error, auth, position
+from tests.api.conftest import Seed, assert_error, auth, position, risk_data
 
 SESSIONS = 30
 """Sessions of history written by the refresh."""
@@ -81,22 +81,6 @@ def _history(db_url: str, seed: Seed, pid: str, cash: str = "1000") -> list[dt.d
 
     _run(run())
     return days
-
-
-def _risk_data(db_url: str, symbols: list[str], day: dt.date) -> Any:
-    """The risk model's data at ``day`` (its regressions are checked against statsmodels in
-    tests/core/risk)."""
-    from core.db.engine import create_engine
-    from core.symbol_data import load_risk_data
-
-    async def run() -> Any:
-        engine = create_engine(db_url)
-        try:
-            return await load_risk_data(symbols, day, engine)
-        finally:
-            await engine.dispose()
-
-    return _run(run())
 
 
 def _sql(db_url: str, sql: str, params: tuple = ()) -> list[tuple]:
@@ -352,7 +336,7 @@ def test_attribution_identity_and_factor_pnl(client: TestClient, seed: Seed,
     # a close without a nightly risk row: the book valued at that close (quantity × raw
     # close, the valuation's rounding: the close to 6 places, the value to 4) times each
     # symbol's betas in the data date's model
-    model = _risk_data(db_url, [p["symbol"] for p in BOOK], seed.as_of)
+    model = risk_data(db_url, [p["symbol"] for p in BOOK], seed.as_of)
     raw = {(s, d): float(c) for s, d, c in _sql(
         db_url, f"SELECT symbol, date, close FROM prices WHERE symbol IN "
                 f"({','.join('?' * len(BOOK))})", tuple(p["symbol"] for p in BOOK))}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from tests.api.conftest import Seed, assert_error, auth, position
+from tests.api.conftest import Seed, assert_error, auth, position, risk_data
 
 
 def _create(client: TestClient, seed: Seed, positions: list[dict[str, Any]],
@@ -50,12 +50,6 @@ async def _with_engine(db_url: str, fn: Any) -> Any:
         return await fn(engine)
     finally:
         await engine.dispose()
-
-
-def _risk_data(db_url: str, symbols: list[str], day: dt.date) -> Any:
-    from core.symbol_data import load_risk_data
-
-    return _run(_with_engine(db_url, lambda e: load_risk_data(symbols, day, e)))
 
 
 def _close(a: Any, b: Any, path: str = "") -> None:
@@ -93,7 +87,7 @@ def test_risk_answer_is_the_model_of_the_positions(client: TestClient, seed: See
                               float(p["market_value"]),
                               modelled=p["investment_class"] == "PUBLIC")
                  for p in overview["positions"]]
-    data = _risk_data(db_url, ["MKTA", "MKTB", "MKTC", "SPY"], seed.as_of)
+    data = risk_data(db_url, ["MKTA", "MKTB", "MKTC", "SPY"], seed.as_of)
     expected = risk_report(positions, equity, data)
     expected["model"]["factors"] = list(expected["model"]["factors"])
     _close(expected, {k: v for k, v in answer.items()
