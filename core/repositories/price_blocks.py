@@ -68,12 +68,6 @@ def month_sessions(month: str) -> tuple[dt.date, ...]:
     return tuple(calendar.trading_days_between(first, last))
 
 
-def _month_bounds(start: dt.date, end: dt.date) -> tuple[str, str]:
-    """ISO dates of the first day of ``start``'s month and the last of ``end``'s."""
-    last = (end.replace(day=1) + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
-    return start.replace(day=1).isoformat(), last.isoformat()
-
-
 def read_window(database: str, symbols: Sequence[str], sessions: Sequence[dt.date]
                 ) -> BlockWindow:
     """The closes and adjusted closes of ``symbols`` on ``sessions`` (consecutive NYSE

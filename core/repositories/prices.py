@@ -213,6 +213,17 @@ def _sqlite_rows(database: str, sql: str, params: Sequence) -> list[tuple]:
         con.close()
 
 
+async def _sqlite_split_rows(database: str, symbols: Sequence[str], start: dt.date,
+                             end: dt.date) -> list[tuple]:
+    """(symbol, date as ISO text, ratio) of the splits of ``symbols`` in [start, end], read
+    through the stdlib driver on a read-only connection."""
+    return await asyncio.to_thread(
+        _sqlite_rows, database,
+        f"SELECT symbol, date, value FROM corporate_actions WHERE symbol IN "
+        f"({','.join('?' * len(symbols))}) AND kind = 'split' AND date >= ? AND date <= ?",
+        (*symbols, start.isoformat(), end.isoformat()))
+
+
 async def _price_rows(
     conn: AsyncConnection, symbols: list[str], start: dt.date, end: dt.date
 ) -> tuple[list[tuple], list[tuple]]:
@@ -231,12 +242,7 @@ async def _price_rows(
             f"SELECT symbol, date, close, adj_close FROM prices WHERE symbol IN ({marks}) "
             "AND date >= ? AND date <= ?", (*symbols, *bounds),
         )
-        splits = await asyncio.to_thread(
-            _sqlite_rows, database,
-            f"SELECT symbol, date, value FROM corporate_actions WHERE symbol IN ({marks}) "
-            "AND kind = 'split' AND date >= ? AND date <= ?", (*symbols, *bounds),
-        )
-        return prices, splits
+        return prices, await _sqlite_split_rows(database, symbols, start, end)
     stmt = sa.select(
         _prices.c.symbol, _prices.c.date,
         sa.type_coerce(_prices.c.close, sa.Float), sa.type_coerce(_prices.c.adj_close, sa.Float),
@@ -311,11 +317,7 @@ async def load_price_matrix(
             adj[:, i : i + len(part)] = window.adj_close
             rebuilt.extend(window.rebuilt)
             price_cols: list[Sequence] = []
-            split_rows = await asyncio.to_thread(
-                _sqlite_rows, database,
-                f"SELECT symbol, date, value FROM corporate_actions WHERE symbol IN "
-                f"({','.join('?' * len(part))}) AND kind = 'split' AND date >= ? AND "
-                f"date <= ?", (*part, start.isoformat(), end.isoformat()))
+            split_rows = await _sqlite_split_rows(database, part, start, end)
         elif postgres:
             price_cols, split_rows = await _pg_price_columns(conn, part, start, end)
         else:
