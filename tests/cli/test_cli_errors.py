@@ -104,6 +104,8 @@ def test_every_command_reports_an_unreachable_database(tmp_path: Path,
     ("FACTORFLOW_REFERENCE_HISTORY_START", "yesterday", "valid date"),
     ("FACTORFLOW_RETRY_DELAYS", "2,soon", "comma-separated seconds"),
     ("FACTORFLOW_MAX_WORKERS", "0", "greater than or equal to 1"),
+    ("FACTORFLOW_FACTOR_CONCURRENCY", "0", "greater than or equal to 1"),
+    ("FACTORFLOW_FETCH_CONCURRENCY", "many", "valid integer"),
 ])
 def test_invalid_setting_is_one_line(tmp_path: Path, variable: str, value: str,
                                      fragment: str) -> None:
