@@ -108,6 +108,7 @@ def main() -> int:
     first = symbol_batch(as_of=first_day)
     out["initial_load_s"] = round(time.perf_counter() - t, 3)
     out["initial_price_rows"] = first["counts"]["price_rows"]
+    rss_after = {"initial_load": round(peak_rss_mb(), 1)}
     t = time.perf_counter()
     nightly = symbol_batch(as_of=nightly_day)
     out["nightly_s"] = round(time.perf_counter() - t, 3)
@@ -115,6 +116,7 @@ def main() -> int:
     out["nightly_factor_rows"] = nightly["counts"]["factor_rows"]
     out["nightly_phases_s"] = json.dumps({k: round(v, 2) for k, v in nightly["seconds"].items()})
     out["status"] = nightly["status"]
+    rss_after["nightly"] = round(peak_rss_mb(), 1)
 
     t = time.perf_counter()
     again = symbol_batch(as_of=nightly_day)
@@ -131,6 +133,8 @@ def main() -> int:
     out["backfill_restatements_rejected"] = back["counts"]["restatements_rejected"]
     out["backfill_vs_initial_load"] = round(
         out["backfill_redelivery_s"] / out["initial_load_s"], 2)
+    rss_after["backfill"] = round(peak_rss_mb(), 1)
+    out["peak_rss_mb_after"] = json.dumps(rss_after)  # the flows' own peak, phase by phase
 
     # The engine alone, on the nightly window read back from the database.
     async def load() -> price_repo.PriceMatrix:

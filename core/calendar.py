@@ -155,3 +155,14 @@ def session_positions(days: list[date] | tuple[date, ...]) -> np.ndarray:
     """Integer positions of sessions in the calendar (for fast alignment); -1 if not a session."""
     idx = _session_index()
     return np.array([idx.get(d, -1) for d in days], dtype=np.int64)
+
+
+def as_dates(values: pd.Series | np.ndarray) -> list[date]:
+    """Datetime-like ``values`` (datetime64, Timestamps or dates) as a list of ``date``,
+    each distinct value converted once (a year of bars repeats ~250 dates over 100,000s of
+    rows). NaT is not allowed."""
+    codes, uniques = pd.factorize(pd.to_datetime(pd.Series(values)), sort=False)
+    if (codes < 0).any():
+        raise ValueError("as_dates: missing dates (NaT)")
+    days = np.array([d.date() for d in uniques], dtype=object)
+    return days[codes].tolist()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,9 +325,15 @@ async def fetch_and_store(
     settings: Settings,
     as_of: dt.date,
     engine: AsyncEngine | None = None,
+    provider_gate: AbstractContextManager[Any] | None = None,
+    store_gate: AbstractContextManager[Any] | None = None,
 ) -> FetchReport:
     """Fetch one chunk, validate it, store it under the data-trust rules and update the
     symbols' states (``core.price_store``).
+
+    ``provider_gate`` is held around the provider's answer, ``store_gate`` from that answer
+    to the commit (e.g. process-wide semaphores): with one slot each, one chunk is stored
+    while the next is fetched.
 
     Rows the checks reject are never stored; a stored row is replaced only by one that
     passes the checks and loses no field (refusals and replacements are audited in
@@ -336,19 +343,32 @@ async def fetch_and_store(
     raises ``StorageError`` (the run fails).
     """
     with storage_failures_named("storing prices failed"):
-        return await _fetch_and_store(request, provider, settings, as_of,
-                                      engine or flow_engine())
+        t0 = time.perf_counter()
+        report = FetchReport(requested=len(request.symbols))
+
+        def ask() -> FetchResult:
+            with provider_gate or nullcontext():
+                t = time.perf_counter()
+                try:
+                    return provider.fetch(list(request.symbols), request.start, request.end)
+                finally:
+                    report.provider_seconds = time.perf_counter() - t
+
+        result = await asyncio.to_thread(ask)
+        with store_gate or nullcontext():
+            await _store_delivery(request, provider, result, settings, as_of,
+                                  engine or flow_engine(), report)
+        report.seconds = time.perf_counter() - t0
+        return report
 
 
-async def _fetch_and_store(
-    request: FetchRequest, provider: PriceProvider, settings: Settings, as_of: dt.date,
-    engine: AsyncEngine,
-) -> FetchReport:
-    t0 = time.perf_counter()
-    report = FetchReport(requested=len(request.symbols))
+async def _store_delivery(
+    request: FetchRequest, provider: PriceProvider, result: FetchResult, settings: Settings,
+    as_of: dt.date, engine: AsyncEngine, report: FetchReport,
+) -> None:
+    """Validate ``result`` (the provider's answer to ``request``), store it and update the
+    symbols' states; fills ``report``."""
     syms = list(request.symbols)
-    result = await asyncio.to_thread(provider.fetch, syms, request.start, request.end)
-    report.provider_seconds = time.perf_counter() - t0
     report.provider = result.provider or provider.name
     delivery = _validated_delivery(result, report.provider)
     async with reading(engine) as conn:
@@ -401,8 +421,6 @@ async def _fetch_and_store(
         )
     fault_point("symbol-batch:after-first-price-chunk")  # one chunk committed
     report.symbols_with_rows = 0 if got is None else len(got)
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 @dataclass(frozen=True)
@@ -469,11 +487,14 @@ def _symbol_state_updates(
     the present, status (active, delisted, error). Records fetch errors and delistings in
     ``report``. ``got``: first/last delivered date per symbol with rows (None: no rows)."""
     updates: list[dict] = []
+    ranges = {} if got is None else {
+        s: (lo.date(), hi.date()) for s, lo, hi in zip(got.index, got["min"], got["max"],
+                                                        strict=True)}
     for sym in request.symbols:
         st = states.get(sym)
         present = _concerns_present(st, request)
-        if got is not None and sym in got.index:
-            lo, hi = got.loc[sym, "min"].date(), got.loc[sym, "max"].date()
+        if sym in ranges:
+            lo, hi = ranges[sym]
             update: dict[str, Any] = {"symbol": sym, "first_price_date": lo,
                                       "last_price_date": hi}
             if present:

@@ -12,9 +12,10 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from core.db.engine import transaction
 from core.db.errors import short_error
@@ -118,6 +119,17 @@ def prefect_run_ended(lock: LockState) -> bool:
     except Exception:  # unknown run, other server, no server: cannot tell
         return False
     return bool(run.state is not None and run.state.is_final())
+
+
+T = TypeVar("T")
+
+
+def bulk(value: T) -> quote[T]:
+    """``value`` (a large task parameter or result: a universe, a chunk of symbols) in a
+    Prefect ``quote``: Prefect then does not visit its items to look for futures and states
+    (10,000 symbols: ~0.4 s of the flow's thread per parameter or result). A task receives
+    a quoted parameter unwrapped; a quoted result is unwrapped with ``.unquote()``."""
+    return quote(value)
 
 
 _slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}

@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.errors import named as as_named
 from core.db.models import RunStatus
-from flows.common import record_failure, record_finish, record_start
+from flows.common import bulk, record_failure, record_finish, record_start
 
 ChunkT = TypeVar("ChunkT")
 ReportT = TypeVar("ReportT")
@@ -35,13 +35,18 @@ ReportT = TypeVar("ReportT")
 class Progress:
     """A Prefect progress artifact over a run's phases (visible in the UI while a long run
     goes on): each phase gets a share of 0–100 %, advanced one step per finished chunk;
-    :meth:`finish` reaches 100 %, :meth:`fail` says what failed where it stopped."""
+    :meth:`finish` reaches 100 %, :meth:`fail` says what failed where it stopped. A step is
+    sent at most every ``EVERY_S`` seconds (a phase's last step and a failed chunk always):
+    each update is a call to the Prefect API the flow's thread waits for."""
+
+    EVERY_S = 1.0
 
     def __init__(self, description: str) -> None:
         from prefect.artifacts import create_progress_artifact
 
         self.description = description
         self.base, self.share, self.steps, self.done = 0.0, 100.0, 1, 0
+        self.sent_at = time.monotonic()
         self.id: Any = create_progress_artifact(progress=0.0, description=description)
 
     @property
@@ -61,9 +66,11 @@ class Progress:
         """Start a phase of ``steps`` chunks that goes from ``start`` to ``end`` percent."""
         self.base, self.share, self.steps, self.done = start, end - start, max(steps, 1), 0
 
-    def step(self, note: str) -> None:
+    def step(self, note: str, failed: bool = False) -> None:
         self.done += 1
-        self._update(self.percent, note)
+        if failed or self.done >= self.steps or time.monotonic() - self.sent_at >= self.EVERY_S:
+            self._update(self.percent, note)
+            self.sent_at = time.monotonic()
 
     def finish(self, note: str) -> None:
         self._update(100.0, note)
@@ -305,8 +312,9 @@ def map_chunks(
     """Map the Prefect ``task`` over ``chunks`` (``shared``: further arguments, the same for
     every chunk), wait for each and collect reports and failures (a failed chunk never stops
     the others). With ``progress``, each chunk advances it within ``span`` percent, noted
-    ``"<name(chunk)> stored"`` or ``"<name(chunk)> FAILED: <why(error)>"``."""
-    futures = task.map(chunks, *(unmapped(a) for a in shared))
+    ``"<name(chunk)> stored"`` or ``"<name(chunk)> FAILED: <why(error)>"``. Each chunk is
+    passed quoted: Prefect does not visit its items (``flows.common.bulk``)."""
+    futures = task.map([bulk(c) for c in chunks], *(unmapped(a) for a in shared))
     results: ChunkResults[ChunkT, Any] = ChunkResults()
     if progress is not None:
         progress.phase(len(chunks), *span)
@@ -320,5 +328,5 @@ def map_chunks(
             results.outcomes.append(outcome)
             note = f"{name(chunk)} stored"
         if progress is not None:
-            progress.step(note)
+            progress.step(note, failed=isinstance(outcome, BaseException))
     return results

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from core.db.engine import reading
 from core.db.errors import short_error
@@ -51,7 +52,7 @@ from core.symbol_steps import (
     unlock_batch,
 )
 from core.symbols import is_market_symbol
-from flows.common import concurrency_slots, jsonable, prefect_run_ended, task_runner
+from flows.common import bulk, concurrency_slots, jsonable, prefect_run_ended, task_runner
 from flows.run_record import ProblemTable, RunKind, RunRecord, chunk_failure_reason, map_chunks
 
 JOB = "symbol-batch"
@@ -66,9 +67,10 @@ KIND = RunKind(
 
 
 @task(name="load-universe", cache_policy=NO_CACHE)
-def load_universe() -> list[symbol_repo.SymbolState]:
+def load_universe() -> quote[list[symbol_repo.SymbolState]]:
     """Active and pending symbols plus the reference ETFs, whatever their status (added if
-    absent: every factor needs them, so they are never left out of a run)."""
+    absent: every factor needs them, so they are never left out of a run); quoted (see
+    ``flows.common.bulk``)."""
 
     async def _load() -> list[symbol_repo.SymbolState]:
         await register_universe([])
@@ -81,7 +83,7 @@ def load_universe() -> list[symbol_repo.SymbolState]:
                 conn, [e for e in REFERENCE_ETFS if e not in have])
         return sorted([*states, *etfs], key=lambda s: s.symbol)
 
-    return asyncio.run(_load())
+    return bulk(asyncio.run(_load()))
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -106,10 +108,17 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     task_run_name="fetch-prices-{request.start}-{request.symbols[0]}",
 )
 def fetch_prices(request: FetchRequest, as_of: dt.date) -> FetchReport:
-    """Fetch and store one chunk through the configured provider chain."""
+    """Fetch and store one chunk through the configured provider chain: at most
+    ``fetch_slots`` chunks in the provider and one storing at once in this process, so one
+    chunk is stored while the next is fetched (one writer, not several fighting for it),
+    and no more than ``fetch_slots + 1`` chunks' deliveries held in memory."""
     settings = get_settings()
-    with concurrency_slots("fetch", settings.fetch_slots):
-        return asyncio.run(fetch_and_store(request, provider_for(settings), settings, as_of))
+    slots = settings.fetch_slots
+    with concurrency_slots("fetch-in-flight", slots + 1):
+        return asyncio.run(fetch_and_store(
+            request, provider_for(settings), settings, as_of,
+            provider_gate=concurrency_slots("fetch", slots),
+            store_gate=concurrency_slots("store", 1)))
 
 
 @task(name="check-reference-data", cache_policy=NO_CACHE)
@@ -126,15 +135,15 @@ def check_reference_data(dates: list[dt.date], fetch_failures: dict[str, str]) -
 
 
 @task(name="active-symbols", cache_policy=NO_CACHE)
-def active_market_symbols() -> list[str]:
-    """Market symbols that have prices (status active), sorted."""
+def active_market_symbols() -> quote[list[str]]:
+    """Market symbols that have prices (status active), sorted; quoted."""
 
     async def _load() -> list[symbol_repo.SymbolState]:
         async with reading() as conn:
             return await symbol_repo.get_states(conn, statuses=[SymbolStatus.active])
 
     states = asyncio.run(_load())
-    return [s.symbol for s in states if is_market_symbol(s.symbol) and s.last_price_date]
+    return bulk([s.symbol for s in states if is_market_symbol(s.symbol) and s.last_price_date])
 
 
 @task(
@@ -286,11 +295,11 @@ def _refresh_prices(
     stored on the symbols). A database failure fails the run."""
     settings = get_settings()
     target = dates[-1]
-    universe = load_universe()
+    universe = load_universe().unquote()
     invalid = asyncio.run(reject_invalid_symbols(universe))
     universe = [u for u in universe if u.symbol not in invalid]
     fetch_failures.update(invalid)
-    repairs = plan_repairs_task(universe, target)
+    repairs = plan_repairs_task(bulk(universe), target)
     history_start = dates[0] - dt.timedelta(days=settings.history_days) if backfill else None
     extend = [] if backfill else asyncio.run(plan_history_extension(
         universe, target, settings.history_days, settings.history_extension_per_night))
@@ -317,7 +326,7 @@ def _compute_factors(
     """Data checks, factors and metrics of every active market symbol, once the reference
     ETFs have their prices; returns the reports and the failed chunks (``"first..last"``)."""
     check_reference_data(dates, fetch_failures)
-    chunks = chunked(active_market_symbols(), get_settings().factor_chunk_size)
+    chunks = chunked(active_market_symbols().unquote(), get_settings().factor_chunk_size)
     computed = map_chunks(compute_factors, chunks, dates, progress=run.progress,
                           span=(50.0, 95.0), name=lambda chunk: f"factors: chunk from {chunk[0]}",
                           why=chunk_failure_reason)

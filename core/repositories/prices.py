@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import calendar
 from core.db.models import CorporateAction, KnownMissingPrice, Price, PriceRevision
-from core.db.upsert import upsert_rows
+from core.db.upsert import upsert_columns, upsert_rows
 from core.repositories import price_blocks
 
 _prices = Price.__table__  # type: ignore[attr-defined]
@@ -46,21 +46,15 @@ async def upsert_bars(conn: AsyncConnection, bars: pd.DataFrame) -> int:
     if bars.empty:
         return 0
     n = len(bars)
-    providers = bars["provider"].tolist() if "provider" in bars.columns else [None] * n
-    days = pd.to_datetime(bars["date"]).dt.date.tolist()
-    cols = {c: _none_if_nan(np.round(bars[c].to_numpy(dtype=float), 6)) for c in
-            ("open", "high", "low", "close", "adj_close")}
-    vol = _none_if_nan(bars["volume"].to_numpy(dtype=float))
-    syms = bars["symbol"].tolist()
-    rows = (
-        {
-            "symbol": syms[i], "date": days[i], "open": cols["open"][i], "high": cols["high"][i],
-            "low": cols["low"][i], "close": cols["close"][i], "adj_close": cols["adj_close"][i],
-            "volume": vol[i], "provider": providers[i],
-        }
-        for i in range(n)
-    )
-    return await upsert_rows(conn, _prices, rows, key=["symbol", "date"])
+    columns: dict[str, list] = {
+        "symbol": bars["symbol"].tolist(),
+        "date": calendar.as_dates(bars["date"]),
+        **{c: _none_if_nan(np.round(bars[c].to_numpy(dtype=float), 6))
+           for c in ("open", "high", "low", "close", "adj_close")},
+        "volume": _none_if_nan(bars["volume"].to_numpy(dtype=float)),
+        "provider": bars["provider"].tolist() if "provider" in bars.columns else [None] * n,
+    }
+    return await upsert_columns(conn, _prices, columns, key=["symbol", "date"])
 
 
 @dataclass(frozen=True)
