@@ -460,21 +460,24 @@ def _action_logs(models: Sequence[_Model], n: int) -> tuple[np.ndarray, np.ndarr
     return log_div, log_split
 
 
-def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray) -> np.ndarray:
-    """Log raw closes before splits, (k, n) for positions 0..n-1 (dividend drops in).
+def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray,
+               first: int = 0) -> np.ndarray:
+    """Log raw closes before splits, (k, n - first) for positions first..n-1 (dividend drops
+    in).
 
     ETFs: cached paths. Equities: ``h_t = log1p(r_t) + log_div_t`` filtered by the AR(1)
     ``y_t = ρ·y_{t-1} + h_t`` around the symbol's level, in closed form
     ``y_t = ρ^t · cumsum(h_s · ρ^-s)`` (elementwise and a sequential cumsum, so a
-    position's value does not depend on ``n`` or on the other symbols).
+    position's value does not depend on ``n``, ``first`` or on the other symbols; the steps
+    after the cumsum are made on positions ``first``.. only).
     """
     k = len(models)
-    out = np.empty((k, n))
+    out = np.empty((k, n - first))
     eq = [i for i, m in enumerate(models) if m.etf_index < 0]
     etf_returns, etf_log_close = _etf_series(seed)
     for i, m in enumerate(models):
         if m.etf_index >= 0:
-            out[i] = etf_log_close[:n, m.etf_index]
+            out[i] = etf_log_close[first:n, m.etf_index]
     if not eq:
         return out
     eq_models = [models[i] for i in eq]
@@ -498,9 +501,10 @@ def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray)
     pw, ipw = _reversion_weights()
     h *= ipw[None, :n]
     np.cumsum(h, axis=1, out=h)
-    h *= pw[None, :n]
-    h += np.array([m.log_level for m in eq_models])[:, None]
-    out[eq] = h
+    tail = h[:, first:]
+    tail *= pw[None, first:n]
+    tail += np.array([m.log_level for m in eq_models])[:, None]
+    out[eq] = tail
     return out
 
 
@@ -647,18 +651,19 @@ class SyntheticProvider:
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Bars and actions of ``models`` for positions ``p0..p1`` (inclusive)."""
         k, n, m = len(models), p1 + 1, p1 - p0 + 1
+        lo = max(p0 - 1, 0)  # the first position needed: the close before p0
         log_div, log_split = _action_logs(models, n)
-        log_close = _log_paths(self.seed, models, n, log_div)
-        log_close += np.cumsum(log_split, axis=1)
-        close_all = np.exp(log_close)  # shape: (k, n) raw closes
-        log_factor = log_div + log_split
+        log_close = _log_paths(self.seed, models, n, log_div, first=lo)
+        log_close += np.cumsum(log_split, axis=1)[:, lo:]
+        close_all = np.exp(log_close)  # shape: (k, n - lo) raw closes of positions lo..p1
+        log_factor = log_div[:, p0:n] + log_split[:, p0:n]
         prev_close = np.empty((k, m))
-        prev_close[:, 1:] = close_all[:, p0:p1]
-        prev_close[:, 0] = close_all[:, p0 - 1] if p0 > 0 else close_all[:, 0]
-        close = close_all[:, p0:n]
-        factor = np.exp(log_factor[:, p0:n])
+        prev_close[:, 1:] = close_all[:, p0 - lo : p1 - lo]
+        prev_close[:, 0] = close_all[:, p0 - 1 - lo] if p0 > 0 else close_all[:, 0]
+        close = close_all[:, p0 - lo :]
+        factor = np.exp(log_factor)
         # Yahoo: adj_close[d] = close[d] · Π factors of actions in (d, end]
-        cum = np.cumsum(log_factor[:, p0:n], axis=1)
+        cum = np.cumsum(log_factor, axis=1)
         adj_mult = np.exp(cum[:, -1:] - cum)
 
         detail = np.empty((k, m, 5))
@@ -707,7 +712,7 @@ class SyntheticProvider:
             columns=list(BAR_COLUMNS),
         )
 
-        acts = (log_factor[:, p0:n] != 0.0) & present
+        acts = (log_factor != 0.0) & present
         if not acts.any():
             return bars, empty_actions()
         rows, cols = np.nonzero(acts)
