@@ -14,7 +14,7 @@ about 2-3x faster than an executemany there.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -100,7 +100,7 @@ async def upsert_rows(
 async def upsert_columns(
     conn: AsyncConnection,
     table: sa.Table,
-    columns: dict[str, Sequence[Any]],
+    columns: Mapping[str, Sequence[Any]],
     key: Sequence[str],
     update: Sequence[str] | None = None,
     chunk_rows: int = UPSERT_CHUNK_ROWS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
 from core import calendar
@@ -62,3 +63,13 @@ def test_the_market_clock_can_be_pinned_and_must_carry_an_offset(
         market_now()
     monkeypatch.delenv(MARKET_CLOCK_VARIABLE)
     assert abs((market_now() - datetime.now(UTC)).total_seconds()) < 60
+
+
+def test_as_dates_converts_each_value_like_pandas() -> None:
+    stamps = pd.Series(pd.to_datetime(["2026-11-20", "2026-11-19", "2026-11-20", "2025-01-02"]))
+    assert calendar.as_dates(stamps) == stamps.dt.date.tolist()
+    assert calendar.as_dates(stamps.to_numpy()) == [dt.date(2026, 11, 20), dt.date(2026, 11, 19),
+                                                    dt.date(2026, 11, 20), dt.date(2025, 1, 2)]
+    assert calendar.as_dates(pd.Series([], dtype="datetime64[ns]")) == []
+    with pytest.raises(ValueError, match="NaT"):
+        calendar.as_dates(pd.Series([pd.Timestamp("2026-11-20"), pd.NaT]))

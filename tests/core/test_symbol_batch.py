@@ -184,3 +184,39 @@ def test_register_universe_validates_and_normalises(database_url: str) -> None:
     assert {"BRK-B", "AAPL", "PRIVATE_X", "SPY"} <= set(rows.index)
     assert rows.loc["PRIVATE_X", "kind"] == "private"
     assert rows.loc["AAPL", "status"] == "pending"
+
+
+class _Gate:
+    """A context manager that records, with the provider's calls, when it is held."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log, self.held = name, log, False
+
+    def __enter__(self) -> None:
+        self.held = True
+        self.log.append(f"{self.name} in")
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = False
+        self.log.append(f"{self.name} out")
+
+
+def test_the_provider_answers_outside_the_store_gate(database_url: str) -> None:
+    """The provider works inside ``provider_gate`` and outside ``store_gate``; the rows are
+    stored inside ``store_gate`` only, so one chunk can be stored while the next is fetched."""
+    log: list[str] = []
+    provider_gate, store_gate = _Gate("provider", log), _Gate("store", log)
+
+    class Watched(SyntheticProvider):
+        def fetch(self, symbols: Sequence[str], start: dt.date, end: dt.date) -> FetchResult:
+            assert provider_gate.held and not store_gate.held
+            log.append("fetch")
+            return super().fetch(symbols, start, end)
+
+    asyncio.run(register_universe(["MKTA", "MKTB"]))
+    req = FetchRequest(("MKTA", "MKTB"), dt.date(2026, 11, 2), dt.date(2026, 11, 13))
+    report = asyncio.run(fetch_and_store(req, Watched(), get_settings(), req.end,
+                                         provider_gate=provider_gate, store_gate=store_gate))
+    assert log == ["provider in", "fetch", "provider out", "store in", "store out"]
+    assert report.rows == 20 and report.provider_seconds > 0
+    assert len(query(database_url, "SELECT * FROM prices")) == 20

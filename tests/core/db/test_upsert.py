@@ -13,11 +13,12 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from core.db.engine import create_engine
 from core.db.models import PortfolioSnapshot, Price, SymbolFactorExposure
-from core.db.upsert import upsert_rows
+from core.db.upsert import upsert_columns, upsert_rows
 from core.repositories import portfolios as repo
 from core.repositories import users as user_repo
 
@@ -111,3 +112,26 @@ def test_money_json_booleans_and_defaults_round_trip(database_url: str) -> None:
     assert s.cost_basis == Decimal("-1.2345") and s.daily_pnl is None
     assert s.partial is True and s.missing_symbols == ["X", "Y"] and s.position_count == 2
     assert e.n_obs == 0 and e.beta is None and e.reason == "insufficient_data"
+
+
+def test_columns_store_what_rows_store(database_url: str) -> None:
+    """``upsert_columns`` (column by column) stores what ``upsert_rows`` (dicts) would: a
+    repeated key ends with its last row, dates and None survive."""
+    rows = [_bar("AAA", D1, 1.5), _bar("BBB", D1, 2.25), _bar("AAA", D1, 3.125),
+            _bar("CCC", D2, 4.0), _bar("AAA", D2, 0.375)]
+    columns = {c: [r[c] for r in rows] for c in rows[0]}
+    sent = _run(database_url, lambda c: upsert_columns(c, P, columns, key=["symbol", "date"],
+                                                        chunk_rows=2))
+    assert sent == 5
+    by_columns = _run(database_url, lambda c: _all_prices(c))
+    assert by_columns == {("AAA", D1): (None, 3.125, 1e6), ("BBB", D1): (None, 2.25, 1e6),
+                          ("CCC", D2): (None, 4.0, 1e6), ("AAA", D2): (None, 0.375, 1e6)}
+    with pytest.raises(ValueError, match="different lengths"):
+        _run(database_url, lambda c: upsert_columns(c, P, {"symbol": ["A"], "date": []},
+                                                    key=["symbol", "date"]))
+
+
+async def _all_prices(conn: Any) -> dict[tuple[str, dt.date], tuple[Any, ...]]:
+    rows = (await conn.execute(sa.select(P.c.symbol, P.c.date, P.c.open, P.c.close,
+                                         P.c.volume))).all()
+    return {(s, d): (o, c, v) for s, d, o, c, v in rows}
