@@ -142,31 +142,56 @@ async def _upsert_chunk(
     await _sqlite_executemany(conn, table, columns, key, update)
 
 
+async def execute_many(conn: AsyncConnection, stmt: Any,
+                       columns: Mapping[str, Sequence[Any]]) -> None:
+    """Run ``stmt`` once per row of ``columns`` (bind name → values, all the same length).
+
+    SQLite: the driver's executemany of the compiled statement (see the module's notes);
+    elsewhere SQLAlchemy's executemany.
+    """
+    n = len(next(iter(columns.values()), ()))
+    if not n:
+        return
+    if conn.dialect.name != "sqlite":
+        await conn.execute(stmt, [{c: v[i] for c, v in columns.items()} for i in range(n)])
+        return
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
+    await _driver_executemany(conn, compiled, columns)
+
+
 async def _sqlite_executemany(
     conn: AsyncConnection,
     table: sa.Table,
-    columns: dict[str, Sequence[Any]],
+    columns: Mapping[str, Sequence[Any]],
     key: Sequence[str],
     update: Sequence[str] | None,
 ) -> None:
-    """The compiled upsert run by the driver's executemany, each value converted by its
-    column type's bind processor (as SQLAlchemy would, e.g. a date to ISO text)."""
-    dialect = conn.dialect
+    """The compiled upsert run by the driver's executemany."""
     compiled = upsert_statement(conn, table, key, update).compile(
-        dialect=dialect, column_keys=list(columns))
-    names = list(compiled.positiontup or ())
+        dialect=conn.dialect, column_keys=list(columns))
+    await _driver_executemany(conn, compiled, columns)
+
+
+async def _driver_executemany(conn: AsyncConnection, compiled: Any,
+                              columns: Mapping[str, Sequence[Any]]) -> None:
+    """``compiled`` (a statement with positional parameters) run by the driver's
+    executemany, each value converted by its parameter type's bind processor (as
+    SQLAlchemy would, e.g. a date to ISO text)."""
+    dialect = conn.dialect
+    n = len(next(iter(columns.values())))
     values = []
-    for name in names:
-        col, col_type = columns[name], table.c[name].type
-        process = col_type.dialect_impl(dialect).bind_processor(dialect)
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        col = columns[name] if name in columns else [bind.effective_value] * n
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is None:
             values.append(col)
-        elif isinstance(col_type, sa.Date):  # few distinct dates (no time zone): once each
-            memo: dict[Any, Any] = {None: None}
+        elif isinstance(bind.type, sa.Date):  # few distinct dates (no time zone): once each
+            memo: dict[Any, Any] = {}
             values.append([memo[v] if v in memo else memo.setdefault(v, process(v))
                            for v in col])
-        else:
-            values.append([None if v is None else process(v) for v in col])
+        else:  # None too: a JSON column stores it as 'null', as SQLAlchemy does
+            values.append([process(v) for v in col])
     await conn.exec_driver_sql(str(compiled), list(zip(*values, strict=True)))
 
 

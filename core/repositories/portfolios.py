@@ -28,7 +28,7 @@ from core.db.models import (
     StressTestResult,
     User,
 )
-from core.db.upsert import upsert_rows
+from core.db.upsert import execute_many, upsert_rows
 from core.portfolio.valuation import Holding, InvestmentClass
 
 _portfolios = Portfolio.__table__  # type: ignore[attr-defined]
@@ -311,8 +311,9 @@ async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str,
             (current, sa.bindparam("mv", type_=_positions.c.market_value.type)),
             else_=_positions.c.market_value),
         market_value_date=sa.case((current, day), else_=stored)))
-    await conn.execute(stmt, [
-        {"_id": r["id"], "mv": r["market_value"], "mvd": r["market_value_date"]} for r in rows])
+    await execute_many(conn, stmt, {"_id": [r["id"] for r in rows],
+                                    "mv": [r["market_value"] for r in rows],
+                                    "mvd": [r["market_value_date"] for r in rows]})
 
 
 async def invalidate_cache(conn: AsyncConnection, portfolio_ids: Sequence[str]) -> None:
