@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from core.db.engine import create_engine
 from core.db.models import PortfolioSnapshot, Price, SymbolFactorExposure
-from core.db.upsert import upsert_columns, upsert_rows
+from core.db.upsert import execute_many, upsert_columns, upsert_rows
 from core.repositories import portfolios as repo
 from core.repositories import users as user_repo
 
@@ -135,3 +135,44 @@ async def _all_prices(conn: Any) -> dict[tuple[str, dt.date], tuple[Any, ...]]:
     rows = (await conn.execute(sa.select(P.c.symbol, P.c.date, P.c.open, P.c.close,
                                          P.c.volume))).all()
     return {(s, d): (o, c, v) for s, d, o, c, v in rows}
+
+
+def test_sqlite_driver_path_stores_what_sqlalchemy_stores(tmp_path: Any) -> None:
+    """On SQLite the rows go through the driver's executemany with each type's bind
+    processor: the stored bytes equal those of SQLAlchemy's own executemany, None in a JSON
+    column included (stored as 'null'), for an upsert and for an UPDATE by ``execute_many``."""
+    meta = sa.MetaData()
+
+    def table(name: str) -> sa.Table:
+        return sa.Table(name, meta, sa.Column("k", sa.String, primary_key=True),
+                        sa.Column("day", sa.Date), sa.Column("at", sa.DateTime),
+                        sa.Column("amount", sa.Numeric(18, 6)), sa.Column("doc", sa.JSON),
+                        sa.Column("flag", sa.Boolean))
+
+    ref, fast = table("ref"), table("fast")
+    rows = [{"k": "a", "day": D1, "at": dt.datetime(2026, 11, 18, 21, 5, 7, 123),
+             "amount": Decimal("12.345678"), "doc": {"x": [1, 2.5]}, "flag": True},
+            {"k": "b", "day": None, "at": None, "amount": None, "doc": None, "flag": None},
+            {"k": "c", "day": D1, "at": None, "amount": 0.5, "doc": [], "flag": False}]
+    update = {"k": ["a", "c"], "day": [D2, None], "doc": [None, {"y": 1}]}
+
+    async def go(conn: Any) -> tuple[list, list]:
+        await conn.run_sync(meta.create_all)
+        await conn.execute(sa.insert(ref), rows)
+        await upsert_rows(conn, fast, rows, key=["k"])
+        for t in (ref, fast):
+            stmt = sa.update(t).where(t.c.k == sa.bindparam("key")).values(
+                day=sa.bindparam("d", type_=sa.Date), doc=sa.bindparam("j", type_=sa.JSON))
+            if t is ref:
+                await conn.execute(stmt, [{"key": k, "d": d, "j": j} for k, d, j in zip(
+                    update["k"], update["day"], update["doc"], strict=True)])
+            else:
+                await execute_many(conn, stmt, {"key": update["k"], "d": update["day"],
+                                                "j": update["doc"]})
+        raw = [(await conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY k")).all()
+               for t in ("ref", "fast")]
+        return raw[0], raw[1]
+
+    stored_ref, stored_fast = _run(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", go)
+    assert stored_fast == stored_ref
+    assert stored_ref[1][4] == "null" and stored_ref[0][1] == "2026-11-19"
