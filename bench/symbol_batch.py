@@ -19,6 +19,8 @@ The nightly's floor (``nightly_floor_s``, and ``nightly_vs_floor`` = nightly / f
 measured on the same database right after the nightly run: the time to read exactly the
 rows the night needs and to write exactly the rows it wrote, with nothing else
 (:func:`nightly_floor`). Prefect's start-up is reported apart (``prefect_startup_s``).
+``peak_rss_mb_after`` is the process's peak RSS after each flow run (first load, nightly,
+backfill): the flows' own, before this bench's comparisons.
 """
 
 from __future__ import annotations

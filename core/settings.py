@@ -84,10 +84,12 @@ class Settings(BaseSettings):
     )
     fetch_concurrency: int | None = Field(
         default=None, ge=1,
-        description="Symbol-batch fetch chunks fetched and stored at once in one process. "
-        "Default: max_workers when the provider chain reaches the network (yfinance: the "
-        "threads wait on it), else 1 (a local provider computes: threads only contend; "
-        "10,000 synthetic symbols spent 4.6 s in the provider at 1, 18.2 s at 4).",
+        description="Symbol-batch fetch chunks in the provider at once in one process (one "
+        "chunk is stored at a time, while the next is fetched; at most this + 1 deliveries "
+        "are held in memory). Default: max_workers when the provider chain reaches the "
+        "network (yfinance: the threads wait on it), else 1 (a local provider computes: "
+        "threads only contend; 10,000 synthetic symbols spent 4.6 s in the provider at 1, "
+        "18.2 s at 4).",
     )
     dask_address: str | None = Field(
         default=None,

@@ -9,7 +9,8 @@ parameters as columns, whatever the number of rows (asyncpg allows 32,767 per st
 about 2-3x faster than an executemany there.
 
 :func:`upsert_columns` takes the values column by column (no dict per row);
-:func:`upsert_rows` takes dicts.
+:func:`upsert_rows` takes dicts; :func:`execute_many` runs any statement (an UPDATE) once
+per row the same way.
 """
 
 from __future__ import annotations
@@ -133,13 +134,12 @@ async def _upsert_chunk(
         await _pg_upsert_chunk(conn, table, {c: list(v) for c, v in columns.items()}, key,
                                update)
         return
-    missing = [c for c in table.columns if c.name not in columns and c.default is not None]
-    if missing:  # Core defaults: SQLAlchemy's executemany applies them
-        n = len(next(iter(columns.values())))
-        rows = [{c: v[i] for c, v in columns.items()} for i in range(n)]
-        await conn.execute(upsert_statement(conn, table, key, update), rows)
+    stmt = upsert_statement(conn, table, key, update)
+    if any(c.name not in columns and c.default is not None for c in table.columns):
+        await conn.execute(stmt, _rows_of(columns))  # SQLAlchemy applies the Core defaults
         return
-    await _sqlite_executemany(conn, table, columns, key, update)
+    await _driver_executemany(conn, stmt.compile(dialect=conn.dialect,
+                                                 column_keys=list(columns)), columns)
 
 
 async def execute_many(conn: AsyncConnection, stmt: Any,
@@ -153,23 +153,16 @@ async def execute_many(conn: AsyncConnection, stmt: Any,
     if not n:
         return
     if conn.dialect.name != "sqlite":
-        await conn.execute(stmt, [{c: v[i] for c, v in columns.items()} for i in range(n)])
+        await conn.execute(stmt, _rows_of(columns))
         return
     compiled = stmt.compile(dialect=conn.dialect, column_keys=list(columns))
     await _driver_executemany(conn, compiled, columns)
 
 
-async def _sqlite_executemany(
-    conn: AsyncConnection,
-    table: sa.Table,
-    columns: Mapping[str, Sequence[Any]],
-    key: Sequence[str],
-    update: Sequence[str] | None,
-) -> None:
-    """The compiled upsert run by the driver's executemany."""
-    compiled = upsert_statement(conn, table, key, update).compile(
-        dialect=conn.dialect, column_keys=list(columns))
-    await _driver_executemany(conn, compiled, columns)
+def _rows_of(columns: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The rows of ``columns`` (name → values) as dicts."""
+    n = len(next(iter(columns.values()), ()))
+    return [{c: v[i] for c, v in columns.items()} for i in range(n)]
 
 
 async def _driver_executemany(conn: AsyncConnection, compiled: Any,
@@ -219,9 +212,7 @@ async def _pg_upsert_chunk(
     missing = [c for c in table.columns if c.name not in names]
     for c in missing:  # Core scalar defaults, as an executemany would apply them
         if c.default is not None and not getattr(c.default, "is_scalar", False):
-            n = len(columns[names[0]])
-            rows = [{c: v[i] for c, v in columns.items()} for i in range(n)]
-            await conn.execute(upsert_statement(conn, table, key, update), rows)
+            await conn.execute(upsert_statement(conn, table, key, update), _rows_of(columns))
             return
     keys = list(zip(*(columns[k] for k in key), strict=True))
     # One row per key, as an executemany would leave it (a statement may not update a row
