@@ -153,8 +153,10 @@ limit_malloc_arenas()
 def bulk(value: T) -> quote[T]:
     """``value`` (a large task parameter or result: a universe, a chunk of symbols) in a
     Prefect ``quote``: Prefect then does not visit its items to look for futures and states
-    (10,000 symbols: ~0.4 s of the flow's thread per parameter or result). A task receives
-    a quoted parameter unwrapped; a quoted result is unwrapped with ``.unquote()``."""
+    (10,000 symbols: ~0.4 s of the flow's thread per parameter or result). A task called
+    in the flow's thread receives a quoted parameter unwrapped (a task mapped onto a Dask
+    runner would get the quote itself: chunks are not quoted); a quoted result is unwrapped
+    with ``.unquote()``."""
     return quote(value)
 
 

@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.errors import named as as_named
 from core.db.models import RunStatus
-from flows.common import bulk, record_failure, record_finish, record_start
+from flows.common import record_failure, record_finish, record_start
 
 ChunkT = TypeVar("ChunkT")
 ReportT = TypeVar("ReportT")
@@ -312,9 +312,10 @@ def map_chunks(
     """Map the Prefect ``task`` over ``chunks`` (``shared``: further arguments, the same for
     every chunk), wait for each and collect reports and failures (a failed chunk never stops
     the others). With ``progress``, each chunk advances it within ``span`` percent, noted
-    ``"<name(chunk)> stored"`` or ``"<name(chunk)> FAILED: <why(error)>"``. Each chunk is
-    passed quoted: Prefect does not visit its items (``flows.common.bulk``)."""
-    futures = task.map([bulk(c) for c in chunks], *(unmapped(a) for a in shared))
+    ``"<name(chunk)> stored"`` or ``"<name(chunk)> FAILED: <why(error)>"``. The chunks are
+    passed as they are, not quoted (``flows.common.bulk``): a Dask task runner would hand
+    the quote itself to the task."""
+    futures = task.map(chunks, *(unmapped(a) for a in shared))
     results: ChunkResults[ChunkT, Any] = ChunkResults()
     if progress is not None:
         progress.phase(len(chunks), *span)
