@@ -123,10 +123,9 @@ def prefect_run_ended(lock: LockState) -> bool:
     return bool(run.state is not None and run.state.is_final())
 
 
-T = TypeVar("T")
-
 MALLOC_ARENAS = 2
 """glibc malloc arenas per flow process (``M_ARENA_MAX``)."""
+_M_ARENA_MAX = -8  # the mallopt parameter, glibc malloc.h
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
@@ -144,10 +143,9 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return False
 
 
-_M_ARENA_MAX = -8  # glibc malloc.h
-
-
 limit_malloc_arenas()
+
+T = TypeVar("T")
 
 
 def bulk(value: T) -> quote[T]:
