@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.admin.controllers import AdminController
 from api.auth import SECURITY_SCHEME, BearerTokenAuth, TokenCache, provide_user
+from api.cached_reads import serve_cached_read
 from api.errors import handle_exception
 from api.health import HealthController
 from api.launch import flows_around_api
@@ -264,6 +265,15 @@ def provide_engine(state: State) -> AsyncEngine:
     return state.engine  # type: ignore[no-any-return]
 
 
+class FactorflowApp(Litestar):
+    """Litestar with the cache-hit fast path (:mod:`api.cached_reads`) in front."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and await serve_cached_read(self.state, scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(database_url: str | None = None) -> Litestar:
     """The factorflow API over ``database_url`` (default: the configured database)."""
 
@@ -286,7 +296,7 @@ def create_app(database_url: str | None = None) -> Litestar:
         middleware=[DefineMiddleware(BearerTokenAuth)],
         security=[{SECURITY_SCHEME: []}],
     )
-    app = Litestar(
+    app = FactorflowApp(
         route_handlers=[HealthController, v1],
         lifespan=[lifespan],
         dependencies={

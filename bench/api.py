@@ -31,7 +31,8 @@ lean keep-alive client: see ``KeepAliveClient``):
 * a new symbol (1-5 letters, not in the universe): seconds from the ``POST`` that names it
   until ``GET /v1/symbols/{symbol}`` says ready (polled every 0.1 s, at most 120 s);
 * the same cache hits from a bare ASGI app serving the bytes the API answered
-  (``bench/bare_asgi.py``, the same uvicorn settings): p50 / p99, and the API's p99 over it
+  (``bench/bare_asgi.py``, the same uvicorn settings): p50 / p99, its server CPU per hit,
+  and the API's p99 over it
   (``hit_p99_vs_bare``, issue 16's target ≤ 2);
 * with ``--wrk SECONDS``: the same cache hits driven by ``wrk`` (a C client), as a
   cross-check of the Python client's figures.
@@ -424,13 +425,18 @@ def bare_hits(base: str, api_port: int, headers: dict[str, str], urls: list[str]
     try:
         wait_until_up(f"http://127.0.0.1:{port}", server)
         asyncio.run(hammer(port, headers, urls[: clients * len(KINDS)], clients))  # warm
+        cpu0 = cpu_seconds(server.pid)
         lat, wall, bad = asyncio.run(hammer(port, headers, urls, clients))
+        cpu1 = cpu_seconds(server.pid)
     finally:
         stop_group(server)
     if bad:
         raise RuntimeError(f"{bad} requests to the bare app were not the recorded answers")
-    return {"bare_hit_p50_ms": pct(lat, 0.50), "bare_hit_p99_ms": pct(lat, 0.99),
-            "bare_hit_rps": round(len(lat) / wall, 1)}
+    out = {"bare_hit_p50_ms": pct(lat, 0.50), "bare_hit_p99_ms": pct(lat, 0.99),
+           "bare_hit_rps": round(len(lat) / wall, 1)}
+    if cpu0 is not None and cpu1 is not None:
+        out["bare_hit_server_cpu_ms"] = round((cpu1 - cpu0) / len(lat) * 1000, 3)
+    return out
 
 
 def main() -> int:

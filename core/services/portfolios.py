@@ -619,6 +619,21 @@ class AnalyticsAnswer:
         return {**self.body, "stale": self.stale, "cached": self.cached}
 
 
+async def remembered_analytics(
+    engine: AsyncEngine, owner_id: str, portfolio_id: str, kind: str,
+    scenario: str | None = None,
+) -> AnalyticsAnswer | None:
+    """The answer :func:`analytics` would give from this process's memory (a cache hit:
+    no query but the memo's own validation when one is due), or None when it would have to
+    ask the database. Arguments as :func:`analytics`; nothing is checked but ownership."""
+    memo = _memo_of(engine)
+    await memo.ensure_valid(engine, latest_data_date)
+    hit = memo.get((portfolio_id, kind, scenario), owner_id)
+    if hit is None:
+        return None
+    return AnalyticsAnswer(hit.answer, _is_stale(hit.data_date), True)
+
+
 async def analytics(
     engine: AsyncEngine, owner_id: str, portfolio_id: str, kind: str,
     scenario: str | None = None,
@@ -637,12 +652,11 @@ async def analytics(
         raise bad("scenario", "only stress-tests take a scenario")
     if not _ID.fullmatch(portfolio_id):
         raise _not_found(portfolio_id)
-    memo = _memo_of(engine)
-    await memo.ensure_valid(engine, latest_data_date)
-    key = (portfolio_id, kind, scenario)
-    hit = memo.get(key, owner_id)
+    hit = await remembered_analytics(engine, owner_id, portfolio_id, kind, scenario)
     if hit is not None:
-        return AnalyticsAnswer(hit.answer, _is_stale(hit.data_date), True)
+        return hit
+    memo = _memo_of(engine)
+    key = (portfolio_id, kind, scenario)
     async with reading(engine) as conn:
         stored = await stored_token(conn, portfolio_id, kind)
     if stored is None or stored[0] != owner_id:
