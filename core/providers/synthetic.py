@@ -43,7 +43,10 @@ reductions whose order could depend on the shapes. Intraday fields (open, high, 
 volume, missing days) come from a stream advanced to the session's position. So
 fetching ``[a, c]`` gives the same rows as ``[a, b]`` plus ``[b+1, c]``, whatever
 other symbols share the call — except ``adj_close`` (below) and the recently listed
-``NEWL``. The ETF series are cached once per process and seed.
+``NEWL``. The ETF series are cached once per process and seed; each equity's path end (its
+noise generator and last cumulative sums) is kept per process, so the next request that
+starts near where the last one ended — a nightly after a load — draws only its new
+sessions, with the same bits (``_PathEnd``).
 
 Corporate actions and ``adj_close``
 -----------------------------------
@@ -79,6 +82,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -440,15 +444,17 @@ def _check_symbol(symbol: str) -> str | None:
 # --------------------------------------------------------------------- path building
 
 
-def _action_logs(models: Sequence[_Model], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-session log factors of dividends and splits, each (k, n), positions 0..n-1.
+def _action_logs(models: Sequence[_Model], n: int, start: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-session log factors of dividends and splits, each (k, n - start), positions
+    start..n-1.
 
     A dividend multiplies the close by ``1 − q`` (log ``log(1 − q)``) on its ex-date; a
     split by ``1/ratio``. Zero where nothing happens.
     """
-    pos = np.arange(n)
-    log_div = np.zeros((len(models), n))
-    log_split = np.zeros((len(models), n))
+    pos = np.arange(start, n)
+    log_div = np.zeros((len(models), n - start))
+    log_split = np.zeros((len(models), n - start))
     for i, m in enumerate(models):
         if m.dividend_q > 0:
             mask = (pos % DIVIDEND_EVERY == m.dividend_offset) & (pos > 0)
@@ -456,12 +462,100 @@ def _action_logs(models: Sequence[_Model], n: int) -> tuple[np.ndarray, np.ndarr
         if m.split_offset >= 0:
             hits = pos[(pos % SPLIT_EVERY == m.split_offset) & (pos > 0)]
             ratios = np.array(SPLIT_RATIOS)[(hits // SPLIT_EVERY) % len(SPLIT_RATIOS)]
-            log_split[i, hits] = -np.log(ratios)
+            log_split[i, hits - start] = -np.log(ratios)
     return log_div, log_split
 
 
-def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray,
-               first: int = 0) -> np.ndarray:
+def _split_log_levels(models: Sequence[_Model], n: int, start: int) -> np.ndarray:
+    """``cumsum(log_split, axis=1)[:, start:n]`` of :func:`_action_logs` (positions from 0),
+    without the positions before ``start``: adding the zeros between two splits changes no
+    bit of a sequential sum, so the sum of the split logs up to each position is the same."""
+    out = np.zeros((len(models), n - start))
+    for i, m in enumerate(models):
+        if m.split_offset < 0:
+            continue
+        _, logs = _action_logs([m], n)
+        out[i] = np.cumsum(logs[0])[start:]
+    return out
+
+
+PATH_TAIL = 64
+"""Sessions of cumulative sums kept per symbol for the next request (see :class:`_PathEnd`)."""
+PATH_CACHE_SIZE = 100_000
+"""Symbols whose path ends are kept per process (about 1.5 KB each)."""
+
+
+@dataclass
+class _PathEnd:
+    """Where an equity's path stopped in this process: its noise generator after ``n`` draws
+    and the cumulative sums ``cumsum(h_s · ρ^-s)`` of positions ``n - len(cum)``..``n - 1``.
+
+    A later request for positions ``first..m - 1`` with ``first ≥ n - len(cum)`` continues
+    from here — draws ``m - n`` more and adds them to the last sum — instead of drawing
+    from ``BASE_DATE`` again: a Generator draws in order and the cumulative sum is
+    sequential, so every value has the same bits either way."""
+
+    n: int
+    bitgen: np.random.PCG64
+    cum: np.ndarray
+
+
+_path_ends: dict[tuple[int, str], _PathEnd] = {}
+_path_ends_lock = threading.Lock()
+
+
+def clear_path_cache() -> None:
+    """Forget every path end kept by this process (tests: a cold provider)."""
+    with _path_ends_lock:
+        _path_ends.clear()
+
+
+def _take_path_ends(seed: int, models: Sequence[_Model], n: int, first: int
+                    ) -> dict[int, _PathEnd]:
+    """The kept ends that can serve positions ``first..n - 1`` (by index in ``models``),
+    taken out of the cache while in use (another thread computes its own)."""
+    out: dict[int, _PathEnd] = {}
+    with _path_ends_lock:
+        for i, m in enumerate(models):
+            end = _path_ends.get((seed, m.symbol))
+            if end is not None and end.n - len(end.cum) <= first and end.n <= n:
+                out[i] = _path_ends.pop((seed, m.symbol))
+    return out
+
+
+def _keep_path_ends(seed: int, ends: dict[str, _PathEnd]) -> None:
+    with _path_ends_lock:
+        if len(_path_ends) + len(ends) > PATH_CACHE_SIZE:
+            _path_ends.clear()
+        for symbol, end in ends.items():
+            _path_ends[(seed, symbol)] = end
+
+
+def _steps(models: Sequence[_Model], noise: np.ndarray, etf_returns: np.ndarray,
+           log_div: np.ndarray, ipw: np.ndarray, start: int) -> np.ndarray:
+    """``h_s · ρ^-s`` of equities ``models`` for positions ``start..start + noise.shape[1] - 1``
+    from their noise draws of those positions (elementwise: a position's value does not
+    depend on the range it is computed in)."""
+    n = start + noise.shape[1]
+    loadings = np.array([m.loadings for m in models])  # shape: (k_eq, 8)
+    alpha = np.array([m.alpha for m in models])[:, None]
+    idio = np.array([m.idio_vol for m in models])[:, None]
+    r = idio * noise  # shape: (k_eq, n - start)
+    r += alpha
+    for j in range(len(ETF_SYMBOLS)):  # explicit sum: BLAS could vary with the shapes
+        col = loadings[:, j]
+        if np.any(col != 0.0):
+            r += col[:, None] * etf_returns[None, start:n, j]
+    if start == 0:
+        r[:, 0] = 0.0
+    np.maximum(r, -0.95, out=r)
+    h = np.log1p(r)
+    h += log_div
+    h *= ipw[None, start:n]
+    return h
+
+
+def _log_paths(seed: int, models: Sequence[_Model], n: int, first: int = 0) -> np.ndarray:
     """Log raw closes before splits, (k, n - first) for positions first..n-1 (dividend drops
     in).
 
@@ -469,7 +563,9 @@ def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray,
     ``y_t = ρ·y_{t-1} + h_t`` around the symbol's level, in closed form
     ``y_t = ρ^t · cumsum(h_s · ρ^-s)`` (elementwise and a sequential cumsum, so a
     position's value does not depend on ``n``, ``first`` or on the other symbols; the steps
-    after the cumsum are made on positions ``first``.. only).
+    after the cumsum are made on positions ``first``.. only). An equity whose path this
+    process already drew up to a position not far before ``first`` continues from there
+    (:class:`_PathEnd`: the same bits).
     """
     k = len(models)
     out = np.empty((k, n - first))
@@ -480,31 +576,50 @@ def _log_paths(seed: int, models: Sequence[_Model], n: int, log_div: np.ndarray,
             out[i] = etf_log_close[first:n, m.etf_index]
     if not eq:
         return out
-    eq_models = [models[i] for i in eq]
-    noise = np.empty((len(eq), n))
-    for j, m in enumerate(eq_models):
-        # a Generator fills sequentially: the first n draws do not depend on n
-        np.random.Generator(_stream(seed, m.symbol, 1)).standard_normal(out=noise[j])
-    loadings = np.array([m.loadings for m in eq_models])  # shape: (k_eq, 8)
-    alpha = np.array([m.alpha for m in eq_models])[:, None]
-    idio = np.array([m.idio_vol for m in eq_models])[:, None]
-    r = idio * noise  # shape: (k_eq, n)
-    r += alpha
-    for j in range(len(ETF_SYMBOLS)):  # explicit sum: BLAS could vary with the shapes
-        col = loadings[:, j]
-        if np.any(col != 0.0):
-            r += col[:, None] * etf_returns[None, :n, j]
-    r[:, 0] = 0.0
-    np.maximum(r, -0.95, out=r)
-    h = np.log1p(r)
-    h += log_div[eq]
     pw, ipw = _reversion_weights()
-    h *= ipw[None, :n]
-    np.cumsum(h, axis=1, out=h)
-    tail = h[:, first:]
-    tail *= pw[None, first:n]
-    tail += np.array([m.log_level for m in eq_models])[:, None]
-    out[eq] = tail
+    eq_models = [models[i] for i in eq]
+    taken = _take_path_ends(seed, eq_models, n, first)
+    cold = [j for j in range(len(eq)) if j not in taken]
+    kept: dict[str, _PathEnd] = {}
+    tails = np.empty((len(eq), n - first))  # cumulative sums of positions first..n-1
+    if cold:
+        cold_models = [eq_models[j] for j in cold]
+        noise = np.empty((len(cold), n))
+        gens = []
+        for j, m in enumerate(cold_models):
+            # a Generator fills sequentially: the first n draws do not depend on n
+            gens.append(_stream(seed, m.symbol, 1))
+            np.random.Generator(gens[-1]).standard_normal(out=noise[j])
+        h = _steps(cold_models, noise, etf_returns, _action_logs(cold_models, n)[0], ipw, 0)
+        del noise
+        np.cumsum(h, axis=1, out=h)
+        tails[cold] = h[:, first:]
+        keep_from = max(0, n - PATH_TAIL)
+        for j, m in enumerate(cold_models):
+            kept[m.symbol] = _PathEnd(n, gens[j], h[j, keep_from:].copy())
+        del h
+    by_start: dict[int, list[int]] = {}
+    for j, end in taken.items():
+        by_start.setdefault(end.n, []).append(j)
+    for n0, group in by_start.items():
+        group_models = [eq_models[j] for j in group]
+        noise = np.empty((len(group), n - n0))
+        for row, j in enumerate(group):
+            np.random.Generator(taken[j].bitgen).standard_normal(out=noise[row])
+        h = _steps(group_models, noise, etf_returns,
+                   _action_logs(group_models, n, n0)[0], ipw, n0)
+        for row, j in enumerate(group):
+            end = taken[j]
+            seq = np.concatenate([end.cum, h[row]])  # positions n0 - len(cum)..n - 1
+            lo = n0 - len(end.cum)
+            np.cumsum(seq[len(end.cum) - 1:], out=seq[len(end.cum) - 1:])
+            tails[j] = seq[first - lo:]
+            kept[group_models[row].symbol] = _PathEnd(
+                n, end.bitgen, seq[max(0, len(seq) - PATH_TAIL):].copy())
+    _keep_path_ends(seed, kept)
+    tails *= pw[None, first:n]
+    tails += np.array([m.log_level for m in eq_models])[:, None]
+    out[eq] = tails
     return out
 
 
@@ -652,11 +767,11 @@ class SyntheticProvider:
         """Bars and actions of ``models`` for positions ``p0..p1`` (inclusive)."""
         k, n, m = len(models), p1 + 1, p1 - p0 + 1
         lo = max(p0 - 1, 0)  # the first position needed: the close before p0
-        log_div, log_split = _action_logs(models, n)
-        log_close = _log_paths(self.seed, models, n, log_div, first=lo)
-        log_close += np.cumsum(log_split, axis=1)[:, lo:]
+        log_div, log_split = _action_logs(models, n, p0)
+        log_close = _log_paths(self.seed, models, n, first=lo)
+        log_close += _split_log_levels(models, n, lo)
         close_all = np.exp(log_close)  # shape: (k, n - lo) raw closes of positions lo..p1
-        log_factor = log_div[:, p0:n] + log_split[:, p0:n]
+        log_factor = log_div + log_split
         prev_close = np.empty((k, m))
         prev_close[:, 1:] = close_all[:, p0 - lo : p1 - lo]
         prev_close[:, 0] = close_all[:, p0 - 1 - lo] if p0 > 0 else close_all[:, 0]
@@ -716,8 +831,8 @@ class SyntheticProvider:
         if not acts.any():
             return bars, empty_actions()
         rows, cols = np.nonzero(acts)
-        is_split = log_split[:, p0:n][rows, cols] != 0.0
-        split_value = np.exp(-log_split[:, p0:n][rows, cols])
+        is_split = log_split[rows, cols] != 0.0
+        split_value = np.exp(-log_split[rows, cols])
         q = np.array([mod.dividend_q for mod in models])[rows]
         dividend_value = q * prev_close[rows, cols]
         actions = pd.DataFrame(

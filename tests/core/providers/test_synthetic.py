@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core import calendar
 from core.providers.base import (
@@ -24,6 +26,7 @@ from core.providers.synthetic import (
     GICS_SECTORS,
     SPECIAL_SYMBOLS,
     SyntheticProvider,
+    clear_path_cache,
     etf_correlation,
 )
 from core.symbols import InvalidSymbolError
@@ -105,6 +108,63 @@ def test_independent_of_other_symbols_and_instances(provider: SyntheticProvider)
     )
     other_seed = SyntheticProvider(seed=8).fetch(["KZDB"], YEAR_START, END).bars
     assert not np.allclose(alone["close"].to_numpy(), other_seed["close"].to_numpy())
+
+
+def _cold_fetch(symbols: list[str], start: date, end: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    clear_path_cache()
+    got = SyntheticProvider().fetch(symbols, start, end)
+    clear_path_cache()
+    return got.bars, got.actions
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 700), st.integers(0, 40)), min_size=2, max_size=5),
+       st.randoms(use_true_random=False))
+def test_a_path_continued_in_process_has_the_bits_of_a_cold_one(
+        windows: list[tuple[int, int]], rnd) -> None:
+    """Any sequence of requests (later, earlier, overlapping, within the kept tail or not)
+    served partly from the path ends kept in this process equals, bit for bit, the same
+    request made by a cold process (no kept ends)."""
+    pool = ["SPLT", "DIVY", "GAPY", "NEWL", "BADT", "MKTB", "KZDB", "SPY", "TLT"]
+    clear_path_cache()
+    warm = SyntheticProvider()
+    for back, length in windows:
+        syms = rnd.sample(pool, rnd.randint(1, len(pool)))
+        end = END - timedelta(days=back)
+        start = end - timedelta(days=length)
+        got = warm.fetch(syms, start, end)
+        bars, actions = _cold_fetch(syms, start, end)
+        pd.testing.assert_frame_equal(got.bars, bars, check_exact=True)
+        pd.testing.assert_frame_equal(got.actions, actions, check_exact=True)
+        for c in ("open", "high", "low", "close", "adj_close"):
+            assert (got.bars[c].to_numpy().view("i8") == bars[c].to_numpy().view("i8")).all()
+        warm.fetch(syms, start, end)  # kept again after the cold request cleared them
+
+
+def test_a_nightly_request_continues_the_kept_paths() -> None:
+    """After a one-year request, the next day's request draws one session per equity, not
+    the whole path from 2015 (what makes a nightly's provider cheap), with the same bits."""
+    from core.providers import synthetic
+
+    syms = ["KZDB", "DIVY", "SPLT"]
+    clear_path_cache()
+    warm = SyntheticProvider()
+    warm.fetch(syms, YEAR_START, END - timedelta(days=1))
+    drawn: list[int] = []
+    real = synthetic._steps
+
+    def counting(models, noise, *args):
+        drawn.append(noise.shape[1])
+        return real(models, noise, *args)
+
+    synthetic._steps = counting
+    try:
+        got = warm.fetch(syms, END - timedelta(days=1), END)
+    finally:
+        synthetic._steps = real
+    assert drawn == [1]
+    bars, _ = _cold_fetch(syms, END - timedelta(days=1), END)
+    pd.testing.assert_frame_equal(got.bars, bars, check_exact=True)
 
 
 def test_ohlc_consistent_and_volume_positive(year) -> None:
