@@ -110,6 +110,7 @@ def main() -> int:
     first = symbol_batch(as_of=first_day)
     out["initial_load_s"] = round(time.perf_counter() - t, 3)
     out["initial_price_rows"] = first["counts"]["price_rows"]
+    out["initial_phases_s"] = json.dumps({k: round(v, 2) for k, v in first["seconds"].items()})
     rss_after = {"initial_load": round(peak_rss_mb(), 1)}
     t = time.perf_counter()
     nightly = symbol_batch(as_of=nightly_day)
