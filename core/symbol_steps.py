@@ -487,9 +487,9 @@ def _symbol_state_updates(
     the present, status (active, delisted, error). Records fetch errors and delistings in
     ``report``. ``got``: first/last delivered date per symbol with rows (None: no rows)."""
     updates: list[dict] = []
-    ranges = {} if got is None else {
-        s: (lo.date(), hi.date()) for s, lo, hi in zip(got.index, got["min"], got["max"],
-                                                        strict=True)}
+    ranges = {} if got is None else dict(zip(got.index, zip(
+        calendar.as_dates(got["min"]), calendar.as_dates(got["max"]), strict=True),
+        strict=True))
     for sym in request.symbols:
         st = states.get(sym)
         present = _concerns_present(st, request)

@@ -94,12 +94,12 @@ class PriceBlock(SQLModel, table=True):
     """A columnar copy of one symbol's prices over one calendar month (a cache, never the truth).
 
     ``close`` and ``adj_close`` are float64 arrays (native byte order) over the month's NYSE
-    sessions, NaN where no row is stored; ``n_rows``, ``sum_close``, ``sum_adj_close`` and
-    ``weighted_sum`` are what the database's own ``count`` and ``sum`` gave over the month's
-    ``prices`` rows when the block was built. A read trusts a block only while the same
-    aggregates, taken again in the same read, are equal; any write to ``prices`` by whatever
-    path makes them differ, and the block is rebuilt from the rows
-    (``core.repositories.price_blocks``).
+    sessions, NaN where no row is stored. ``n_rows`` and ``max_rowid`` are the month's
+    ``count(*)`` and ``max(rowid)`` in ``prices`` when the block was built, ``edits`` its
+    :class:`PriceMonthEdits` counter then. A read trusts a block only while the same three,
+    taken again in the same read, are equal: an insert changes the count or brings a new
+    rowid (``INSERT OR REPLACE`` too), an update or a delete moves the counter (SQLite
+    triggers); the block is then rebuilt from the rows (``core.repositories.price_blocks``).
     """
 
     __tablename__ = "price_blocks"
@@ -108,12 +108,23 @@ class PriceBlock(SQLModel, table=True):
     month: str = Field(primary_key=True, max_length=7)
     """``YYYY-MM``."""
     n_rows: int
-    sum_close: float
-    sum_adj_close: float
-    weighted_sum: float
-    """``sum((close + 2 adj_close) × day of the month)``: moves when two days swap."""
+    max_rowid: int
+    edits: int
     close: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
     adj_close: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+
+
+class PriceMonthEdits(SQLModel, table=True):
+    """How many ``prices`` rows of a symbol and month were updated or deleted, by any path:
+    kept by SQLite triggers on ``prices`` (migration 0011), read by the price blocks' check.
+    A month never updated nor deleted from has no row (0)."""
+
+    __tablename__ = "price_month_edits"
+
+    symbol: str = Field(primary_key=True, max_length=32)
+    month: str = Field(primary_key=True, max_length=7)
+    """``YYYY-MM``."""
+    edits: int
 
 
 class PriceRevision(SQLModel, table=True):

@@ -5,21 +5,25 @@ million rows of four values); the same window as 130,000 month blocks of float64
 costs a tenth of that. The ``prices`` rows stay the truth and the blocks a cache that is
 verified on every read:
 
-1. In one read transaction, the database's own ``count(*)``, ``sum(close)`` and
-   ``sum(adj_close)`` per symbol and month are taken over the whole months the window
-   touches (one query a month, a scan in the database's C code: no row reaches Python).
-2. A stored block is used only when its ``n_rows``, ``sum_close``, ``sum_adj_close`` and
-   ``weighted_sum`` (the closes weighted by the day of the month, so that two days' values
-   swapped are seen too) equal those exactly; the same rows in the same index order give
-   the same sums, and an insert, update or delete of a month's rows, by whatever path (the
-   price store, a migration, an operator's SQL), changes them.
+1. In one read transaction, each month's ``count(*)`` and ``max(rowid)`` per symbol are
+   taken over the whole months the window touches (one query a month, answered from the
+   primary-key index alone: no table row is visited, no row reaches Python), and the
+   months' ``price_month_edits`` counters, which SQLite triggers move on every update and
+   delete of a ``prices`` row (migration 0011).
+2. A stored block is used only when its ``n_rows``, ``max_rowid`` and ``edits`` equal
+   those exactly. Whatever the path (the price store, a migration, an operator's SQL): an
+   insert changes the count or brings a rowid above the block's (``INSERT OR REPLACE``
+   deletes and inserts, with a new rowid), an update or a delete moves the counter (two
+   days' values swapped included). Inserts fire no trigger, so a first load's millions of
+   rows cost nothing more. (A write that names an existing rowid explicitly while
+   replacing that very row would not be seen: nothing in factorflow writes rowids.)
 3. Every other month is read row by row, as before, and returned as a new block (with the
-   aggregates of step 1) for the caller to store; only the symbol flow stores them
+   figures of step 1) for the caller to store; only the symbol flow stores them
    (:func:`store_blocks`), so the cache fills once a night, written by one writer.
 
 The values placed in the window are the stored REAL values themselves (a block holds their
 exact float64 bits), so a window read through blocks equals one read row by row, bit for bit.
-A row on a date that is not an NYSE session counts in the aggregates but, as in the row
+A row on a date that is not an NYSE session counts in the figures but, as in the row
 read, is not placed.
 
 SQLite only (the stdlib driver on a read-only connection, run in a worker thread);
@@ -45,8 +49,6 @@ from core.db.models import PriceBlock
 from core.db.upsert import upsert_rows
 
 _blocks = PriceBlock.__table__  # type: ignore[attr-defined]
-_WEIGHTED = "sum((close + 2 * adj_close) * CAST(substr(date, 9, 2) AS INTEGER))"
-"""A checksum that also moves when two days' values are swapped (the plain sums do not)."""
 
 
 @dataclass
@@ -100,19 +102,22 @@ def read_window(database: str, symbols: Sequence[str], sessions: Sequence[dt.dat
     marks = ",".join("?" * n)
     con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=60)
     try:
-        con.execute("BEGIN")  # one snapshot for the aggregates, the blocks and the rows
-        live: dict[tuple[str, str], tuple] = {}
+        con.execute("BEGIN")  # one snapshot for the figures, the blocks and the rows
+        edits = {(s, m): e for s, m, e in con.execute(
+            f"SELECT symbol, month, edits FROM price_month_edits WHERE symbol IN ({marks}) "
+            f"AND month >= ? AND month <= ?", (*syms, months[0], months[-1]))}
+        live: dict[tuple[str, str], tuple[int, int, int]] = {}
         for m in months:  # one query a month: grouped by symbol, it streams in index order
-            live.update(((s, m), (k, c, a, w)) for s, k, c, a, w in con.execute(
-                f"SELECT symbol, count(*), sum(close), sum(adj_close), {_WEIGHTED} FROM prices "
+            live.update(((s, m), (k, r, edits.get((s, m), 0))) for s, k, r in con.execute(
+                f"SELECT symbol, count(*), max(rowid) FROM prices "
                 f"WHERE symbol IN ({marks}) AND date >= ? AND date <= ? GROUP BY symbol",
                 (*syms, f"{m}-01", f"{m}-31")))
         trusted: dict[str, list[tuple[int, bytes, bytes]]] = {}
-        for s, m, k, c, a, w, close, adj in con.execute(
-                f"SELECT symbol, month, n_rows, sum_close, sum_adj_close, weighted_sum, close, "
-                f"adj_close FROM price_blocks WHERE symbol IN ({marks}) AND month >= ? AND "
+        for s, m, k, r, e, close, adj in con.execute(
+                f"SELECT symbol, month, n_rows, max_rowid, edits, close, adj_close "
+                f"FROM price_blocks WHERE symbol IN ({marks}) AND month >= ? AND "
                 f"month <= ?", (*syms, months[0], months[-1])):
-            if live.get((s, m)) == (k, c, a, w):
+            if live.get((s, m)) == (k, r, e):
                 trusted.setdefault(m, []).append((col_of[s], close, adj))
                 del live[(s, m)]  # verified: nothing left to read for it
         for m, found in trusted.items():
@@ -149,7 +154,7 @@ def _rebuild_month(con: sqlite3.Connection, out: BlockWindow, month: str, syms: 
                    live: dict[tuple[str, str], tuple], row_of: dict[dt.date, int],
                    col_of: dict[str, int]) -> None:
     """Read the rows of ``syms`` in ``month``, place them, and add their blocks to
-    ``out.rebuilt`` (with the aggregates ``live`` holds for them)."""
+    ``out.rebuilt`` (with the figures ``live`` holds for them)."""
     days = month_sessions(month)
     day_of = {d.isoformat(): i for i, d in enumerate(days)}
     k = {s: i for i, s in enumerate(syms)}
@@ -167,14 +172,14 @@ def _rebuild_month(con: sqlite3.Connection, out: BlockWindow, month: str, syms: 
                 adj[k[s], at] = a
     _place(out, row_of, month, [col_of[s] for s in syms], close.tobytes(), adj.tobytes())
     for s in syms:
-        n_rows, c_sum, a_sum, weighted = live[(s, month)]
-        out.rebuilt.append({"symbol": s, "month": month, "n_rows": n_rows, "sum_close": c_sum,
-                            "sum_adj_close": a_sum, "weighted_sum": weighted,
+        n_rows, max_rowid, edits = live[(s, month)]
+        out.rebuilt.append({"symbol": s, "month": month, "n_rows": n_rows,
+                            "max_rowid": max_rowid, "edits": edits,
                             "close": close[k[s]].tobytes(), "adj_close": adj[k[s]].tobytes()})
 
 
 async def store_blocks(conn: AsyncConnection, blocks: Sequence[dict[str, Any]]) -> int:
     """Upsert blocks returned in :attr:`BlockWindow.rebuilt`; returns the rows sent. A block
-    whose month changed since it was read is stored with the old aggregates, so the next
-    read finds it stale and rebuilds it: storing never makes a read wrong."""
+    whose month changed since it was read is stored with the old figures, so the next read
+    finds it stale and rebuilds it: storing never makes a read wrong."""
     return await upsert_rows(conn, _blocks, blocks, key=["symbol", "month"])

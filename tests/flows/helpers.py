@@ -195,13 +195,15 @@ def adj_close_matrix(url: str, symbols: list[str], sessions: list) -> pd.DataFra
 
 # --- comparing whole databases ------------------------------------------------------------------
 
-LOG_TABLES = ("batch_runs", "run_locks", "alembic_version")
-"""Tables that log what happened (run records, locks): not part of a database's content."""
+LOG_TABLES = ("batch_runs", "run_locks", "alembic_version", "price_month_edits")
+"""Tables that log what happened (run records, locks, how often price rows were edited):
+not part of a database's content."""
 VOLATILE_COLUMNS = frozenset({
     "created_at", "updated_at", "recorded_at", "acquired_at", "expires_at", "requested_at",
-    "started_at", "finished_at", "id",
+    "started_at", "finished_at", "id", "max_rowid", "edits",
 })
-"""Columns whose value is a wall-clock time or a generated id, not data."""
+"""Columns whose value is a wall-clock time, a generated id or a row's history (the price
+blocks' rowid and edit count: where and how often rows were written), not data."""
 
 
 def _tables(url: str) -> list[str]:

@@ -114,7 +114,7 @@ def test_a_window_through_blocks_equals_the_rows_and_a_write_behind_them_is_seen
                     "('CCC', ?, 7.25, 7.0)", (SESSIONS[3].isoformat(),))  # June: no block yet
         con.execute("INSERT INTO prices (symbol, date, close, adj_close) VALUES "
                     "('AAA', '2026-07-04', 1.0, 1.0)")  # a holiday: counted, never placed
-        # two days of one month swapped: count and sums unchanged, the order not
+        # two days of one month swapped: the count and rowids unchanged, the values not
         a, b = (SESSIONS[60].isoformat(), SESSIONS[61].isoformat())
         (ca, aa), = con.execute("SELECT close, adj_close FROM prices WHERE symbol = 'CCC' "
                                 "AND date = ?", (a,)).fetchall()
@@ -124,13 +124,18 @@ def test_a_window_through_blocks_equals_the_rows_and_a_write_behind_them_is_seen
                     "date = ?", (cb, ab, a))
         con.execute("UPDATE prices SET close = ?, adj_close = ? WHERE symbol = 'CCC' AND "
                     "date = ?", (ca, aa, b))
+        # a row replaced whole (SQLite deletes and inserts it, firing no delete trigger):
+        # same count, a new rowid
+        con.execute("INSERT OR REPLACE INTO prices (symbol, date, close, adj_close) VALUES "
+                    "('AAA', ?, 3.5, 3.25)", (SESSIONS[70].isoformat(),))
     con.close()
     after = _load(url, start, end, store=True)
     _same(after, _reference(path, start, end))
     rebuilt = {(b["symbol"], b["month"]) for b in after.rebuilt_blocks}  # type: ignore[attr-defined]
     month = SESSIONS[30].isoformat()[:7]
     assert rebuilt == {("BBB", month), ("AAA", "2026-06"), ("CCC", "2026-06"),
-                       ("AAA", "2026-07"), ("CCC", SESSIONS[60].isoformat()[:7])}
+                       ("AAA", "2026-07"), ("CCC", SESSIONS[60].isoformat()[:7]),
+                       ("AAA", SESSIONS[70].isoformat()[:7])}
     assert _load(url, start, end, store=False).rebuilt_blocks == []  # type: ignore[attr-defined]
 
 
