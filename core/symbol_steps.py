@@ -110,6 +110,11 @@ class FetchRequest:
     end: dt.date
 
 
+SESSIONS_PER_YEAR = 252
+"""A year of sessions: the delivery size a fetch chunk of ``fetch_chunk_size`` symbols is
+planned for (:func:`plan_fetch`)."""
+
+
 def plan_fetch(
     states: Iterable[symbol_repo.SymbolState],
     end: dt.date,
@@ -119,6 +124,7 @@ def plan_fetch(
     reference_start: dt.date | None = None,
     repair_from: dict[str, dt.date] | None = None,
     extend: Collection[str] = (),
+    short_window_scale: int = 1,
 ) -> list[FetchRequest]:
     """Fetch requests so each market symbol gets only what it lacks up to ``end``.
 
@@ -132,6 +138,11 @@ def plan_fetch(
     (long history for the stress replays). ``repair_from`` (symbol → session) asks again
     for stored ranges with holes or rows that failed their checks
     (:func:`plan_repairs`).
+
+    A chunk holds ``chunk_size`` symbols; a range of ``w`` sessions shorter than a year
+    takes up to ``chunk_size × min(short_window_scale, 252 // w)`` (a nightly's one or two
+    sessions per symbol: fewer, larger chunks, each delivery no larger than a year of
+    ``chunk_size`` symbols' rows).
     """
     by_range: dict[tuple[dt.date, dt.date], list[str]] = {}
     full_start = end - dt.timedelta(days=history_days)
@@ -159,11 +170,15 @@ def plan_fetch(
         if start is None:
             continue
         by_range.setdefault((start, stop), []).append(s.symbol)
-    return [
-        FetchRequest(tuple(part), start, stop)
-        for (start, stop), syms in sorted(by_range.items())
-        for part in chunked(sorted(syms), chunk_size)
-    ]
+    out = []
+    for (start, stop), syms in sorted(by_range.items()):
+        size = chunk_size
+        if short_window_scale > 1:
+            sessions = max(1, len(calendar.trading_days_between(start, stop)))
+            size *= max(1, min(short_window_scale, SESSIONS_PER_YEAR // sessions))
+        out.extend(FetchRequest(tuple(part), start, stop)
+                   for part in chunked(sorted(syms), size))
+    return out
 
 
 def history_start_marks(

@@ -306,7 +306,7 @@ def _refresh_prices(
     plan = plan_fetch(
         universe, target, settings.history_days, settings.fetch_chunk_size, history_start,
         reference_start=settings.reference_history_start, repair_from=repairs.repair_from,
-        extend=extend,
+        extend=extend, short_window_scale=settings.short_window_scale,
     )
     get_run_logger().info("as_of %s: %d symbols (%d with their history extended), %d fetch "
                           "chunks", target, len(universe), len(extend), len(plan))

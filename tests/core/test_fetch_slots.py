@@ -20,3 +20,10 @@ from core.settings import Settings
 def test_fetch_slots(chain: str, asked: int | None, expected: int) -> None:
     settings = Settings(price_provider=chain, max_workers=6, fetch_concurrency=asked)
     assert settings.fetch_slots == expected
+
+
+@pytest.mark.parametrize(("chain", "expected"), [
+    ("synthetic", 4), ("csv,synthetic", 4), ("yfinance", 1), ("csv,yfinance", 1)])
+def test_short_windows_take_larger_chunks_only_from_a_local_chain(chain: str,
+                                                                  expected: int) -> None:
+    assert Settings(price_provider=chain).short_window_scale == expected

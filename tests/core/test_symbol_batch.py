@@ -88,6 +88,23 @@ def test_a_new_symbol_gets_two_years_and_an_extended_one_is_asked_through_its_hi
                     FetchRequest(("OLDB",), dt.date(2026, 11, 19), end)]
 
 
+def test_short_windows_are_asked_in_larger_chunks() -> None:
+    end = dt.date(2026, 11, 20)  # a Friday
+    nightly = [_state(f"N{i:03d}", dt.date(2025, 11, 3), dt.date(2026, 11, 19))
+               for i in range(100)]
+    new = [_state(f"W{i:03d}", None, None) for i in range(30)]
+    half = [_state(f"H{i:03d}", dt.date(2025, 11, 3), dt.date(2026, 6, 30)) for i in range(30)]
+    plan = plan_fetch(nightly + new + half, end, 380, chunk_size=10, short_window_scale=4)
+    sizes = {}
+    for r in plan:
+        sizes.setdefault(r.symbols[0][0], []).append(len(r.symbols))
+    assert sizes["N"] == [40, 40, 20]  # one session: 4 × 10 symbols a chunk
+    assert sizes["W"] == [10, 10, 10]  # a year: 10
+    assert sizes["H"] == [20, 10]  # 101 sessions: 252 // 101 = 2 × 10
+    assert [r.symbols for r in plan_fetch(nightly, end, 380, 10)] == [
+        tuple(f"N{i:03d}" for i in range(k, k + 10)) for k in range(0, 100, 10)]
+
+
 def test_history_start_marks_name_symbols_without_older_prices() -> None:
     end = dt.date(2026, 11, 20)
     asked = FetchRequest(("LONG", "NEWL", "SHRT"), dt.date(2024, 10, 21), end)
