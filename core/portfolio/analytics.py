@@ -8,6 +8,7 @@ the requested days, position market values, factor and sector aggregation, the
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -212,10 +213,9 @@ def analyse_portfolio(
         dollars = {f: float(x) for f, x in zip(factor_agg.factors, factor_agg.dollar_exposure,
                                                strict=True) if np.isfinite(x)}
         stress = apply_scenarios(stress_exposures(dollars, scenarios.cov), equity, scenarios)
-    position_betas = {
-        pid: {f: (float(b) if np.isfinite(b) else None)
-              for f, b in zip(data.factors, betas[i], strict=True)}
-        for i, pid in enumerate(open_ids)
+    position_betas = {  # rows as Python floats at once: per-element numpy scalars cost ~10×
+        pid: {f: (b if math.isfinite(b) else None) for f, b in zip(data.factors, row, strict=True)}
+        for pid, row in zip(open_ids, betas.tolist(), strict=True)
     }
     return PortfolioAnalytics(
         snapshots=snapshots, position_values=dict(last.position_values), factors=factor_agg,

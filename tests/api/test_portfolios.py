@@ -301,3 +301,29 @@ def test_an_answer_is_encoded_once_per_body_and_flags(client: TestClient, seed: 
     copy = dict(body)  # an equal body that is another object: encoded on its own
     assert analytics_json(AnalyticsAnswer(copy, False, True), Overview) == first
     assert analytics_json(AnalyticsAnswer(copy, False, True), Overview) is not first
+
+
+def test_each_position_carries_its_symbols_stored_betas(
+        client: TestClient, seed: Seed, db_url: str) -> None:
+    import math
+    import sqlite3
+
+    from tests.flows.helpers import db_path
+
+    pf = create(client, seed).json()["portfolio"]
+    body = client.get(f"/v1/portfolios/{pf['id']}/factor-exposures", headers=auth(seed)).json()
+    with sqlite3.connect(db_path(db_url)) as con:
+        stored = con.execute("SELECT symbol, factor, beta FROM symbol_factor_exposures "
+                             "WHERE date = ?", (seed.as_of.isoformat(),)).fetchall()
+    by_symbol: dict[str, dict[str, Any]] = {}
+    for sym, factor, beta in stored:
+        by_symbol.setdefault(sym, {})[factor] = beta
+    assert len(body["positions"]) == 3
+    for p in body["positions"]:
+        expected = {f: (b if b is not None and math.isfinite(b) else None)
+                    for f, b in by_symbol[p["symbol"]].items()}
+        assert p["betas"].keys() == expected.keys(), p["symbol"]
+        for f, b in expected.items():
+            assert (p["betas"][f] is None) == (b is None), (p["symbol"], f)
+            if b is not None:
+                assert p["betas"][f] == pytest.approx(b, rel=1e-12, abs=1e-15), (p["symbol"], f)
