@@ -170,7 +170,7 @@ def plan_fetch(
         if start is None:
             continue
         by_range.setdefault((start, stop), []).append(s.symbol)
-    out = []
+    out: list[FetchRequest] = []
     for (start, stop), syms in sorted(by_range.items()):
         size = chunk_size
         if short_window_scale > 1:
