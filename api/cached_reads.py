@@ -44,10 +44,7 @@ def _bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
     found = [v for k, v in headers if k.lower() == b"authorization"]
     if len(found) != 1:
         return None
-    try:
-        scheme, _, token = found[0].decode("latin-1").strip().partition(" ")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        return None
+    scheme, _, token = found[0].decode("latin-1").strip().partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
 
