@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from core.db.types import json_text
 from core.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -52,7 +53,7 @@ def create_engine(
     ``pooled=False`` (flows) uses NullPool; ``pooled=True`` (API) a connection pool.
     """
     url = url or get_settings().resolved_database_url
-    kwargs: dict[str, Any] = {"echo": echo}
+    kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_text}
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":

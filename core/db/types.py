@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -43,6 +45,25 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         return Decimal(value) if not isinstance(value, Decimal) else value
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_text(value: Any) -> str:
+    """The JSON text a JSON column stores for ``value``: orjson's, which parses back to
+    the same values as ``json.dumps``'s (floats in their shortest round-trip form) at a
+    fraction of the cost (a night's correlation matrices are millions of floats).
+
+    Differences that cannot reach a stored value: non-ASCII text is written as UTF-8
+    rather than escaped; NaN and infinities become ``null`` (``json.dumps``'s ``NaN`` is no
+    JSON, and PostgreSQL refuses it). Whatever orjson cannot write (e.g. an integer
+    beyond 64 bits) goes to ``json.dumps``, with its errors.
+    """
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def as_utc(ts: dt.datetime) -> dt.datetime:

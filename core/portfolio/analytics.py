@@ -17,7 +17,13 @@ import numpy as np
 
 from core.factors.returns import log_returns
 from core.portfolio.aggregation import FactorAggregate, aggregate_factors, sector_exposure
-from core.portfolio.valuation import Holding, InvestmentClass, Snapshot, value_portfolio
+from core.portfolio.valuation import (
+    Holding,
+    InvestmentClass,
+    Snapshot,
+    decimal_closes,
+    value_portfolio,
+)
 from core.risk.correlation import CorrelationSummary, correlation_summary
 from core.risk.stress import stress_exposures
 
@@ -50,6 +56,8 @@ class SymbolData:
         object.__setattr__(self, "_col", {s: j for j, s in enumerate(self.symbols)})
         object.__setattr__(self, "_row", {d: i for i, d in enumerate(self.sessions)})
         object.__setattr__(self, "_closes", {})
+        object.__setattr__(self, "_decimal_closes", {})
+        object.__setattr__(self, "_dividends", {})
 
     def closes_on(self, day: dt.date) -> dict[str, float]:
         """Raw closes stored for ``day`` (symbols without a price are absent); built once
@@ -63,6 +71,29 @@ class SymbolData:
                 row = self.close[i].tolist()
                 cache[day] = {s: v for s, v in zip(self.symbols, row, strict=True) if v == v}
         return cache[day]
+
+    def decimal_closes_on(self, day: dt.date) -> dict[str, Decimal]:
+        """:meth:`closes_on` as the valuation reads them (``valuation.decimal_closes``),
+        converted once per day and shared by every portfolio (read-only)."""
+        cache: dict[dt.date, dict[str, Decimal]] = self._decimal_closes  # type: ignore[attr-defined]
+        if day not in cache:
+            cache[day] = decimal_closes(self.closes_on(day))
+        return cache[day]
+
+    def dividends_between(self, after: dt.date, through: dt.date
+                          ) -> dict[str, tuple[tuple[dt.date, float], ...]]:
+        """Every symbol's dividends with ex-date in ``(after, through]`` (symbols without
+        one left out), found once per window and shared by every portfolio (read-only)."""
+        cache: dict[tuple[dt.date, dt.date], dict[str, tuple[tuple[dt.date, float], ...]]]
+        cache = self._dividends  # type: ignore[attr-defined]
+        if (after, through) not in cache:
+            found = {}
+            for sym, paid in self.dividends.items():
+                hits = tuple((d, v) for d, v in paid if after < d <= through)
+                if hits:
+                    found[sym] = hits
+            cache[(after, through)] = found
+        return cache[(after, through)]
 
     def column(self, symbol: str) -> int | None:
         col: dict[str, int] = self._col  # type: ignore[attr-defined]
@@ -109,7 +140,17 @@ class PortfolioAnalytics:
     correlation: CorrelationSummary | None
     correlation_symbols: list[str]
     stress: list[ScenarioImpact]
-    position_betas: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    position_beta_rows: tuple[Sequence[str], Sequence[str], np.ndarray] = ((), (), np.empty((0, 0)))
+    """(open position ids, factors, their (P, F) betas, NaN = none): see ``position_betas``."""
+
+    @property
+    def position_betas(self) -> dict[str, dict[str, float | None]]:
+        """Each open position's betas (factor → beta, None = no value), built on demand: the
+        API's answer shows them, the nightly refresh does not."""
+        ids, factors, betas = self.position_beta_rows
+        return {  # rows as Python floats at once: per-element numpy scalars cost ~10×
+            pid: {f: (b if math.isfinite(b) else None) for f, b in zip(factors, row, strict=True)}
+            for pid, row in zip(ids, betas.tolist(), strict=True)}
 
 
 def apply_scenarios(exposures_by_etf: np.ndarray, equity: float, scenarios: ScenarioSet
@@ -130,7 +171,15 @@ def apply_scenarios(exposures_by_etf: np.ndarray, equity: float, scenarios: Scen
 
 
 def _split_map(data: SymbolData, holdings: Sequence[Holding]) -> dict[str, list]:
-    return {h.symbol: list(data.splits.get(h.symbol, ())) for h in holdings}
+    """The holdings' splits by symbol (symbols without one left out)."""
+    if not data.splits:
+        return {}
+    out: dict[str, list] = {}
+    for h in holdings:
+        hits = data.splits.get(h.symbol)
+        if hits:
+            out[h.symbol] = list(hits)
+    return out
 
 
 def _dividend_map(data: SymbolData, holdings: Sequence[Holding], after: dt.date | None,
@@ -139,12 +188,8 @@ def _dividend_map(data: SymbolData, holdings: Sequence[Holding], after: dt.date 
     snapshots can earn), symbols without one left out."""
     if after is None or not data.dividends:
         return {}
-    out: dict[str, list] = {}
-    for sym in {h.symbol for h in holdings}:
-        hits = [(d, v) for d, v in data.dividends.get(sym, ()) if after < d <= through]
-        if hits:
-            out[sym] = hits
-    return out
+    paid = data.dividends_between(after, through)
+    return {sym: list(paid[sym]) for sym in {h.symbol for h in holdings} if sym in paid}
 
 
 def analyse_portfolio(
@@ -174,9 +219,9 @@ def analyse_portfolio(
     dividends = _dividend_map(data, holdings, previous_day or days[0], days[-1])
     snapshots: list[Snapshot] = []
     prev_day, prev_equity = previous_day, previous_equity
-    prev_closes = data.closes_on(prev_day) if prev_day else None
+    prev_closes = data.decimal_closes_on(prev_day) if prev_day else None
     for day in days:
-        closes = data.closes_on(day)
+        closes = data.decimal_closes_on(day)
         snap = value_portfolio(
             holdings, day, cash, closes, prev_day=prev_day, prev_closes=prev_closes,
             previous_equity=prev_equity, splits=splits, dividends=dividends,
@@ -213,14 +258,10 @@ def analyse_portfolio(
         dollars = {f: float(x) for f, x in zip(factor_agg.factors, factor_agg.dollar_exposure,
                                                strict=True) if np.isfinite(x)}
         stress = apply_scenarios(stress_exposures(dollars, scenarios.cov), equity, scenarios)
-    position_betas = {  # rows as Python floats at once: per-element numpy scalars cost ~10×
-        pid: {f: (b if math.isfinite(b) else None) for f, b in zip(data.factors, row, strict=True)}
-        for pid, row in zip(open_ids, betas.tolist(), strict=True)
-    }
     return PortfolioAnalytics(
         snapshots=snapshots, position_values=dict(last.position_values), factors=factor_agg,
         sectors=sector, correlation=corr, correlation_symbols=corr_symbols, stress=stress,
-        position_betas=position_betas,
+        position_beta_rows=(open_ids, data.factors, betas),
     )
 
 

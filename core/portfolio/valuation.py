@@ -122,6 +122,11 @@ class InvestmentClass(StrEnum):
     """Non-market asset: the manually entered total value."""
 
 
+_ONE = Decimal(1)
+
+_CLASSES = {c.value: c for c in InvestmentClass}
+
+
 def _as_date(d: date) -> date:
     return d.date() if isinstance(d, datetime) else d
 
@@ -130,7 +135,7 @@ def _decimal(name: str, x: object) -> Decimal:
     """``x`` as a finite Decimal; ints are accepted, floats are a caller's mistake."""
     if isinstance(x, bool) or not isinstance(x, Decimal | int):
         raise ValueError(f"{name} must be a Decimal (or int), got {type(x).__name__} {x!r}")
-    d = Decimal(x)
+    d = x if type(x) is Decimal else Decimal(x)  # Decimals are immutable: no copy needed
     if not d.is_finite():
         raise ValueError(f"{name} must be finite, got {d}")
     return d
@@ -196,11 +201,12 @@ class Holding:
         if not isinstance(self.symbol, str) or not self.symbol:
             raise ValueError(f"position {pid}: symbol must be a non-empty string")
         try:
-            cls = InvestmentClass(self.investment_class)
-        except ValueError:
+            cls = _CLASSES.get(self.investment_class)
+        except TypeError:  # unhashable
+            cls = None
+        if cls is None:
             raise ValueError(
-                f"position {pid}: unknown investment_class {self.investment_class!r}"
-            ) from None
+                f"position {pid}: unknown investment_class {self.investment_class!r}")
         set_ = object.__setattr__
         set_(self, "investment_class", cls)
         set_(self, "quantity", _decimal(f"position {pid}: quantity", self.quantity))
@@ -253,7 +259,7 @@ class Holding:
     @property
     def multiplier(self) -> Decimal:
         """Value per unit of price and quantity: 100 for OPTIONS, else 1."""
-        return OPTION_MULTIPLIER if self.investment_class is InvestmentClass.OPTIONS else Decimal(1)
+        return OPTION_MULTIPLIER if self.investment_class is InvestmentClass.OPTIONS else _ONE
 
 
 @dataclass(frozen=True)
@@ -397,6 +403,8 @@ def held_quantity(holding: Holding, day: date, splits: Splits | None = None) -> 
     ValueError
         If a split ratio is not a finite number > 0.
     """
+    if not splits or not splits.get(holding.symbol):
+        return holding.quantity  # = quantity × 1, without a context (the common case)
     factor = _split_factor(holding, _as_date(day), splits)
     with localcontext() as ctx:
         ctx.prec = _PRECISION
@@ -421,7 +429,25 @@ def cost_basis(holding: Holding) -> Decimal:
     """
     with localcontext() as ctx:
         ctx.prec = _PRECISION
-        return _money(holding.quantity * holding.entry_price * holding.multiplier)
+        return _cost_basis_in_context(holding)
+
+
+def _cost_basis_in_context(holding: Holding) -> Decimal:
+    """:func:`cost_basis` computed in the caller's Decimal context (``_PRECISION``)."""
+    return _money(holding.quantity * holding.entry_price * holding.multiplier)
+
+
+def decimal_closes(closes: Mapping[str, PriceLike]) -> dict[str, Decimal]:
+    """``closes`` as the valuation reads them (see :func:`value_portfolio`), converted once:
+    symbol → Decimal close, symbols without a usable price left out. Valuing many
+    portfolios on one day from this mapping gives the same results as from ``closes``
+    without converting each close again for every holding."""
+    out = {}
+    for symbol, x in closes.items():
+        p = _price(x)
+        if p is not None:
+            out[symbol] = p
+    return out
 
 
 def _price(x: object) -> Decimal | None:
@@ -725,7 +751,7 @@ def _end_of_day_book(
         if v is None:
             missing.add(h.symbol)
             continue
-        cost += cost_basis(h)
+        cost += _cost_basis_in_context(h)
         if v > 0:
             long_ += v
         else:
