@@ -158,6 +158,17 @@ def bulk(value: T) -> quote[T]:
     return quote(value)
 
 
+def shared(value: T) -> T | quote[T]:
+    """``value`` (a large parameter every mapped chunk task shares) quoted as by :func:`bulk`
+    on the thread runner, so Prefect does not walk it once per chunk; left as it is on a
+    Dask runner, whose workers would receive the quote as a plain tuple."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    threads = context is not None and type(context.task_runner) is ThreadPoolTaskRunner
+    return quote(value) if threads else value
+
+
 _slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 _slots_lock = threading.Lock()
 

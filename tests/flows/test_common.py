@@ -26,3 +26,29 @@ def test_bulk_values_are_quoted_and_unwrap_unchanged() -> None:
     universe = [f"S{i}" for i in range(10_000)]
     quoted = bulk(universe)
     assert isinstance(quoted, quote) and quoted.unquote() is universe
+
+
+def test_shared_parameters_are_quoted_on_the_thread_runner_only(prefect_harness: None) -> None:
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.common import shared
+
+    class OtherRunner(ThreadPoolTaskRunner):  # stands for Dask: not the plain thread pool
+        pass
+
+    data = {"sectors": {f"S{i}": "Tech" for i in range(1000)}}
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    def on_threads() -> object:
+        return shared(data)
+
+    quoted = on_threads()
+    assert isinstance(quoted, quote) and quoted.unquote() is data
+    assert shared(data) is data  # outside a flow run
+
+    @flow(task_runner=OtherRunner(max_workers=1))
+    def elsewhere() -> object:
+        return shared(data)
+
+    assert elsewhere() is data
