@@ -26,7 +26,7 @@ from core import calendar, run_lock
 from core.db.engine import flow_engine, reading, transaction
 from core.db.models import RunStatus
 from core.faults import fault_point
-from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolio
+from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolios
 from core.portfolio.risk import RiskBook, RiskData, risk_figures
 from core.portfolio.valuation import InvestmentClass
 from core.portfolio_rows import analytics_rows, positions_hash, risk_book, risk_row
@@ -304,12 +304,14 @@ async def refresh_chunk(
         "positions": [], "risk": []}
     done: list[tuple[str, dt.date]] = []
     books: dict[str, RiskBook] = {}
-    for w in work:
-        if w.id in invalid:
-            continue
+    todo = [w for w in work if w.id not in invalid]
+    results = analyse_portfolios(
+        [(holdings[w.id], w.cash, w.days, w.previous_day, w.previous_equity) for w in todo],
+        data, scenarios)
+    for w, result in zip(todo, results, strict=True):
         try:
-            result = analyse_portfolio(holdings[w.id], w.cash, w.days, data, scenarios,
-                                       w.previous_day, w.previous_equity)
+            if isinstance(result, Exception):
+                raise result
             rows = analytics_rows(w.id, result)
             if w.days[-1] == as_of:
                 books[w.id] = risk_book(holdings[w.id], result, data.splits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import numpy as np
@@ -24,7 +24,11 @@ from core.portfolio.valuation import (
     decimal_closes,
     value_portfolio,
 )
-from core.risk.correlation import CorrelationSummary, correlation_summary
+from core.risk.correlation import (
+    CorrelationSummary,
+    correlation_summaries,
+    correlation_summary,
+)
 from core.risk.stress import stress_exposures
 
 CORRELATION_WINDOW = 90
@@ -140,6 +144,8 @@ class PortfolioAnalytics:
     correlation: CorrelationSummary | None
     correlation_symbols: list[str]
     stress: list[ScenarioImpact]
+    correlation_window: CorrelationWindow | None = None
+    """The correlation's inputs, while :func:`analyse_portfolios` computes it (else None)."""
     position_beta_rows: tuple[Sequence[str], Sequence[str], np.ndarray] = ((), (), np.empty((0, 0)))
     """(open position ids, factors, their (P, F) betas, NaN = none): see ``position_betas``."""
 
@@ -213,6 +219,17 @@ def analyse_portfolio(
     large portfolio it is most of the work, and an answer that does not show it need not
     wait for it.
     """
+    return _analyse(holdings, cash, days, data, scenarios, previous_day, previous_equity,
+                    correlations=correlations, defer=False)
+
+
+def _analyse(
+    holdings: Sequence[Holding], cash: Decimal, days: Sequence[dt.date], data: SymbolData,
+    scenarios: ScenarioSet | None, previous_day: dt.date | None,
+    previous_equity: Decimal | None, *, correlations: bool, defer: bool,
+) -> PortfolioAnalytics:
+    """:func:`analyse_portfolio`; with ``defer``, the correlation summary is left to the
+    caller (its inputs in ``correlation_window``)."""
     if not days:
         raise ValueError("analyse_portfolio needs at least one day")
     splits = _split_map(data, holdings)
@@ -251,8 +268,13 @@ def analyse_portfolio(
 
     corr: CorrelationSummary | None = None
     corr_symbols: list[str] = []
+    window: CorrelationWindow | None = None
     if correlations:
-        corr, corr_symbols = _correlations(holdings, last, data, mv, open_ids, equity)
+        window = correlation_window(holdings, last, data, mv, open_ids, equity)
+        corr_symbols = window.symbols
+        if window.returns is not None and window.weights is not None and not defer:
+            corr = correlation_summary(window.returns, window.weights,
+                                       min_overlap=MIN_PAIR_OVERLAP)
     stress: list[ScenarioImpact] = []
     if scenarios is not None and factor_agg is not None:
         dollars = {f: float(x) for f, x in zip(factor_agg.factors, factor_agg.dollar_exposure,
@@ -262,14 +284,69 @@ def analyse_portfolio(
         snapshots=snapshots, position_values=dict(last.position_values), factors=factor_agg,
         sectors=sector, correlation=corr, correlation_symbols=corr_symbols, stress=stress,
         position_beta_rows=(open_ids, data.factors, betas),
+        correlation_window=window if defer else None,
     )
 
 
-def _correlations(
+@dataclass(frozen=True)
+class CorrelationWindow:
+    """What a portfolio's correlation summary is computed from: its priced symbols (sorted),
+    and, when there are at least two and the day has prices, their (T, P) log returns over
+    the window and their weights (value / equity)."""
+
+    symbols: list[str]
+    returns: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+
+def analyse_portfolios(
+    portfolios: Sequence[tuple[Sequence[Holding], Decimal, Sequence[dt.date], dt.date | None,
+                               Decimal | None]],
+    data: SymbolData,
+    scenarios: ScenarioSet | None,
+) -> list[PortfolioAnalytics | Exception]:
+    """:func:`analyse_portfolio` of each ``(holdings, cash, days, previous_day,
+    previous_equity)``, in order, with the correlation summaries of all computed together
+    (``correlation_summaries``: equal results, a fraction of numpy's per-call cost); a
+    portfolio whose analysis fails gets its exception instead of a result."""
+    results: list[PortfolioAnalytics | Exception] = []
+    for holdings, cash, days, previous_day, previous_equity in portfolios:
+        try:
+            results.append(_analyse(holdings, cash, days, data, scenarios, previous_day,
+                                    previous_equity, correlations=True, defer=True))
+        except Exception as exc:  # one portfolio never stops the others
+            results.append(exc)
+    pending: list[int] = []
+    windows: list[tuple[np.ndarray, np.ndarray]] = []
+    for k, r in enumerate(results):
+        w = r.correlation_window if isinstance(r, PortfolioAnalytics) else None
+        if w is not None and w.returns is not None and w.weights is not None:
+            pending.append(k)
+            windows.append((w.returns, w.weights))
+    try:
+        summaries: list[CorrelationSummary | Exception] = list(
+            correlation_summaries(windows, min_overlap=MIN_PAIR_OVERLAP))
+    except Exception:  # find the culprit(s): each alone
+        summaries = []
+        for returns, weights in windows:
+            try:
+                summaries.append(correlation_summary(returns, weights,
+                                                     min_overlap=MIN_PAIR_OVERLAP))
+            except Exception as exc:
+                summaries.append(exc)
+    for k, summary in zip(pending, summaries, strict=True):
+        results[k] = summary if isinstance(summary, Exception) else replace(
+            results[k], correlation=summary)  # type: ignore[type-var]
+    return [replace(r, correlation_window=None) if isinstance(r, PortfolioAnalytics) else r
+            for r in results]
+
+
+def correlation_window(
     holdings: Sequence[Holding], last: Snapshot, data: SymbolData, mv: np.ndarray,
     open_ids: list[str], equity: float,
-) -> tuple[CorrelationSummary | None, list[str]]:
-    """Correlation of the priced positions over the last 90 sessions of log returns.
+) -> CorrelationWindow:
+    """The inputs of the correlation of the priced positions over the last 90 sessions of
+    log returns (:class:`CorrelationWindow`).
 
     Positions in the same symbol are merged (their values add up).
     """
@@ -283,11 +360,11 @@ def _correlations(
             value_by_symbol[h.symbol] = value_by_symbol.get(h.symbol, 0.0) + mv[i]
     symbols = sorted(value_by_symbol)
     if len(symbols) < 2 or last.day not in data.sessions:
-        return None, symbols
+        return CorrelationWindow(symbols)
     e = data.sessions.index(last.day)
     lo = max(0, e - CORRELATION_WINDOW)
     cols = [c for c in (data.column(s) for s in symbols) if c is not None]
     prices = data.adj_close[lo : e + 1][:, cols]  # shape: (≤91, P)
     rets = log_returns(prices)
     weights = np.array([value_by_symbol[s] for s in symbols]) / (equity if equity else 1.0)
-    return correlation_summary(rets, weights, min_overlap=MIN_PAIR_OVERLAP), symbols
+    return CorrelationWindow(symbols, rets, weights)

@@ -13,7 +13,9 @@ in Frobenius norm (found by Qi & Sun's Newton method).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -127,33 +129,43 @@ def pairwise_correlation(
         raise ValueError(f"returns must be 2-D (T, P), got shape {x.shape}")
     if int(min_overlap) < 1:
         raise ValueError(f"min_overlap must be at least 1, got {min_overlap}")
-    p = x.shape[1]
-    valid = np.isfinite(x)  # shape: (T, P)
-    m = valid.astype(np.float64)
-    count = m.sum(axis=0)  # shape: (P,)
-    col_mean = np.divide(
-        np.where(valid, x, 0.0).sum(axis=0), count, out=np.zeros(p), where=count > 0
-    )
-    xc = np.where(valid, x - col_mean, 0.0)  # shape: (T, P), centered, 0 where missing
+    corr, n_overlap = _pairwise(x[None], int(min_overlap))
+    return corr[0], n_overlap[0]
 
-    n = m.T @ m  # shape: (P, P)
-    s = xc.T @ m  # s[i, j] = sum of column i over the rows where i and j are valid
-    q = (xc * xc).T @ m
-    c = xc.T @ xc
-    c = 0.5 * (c + c.T)
+
+def _pairwise(x: FloatArray, min_overlap: int) -> tuple[FloatArray, IntArray]:
+    """:func:`pairwise_correlation` of a stack of windows of one shape, (N, T, P) → (N, P, P):
+    the same operations on each window (each slice's products are the same BLAS calls)."""
+    p = x.shape[2]
+    valid = np.isfinite(x)  # shape: (N, T, P)
+    m = valid.astype(np.float64)
+    count = m.sum(axis=1)  # shape: (N, P)
+    col_mean = np.divide(
+        np.where(valid, x, 0.0).sum(axis=1), count, out=np.zeros(count.shape), where=count > 0
+    )
+    xc = np.where(valid, x - col_mean[:, None, :], 0.0)  # centered, 0 where missing
+
+    def t(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return a.transpose(0, 2, 1)
+
+    n = t(m) @ m  # shape: (N, P, P)
+    s = t(xc) @ m  # s[i, j] = sum of column i over the rows where i and j are valid
+    q = t(xc * xc) @ m
+    c = t(xc) @ xc
+    c = 0.5 * (c + t(c))
     n_overlap = np.rint(n).astype(np.int64)
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        cov = c - s * s.T / n
+        cov = c - s * t(s) / n
         var = q - s * s / n  # var[i, j]: centered sum of squares of i over the overlap
-        mean = col_mean[:, None] + s / n  # pairwise mean of column i
+        mean = col_mean[:, :, None] + s / n  # pairwise mean of column i
         const = is_constant(var / n, mean, n)
-        const = const | const.T
-        corr = cov / np.sqrt(var * var.T)
-    ok = (n_overlap >= int(min_overlap)) & ~const & np.isfinite(corr)
+        const = const | t(const)
+        corr = cov / np.sqrt(var * t(var))
+    ok = (n_overlap >= min_overlap) & ~const & np.isfinite(corr)
     corr = np.where(ok, np.clip(corr, -1.0, 1.0), np.nan)
-    diag = np.diagonal(ok).copy()
-    np.fill_diagonal(corr, np.where(diag, 1.0, np.nan))
+    diag = np.arange(p)
+    corr[:, diag, diag] = np.where(ok[:, diag, diag], 1.0, np.nan)
     return corr, n_overlap
 
 
@@ -383,58 +395,96 @@ def correlation_summary(
     correlation and the clusters use the reported ``matrix`` (so they agree with what
     is shown), restricted to pairs that had a value.
     """
-    x = np.asarray(returns, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] < 1:
-        raise ValueError(f"returns must be 2-D (T, P) with P >= 1, got shape {x.shape}")
-    p = x.shape[1]
-    if w.shape != (p,):
-        raise ValueError(f"weights must have shape ({p},), got {w.shape}")
-    if not np.isfinite(w).all():
-        raise ValueError("weights must be finite")
+    return correlation_summaries([(returns, weights)], min_overlap, cluster_threshold)[0]
+
+
+def correlation_summaries(
+    windows: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]],
+    min_overlap: int = MIN_OVERLAP,
+    cluster_threshold: float = CLUSTER_THRESHOLD,
+) -> list[CorrelationSummary]:
+    """:func:`correlation_summary` of many portfolios at once, one per ``(returns, weights)``
+    of ``windows``, in order: the same operations, run on stacks of the windows of one
+    shape (numpy's per-call cost, not the arithmetic, dominates a 25-position window), so
+    each result equals the portfolio's own :func:`correlation_summary`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`correlation_summary`, for the first window that breaks a rule.
+    """
     if not 0.0 < cluster_threshold <= 1.0:
         raise ValueError(f"cluster_threshold must be in (0, 1], got {cluster_threshold}")
+    if int(min_overlap) < 1:
+        raise ValueError(f"min_overlap must be at least 1, got {min_overlap}")
+    groups: dict[tuple[int, int], list[int]] = {}
+    checked: list[tuple[FloatArray, FloatArray]] = []
+    for k, (returns, weights) in enumerate(windows):
+        x = np.asarray(returns, dtype=np.float64)
+        w = np.asarray(weights, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] < 1:
+            raise ValueError(f"returns must be 2-D (T, P) with P >= 1, got shape {x.shape}")
+        p = x.shape[1]
+        if w.shape != (p,):
+            raise ValueError(f"weights must have shape ({p},), got {w.shape}")
+        if not np.isfinite(w).all():
+            raise ValueError("weights must be finite")
+        checked.append((x, w))
+        groups.setdefault(x.shape, []).append(k)
+    out: list[CorrelationSummary | None] = [None] * len(checked)
+    for members in groups.values():
+        x = np.stack([checked[k][0] for k in members])  # shape: (N, T, P)
+        w = np.stack([checked[k][1] for k in members])  # shape: (N, P)
+        for k, summary in zip(members, _summaries(x, w, int(min_overlap), cluster_threshold),
+                              strict=True):
+            out[k] = summary
+    return [s for s in out if s is not None]
 
-    raw, n_overlap = pairwise_correlation(x, min_overlap)
-    has_value = np.isfinite(raw)
+
+def _summaries(x: FloatArray, w: FloatArray, min_overlap: int, cluster_threshold: float
+               ) -> list[CorrelationSummary]:
+    """The summaries of a stack of windows of one shape: (N, T, P) returns, (N, P) weights."""
+    n_windows, p = x.shape[0], x.shape[2]
+    raw, n_overlap = _pairwise(x, min_overlap)
+    has_value = np.isfinite(raw)  # shape: (N, P, P)
     off = ~np.eye(p, dtype=bool)
-    iu, ju = np.nonzero(np.triu(~has_value, k=1))
-    insufficient = [(int(i), int(j)) for i, j in zip(iu, ju, strict=True)]
+    upper = np.triu(np.ones((p, p), dtype=bool), k=1)
+    kw, iu, ju = np.nonzero(~has_value & upper)
+    insufficient: list[list[tuple[int, int]]] = [[] for _ in range(n_windows)]
+    for k, i, j in zip(kw.tolist(), iu.tolist(), ju.tolist(), strict=True):
+        insufficient[k].append((i, j))
 
     filled = np.where(has_value, raw, 0.0)
-    np.fill_diagonal(filled, 1.0)
-    repaired = bool(np.linalg.eigvalsh(filled)[0] < REPAIR_EIGENVALUE_TOL)
-    matrix = nearest_correlation(filled) if repaired else filled
+    diag = np.arange(p)
+    filled[:, diag, diag] = 1.0
+    repaired = (np.linalg.eigvalsh(filled)[:, 0] < REPAIR_EIGENVALUE_TOL).tolist()
 
-    pairs = has_value & off  # shape: (P, P)
-    aw = np.abs(w)
-    ww = np.outer(aw, aw) * pairs
-    denom = float(ww.sum())
-    average = float((ww * matrix).sum() / denom) if denom > 0 else float("nan")
+    pairs = has_value & off
+    aw = np.abs(w)  # shape: (N, P)
+    total = aw.sum(axis=1)
+    out = []
+    for k in range(n_windows):
+        matrix = nearest_correlation(filled[k]) if repaired[k] else filled[k]
+        ww = np.outer(aw[k], aw[k]) * pairs[k]
+        denom = float(ww.sum())
+        average = float((ww * matrix).sum() / denom) if denom > 0 else float("nan")
 
-    edges = pairs & (np.abs(matrix) >= cluster_threshold)
-    clusters: list[list[int]] = []
-    if edges.any():  # most portfolios have no highly correlated pair: skip the graph work
-        n_comp, labels = _components(edges)
-        members = [np.flatnonzero(labels == k) for k in range(n_comp)]
-        clusters = sorted(
-            ([int(i) for i in idx] for idx in members if idx.size >= 2), key=lambda c: c[0]
-        )
+        edges = pairs[k] & (np.abs(matrix) >= cluster_threshold)
+        clusters: list[list[int]] = []
+        if edges.any():  # most portfolios have no highly correlated pair: skip the graph work
+            n_comp, labels = _components(edges)
+            members = [np.flatnonzero(labels == c) for c in range(n_comp)]
+            clusters = sorted(
+                ([int(i) for i in idx] for idx in members if idx.size >= 2), key=lambda c: c[0]
+            )
 
-    total = float(aw.sum())
-    if total > 0:
-        a = aw / total
-        effective = float(1.0 / np.sum(a * a))
-    else:
-        effective = float("nan")
-
-    return CorrelationSummary(
-        matrix=matrix,
-        raw=raw,
-        n_overlap=n_overlap,
-        average_correlation=average,
-        clusters=clusters,
-        effective_positions=effective,
-        insufficient_pairs=insufficient,
-        repaired=repaired,
-    )
+        if total[k] > 0:
+            a = aw[k] / total[k]
+            effective = float(1.0 / np.sum(a * a))
+        else:
+            effective = float("nan")
+        out.append(CorrelationSummary(
+            matrix=matrix, raw=raw[k], n_overlap=n_overlap[k], average_correlation=average,
+            clusters=clusters, effective_positions=effective,
+            insufficient_pairs=insufficient[k], repaired=bool(repaired[k])))
+    return out

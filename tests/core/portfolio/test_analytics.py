@@ -8,7 +8,13 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolio, apply_scenarios
+from core.portfolio.analytics import (
+    ScenarioSet,
+    SymbolData,
+    analyse_portfolio,
+    analyse_portfolios,
+    apply_scenarios,
+)
 from core.portfolio.valuation import Holding, InvestmentClass
 from core.risk.stress import FACTOR_ETFS
 
@@ -71,3 +77,36 @@ def test_apply_scenarios_is_exposure_times_move() -> None:
     assert impacts[0].pnl_pct == pytest.approx(-0.1 * x.sum() / 200.0)
     assert impacts[0].contributions["SPY"] == pytest.approx(-0.1)
     assert apply_scenarios(x, 0.0, _scenarios())[0].pnl_pct is None
+
+
+def test_many_portfolios_at_once_equal_each_alone() -> None:
+    """The nightly batch (``analyse_portfolios``) gives each portfolio exactly its own
+    analysis (correlations included), in order; a portfolio that fails gets its error and
+    costs the others nothing."""
+    data, scenarios = _data(), _scenarios()
+    long_short = [Holding("h1", "AAA", Decimal(10), D1, Decimal(90)),
+                  Holding("h2", "BBB", Decimal(-20), D1, Decimal(55))]
+    one_symbol = [Holding("h3", "AAA", Decimal(5), D1, Decimal(95))]
+    books = [(long_short, Decimal(1000), [D1, D2], None, None),
+             (one_symbol, Decimal(0), [D2], D1, Decimal(500)),
+             (long_short, Decimal(7), [], None, None),  # no day: fails
+             (long_short[::-1], Decimal(-50), [D2], D1, Decimal(900))]
+    together = analyse_portfolios(books, data, scenarios)
+    assert isinstance(together[2], ValueError)
+    for k in (0, 1, 3):
+        holdings, cash, days, prev_day, prev_equity = books[k]
+        alone = analyse_portfolio(holdings, cash, days, data, scenarios, prev_day, prev_equity)
+        got = together[k]
+        assert not isinstance(got, Exception)
+        assert got.snapshots == alone.snapshots and got.stress == alone.stress
+        assert got.position_betas == alone.position_betas
+        assert got.correlation_symbols == alone.correlation_symbols
+        assert got.correlation_window is None
+        if alone.correlation is None:
+            assert got.correlation is None
+        else:
+            assert got.correlation is not None
+            np.testing.assert_array_equal(got.correlation.matrix, alone.correlation.matrix)
+            assert got.correlation.average_correlation == alone.correlation.average_correlation
+    assert together[1].correlation is None  # type: ignore[union-attr]  # one symbol
+    assert together[0].correlation is not None  # type: ignore[union-attr]

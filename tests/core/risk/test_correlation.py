@@ -18,6 +18,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy.optimize import minimize
 
 from core.risk.correlation import (
+    correlation_summaries,
     correlation_summary,
     nearest_correlation,
     pairwise_correlation,
@@ -320,3 +321,44 @@ def test_components_equal_scipys_graph_search(p: int, density: float, seed: int)
     assert groups == sorted(tuple(np.flatnonzero(ref == k)) for k in range(n_ref))
     firsts = [int(np.flatnonzero(labels == k)[0]) for k in range(n)]
     assert firsts == sorted(firsts)
+
+
+def _assert_same_summary(a, b) -> None:  # noqa: ANN001 - two CorrelationSummary
+    assert_array_equal(a.matrix, b.matrix)  # bit for bit (NaN where NaN)
+    assert_array_equal(a.raw, b.raw)
+    assert_array_equal(a.n_overlap, b.n_overlap)
+    assert (a.clusters, a.insufficient_pairs, a.repaired) == (
+        b.clusters, b.insufficient_pairs, b.repaired)
+    for x, y in ((a.average_correlation, b.average_correlation),
+                 (a.effective_positions, b.effective_positions)):
+        assert x == y or (np.isnan(x) and np.isnan(y))
+
+
+def test_summaries_of_many_windows_equal_each_window_alone() -> None:
+    """Stacked windows (the nightly refresh's batch) give, bit for bit, what each window
+    gives alone (an instant answer), in order, whatever the mix of shapes, gaps, repairs,
+    clusters and zero weights; and the single summary agrees with pandas on the raw
+    matrix (the independent reference)."""
+    rng = np.random.default_rng(7)
+    windows = []
+    for seed in range(6):
+        windows.append((_returns(seed), rng.normal(0, 0.1, 14)))
+        windows.append((_returns(seed, p=6), rng.normal(0, 0.1, 6)))
+    windows.insert(3, (_non_psd_returns(), np.array([0.5, 0.3, 0.2])))
+    windows.insert(5, (_returns(9, p=7), np.zeros(7)))
+    together = correlation_summaries(windows)
+    assert len(together) == len(windows)
+    for (x, w), s in zip(windows, together, strict=True):
+        _assert_same_summary(s, correlation_summary(x, w))
+        expected = pd.DataFrame(x).corr(min_periods=20).to_numpy()
+        assert_allclose(s.raw, expected, rtol=0, atol=1e-12)
+    assert any(s.repaired for s in together) and any(s.clusters for s in together)
+    assert correlation_summaries([]) == []
+
+
+def test_summaries_name_the_first_bad_window() -> None:
+    good = (_returns(0), np.ones(14))
+    with pytest.raises(ValueError, match="weights must be finite"):
+        correlation_summaries([good, (_returns(1), np.full(14, np.nan))])
+    with pytest.raises(ValueError, match="2-D"):
+        correlation_summaries([good, (np.zeros(5), np.ones(1))])
