@@ -8,8 +8,7 @@ portfolio flow for one day with everything persisted (snapshots, position values
 factor and sector exposures, correlation matrices, stress results, risk rows), and its
 floor on the same database right after (``refresh_floor_s``, ``refresh_vs_floor``): the time
 to read exactly the rows the refresh needs and to write exactly the rows it wrote
-(:func:`refresh_floor`). ``peak_rss_mb`` is this process's; with analysis workers
-(``FACTORFLOW_REFRESH_PROCESSES``), ``analysis_worker_peak_rss_mb`` is the largest of theirs.
+(:func:`refresh_floor`).
 """
 
 from __future__ import annotations
@@ -103,8 +102,6 @@ def main() -> int:
         "refresh_floor_parts": floor,
         "refresh_vs_floor": round(refresh_s / floor["floor_s"], 2),
         "peak_rss_mb": rss,
-        "analysis_workers": counts.get("analysis_workers", 0),
-        "analysis_worker_peak_rss_mb": counts.get("analysis_worker_peak_rss_mb"),
         "workdir": str(workdir) if args.keep else None,
     }
     report(out, args.json)

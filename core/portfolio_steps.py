@@ -10,7 +10,6 @@ service and no Prefect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,7 +28,7 @@ from core.db.models import RunStatus
 from core.faults import fault_point
 from core.portfolio.analytics import ScenarioSet, SymbolData, analyse_portfolios
 from core.portfolio.risk import RiskBook, RiskData, risk_figures
-from core.portfolio.valuation import Holding, InvestmentClass
+from core.portfolio.valuation import InvestmentClass
 from core.portfolio_rows import analytics_rows, positions_hash, risk_book, risk_row
 from core.repositories import batch_runs
 from core.repositories import portfolios as portfolio_repo
@@ -211,12 +210,6 @@ _risk_data: dict[tuple[int, str, dt.date],
 _risk_data_lock = threading.Lock()
 
 
-async def risk_data_for(data: SymbolData, day: dt.date, engine: AsyncEngine | None = None
-                        ) -> RiskData:
-    """The risk model's data of ``data``'s symbols at ``day`` (:func:`_risk_data_for`)."""
-    return await _risk_data_for(data, day, engine or flow_engine())
-
-
 async def _risk_data_for(data: SymbolData, day: dt.date, engine: AsyncEngine) -> RiskData:
     """The risk model's data of ``data``'s symbols at ``day``, loaded once per ``data``
     object (a run shares one ``data`` across its chunks, as it shares the symbol data):
@@ -269,38 +262,53 @@ class RefreshReport:
         self.write_seconds += other.write_seconds
 
 
-@dataclass
-class ChunkAnalysis:
-    """What the analysis of one chunk hands to its write: the rows by table (as
-    ``analytics_rows`` and ``risk_row`` make them), the (portfolio, last day) of each
-    portfolio analysed, the counts and failures (``report``, its times left at 0) and the
-    analysed portfolios' position ids."""
-
-    tables: dict[str, list[dict[str, Any]]]
-    done: list[tuple[str, dt.date]]
-    report: RefreshReport
-    position_ids: dict[str, list[str]]
-    """Each analysed portfolio's position ids (to leave its rows out of the write)."""
+async def portfolio_symbols(engine: AsyncEngine | None = None) -> list[str]:
+    """Symbols held (PUBLIC/OPTIONS) by portfolios that are not deleted."""
+    async with reading(engine or flow_engine()) as conn:
+        return await portfolio_repo.held_symbols(conn)
 
 
-def analyse_chunk(
-    work: Sequence[PortfolioWork], holdings: dict[str, list[Holding]], as_of: dt.date,
-    scenarios: ScenarioSet, data: SymbolData, risk_data: RiskData,
-) -> ChunkAnalysis:
+async def refresh_chunk(
+    work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
+    data: SymbolData | None = None, engine: AsyncEngine | None = None, *, _attempt: int = 1,
+) -> RefreshReport:
     """Snapshots, position values, factor/sector aggregation, correlations, stress tests and
-    the risk answer at ``as_of`` of a chunk's portfolios (pure: no I/O, picklable in and
-    out, so it may run in another process). A portfolio whose analysis fails is reported
-    in ``report.failed`` and has no rows; the others are unaffected."""
-    report = RefreshReport(portfolios=0)
+    the risk answer at ``as_of`` for a chunk of portfolios, written in one transaction. A
+    failing portfolio is reported and skipped; the others are stored. ``data`` (symbol data
+    shared by every chunk of a run) is loaded for the chunk's symbols when not given; the
+    risk model's data is loaded once per ``data`` (:func:`_risk_data_for`).
+
+    The write locks the chunk's portfolio rows first (the lock order of every portfolio
+    write, see ``portfolio_repo.portfolio_versions``); a portfolio changed through the API
+    after it was read is not written from its outdated analysis but analysed again."""
+    engine = engine or flow_engine()
+    report = RefreshReport(portfolios=len(work))
+    t0 = time.perf_counter()
+    ids = [w.id for w in work]
+    async with reading(engine) as conn:
+        # versions before positions: a change committed in between shows as a new version
+        seen = await portfolio_repo.portfolio_versions(conn, ids)
+        holdings, invalid = await portfolio_repo.load_holdings(conn, ids)
+    report.failed.update(invalid)
+    symbols = {h.symbol for hs in holdings.values() for h in hs
+               if h.investment_class != InvestmentClass.PRIVATE}
+    first_day = min(d for w in work for d in w.days)
+    if data is None or not symbols <= set(data.symbols) or first_day not in data.sessions:
+        data = await load_symbol_data(sorted(symbols), first_day, as_of, engine)
+    risk_data = await _risk_data_for(data, as_of, engine)
+    report.load_seconds = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
     tables: dict[str, list[dict[str, Any]]] = {
         "snapshots": [], "factors": [], "sectors": [], "correlations": [], "stress": [],
         "positions": [], "risk": []}
     done: list[tuple[str, dt.date]] = []
     books: dict[str, RiskBook] = {}
+    todo = [w for w in work if w.id not in invalid]
     results = analyse_portfolios(
-        [(holdings[w.id], w.cash, w.days, w.previous_day, w.previous_equity) for w in work],
+        [(holdings[w.id], w.cash, w.days, w.previous_day, w.previous_equity) for w in todo],
         data, scenarios)
-    for w, result in zip(work, results, strict=True):
+    for w, result in zip(todo, results, strict=True):
         try:
             if isinstance(result, Exception):
                 raise result
@@ -317,123 +325,33 @@ def analyse_chunk(
         report.snapshots += len(result.snapshots)
         report.partial += sum(1 for s in result.snapshots if s.partial)
     records, risk_failed = _risk_records(books, risk_data)
-    position_ids = {w.id: [h.position_id for h in holdings[w.id]] for w in work}
     if risk_failed:
-        _leave_out(set(risk_failed), position_ids, tables, done, report)
+        _leave_out(set(risk_failed), holdings, tables, done, report)
         report.failed.update(risk_failed)
     cash = {w.id: w.cash for w in work}
     tables["risk"] = [risk_row(pid, as_of, positions_hash(holdings[pid], cash[pid]), record)
                       for pid, record in records.items()]
-    return ChunkAnalysis(tables, done, report, position_ids)
-
-
-async def read_and_analyse(
-    work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
-    data: SymbolData | None, risk_data: RiskData | None, engine: AsyncEngine | None = None,
-) -> ChunkAnalysis | None:
-    """The chunk's holdings read, then :func:`analyse_chunk`; portfolios with an invalid
-    position fail with its reason. ``data`` is used when it covers the chunk's symbols and
-    days, else (or when None) the chunk's own is loaded, with its risk data; when
-    ``risk_data`` is given it must be ``data``'s, and a chunk ``data`` does not cover gives
-    None (the caller analyses it with its own)."""
-    engine = engine or flow_engine()
-    ids = [w.id for w in work]
-    async with reading(engine) as conn:
-        holdings, invalid = await portfolio_repo.load_holdings(conn, ids)
-    symbols = {h.symbol for hs in holdings.values() for h in hs
-               if h.investment_class != InvestmentClass.PRIVATE}
-    first_day = min(d for w in work for d in w.days)
-    if data is None or not symbols <= set(data.symbols) or first_day not in data.sessions:
-        if risk_data is not None:
-            return None
-        data = await load_symbol_data(sorted(symbols), first_day, as_of, engine)
-    if risk_data is None:
-        risk_data = await _risk_data_for(data, as_of, engine)
-    analysis = analyse_chunk([w for w in work if w.id not in invalid], holdings, as_of,
-                             scenarios, data, risk_data)
-    analysis.report.failed.update(invalid)
-    return analysis
-
-
-class ChunkAnalyser(Protocol):
-    """Runs :func:`analyse_chunk` elsewhere (``core.analysis_pool``: worker processes) for
-    the chunks of one run, whose shared inputs it holds."""
-
-    def serves(self, data: SymbolData, scenarios: ScenarioSet, as_of: dt.date) -> bool:
-        """Whether it holds exactly these inputs (else the chunk is analysed here)."""
-        ...
-
-    async def analyse(self, work: Sequence[PortfolioWork]) -> ChunkAnalysis | None:
-        """:func:`read_and_analyse` of ``work`` with the held inputs (None: they do not
-        cover the chunk)."""
-        ...
-
-    def write_turn(self) -> contextlib.AbstractContextManager[Any]:
-        """Held while a chunk of the run writes (one at a time)."""
-        ...
-
-
-async def portfolio_symbols(engine: AsyncEngine | None = None) -> list[str]:
-    """Symbols held (PUBLIC/OPTIONS) by portfolios that are not deleted."""
-    async with reading(engine or flow_engine()) as conn:
-        return await portfolio_repo.held_symbols(conn)
-
-
-async def refresh_chunk(
-    work: Sequence[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
-    data: SymbolData | None = None, engine: AsyncEngine | None = None, *,
-    analyser: ChunkAnalyser | None = None, _attempt: int = 1,
-) -> RefreshReport:
-    """Snapshots, position values, factor/sector aggregation, correlations, stress tests and
-    the risk answer at ``as_of`` for a chunk of portfolios, written in one transaction. A
-    failing portfolio is reported and skipped; the others are stored. ``data`` (symbol data
-    shared by every chunk of a run) is loaded for the chunk's symbols when not given; the
-    risk model's data is loaded once per ``data`` (:func:`_risk_data_for`).
-
-    The write locks the chunk's portfolio rows first (the lock order of every portfolio
-    write, see ``portfolio_repo.portfolio_versions``); a portfolio changed through the API
-    after it was read is not written from its outdated analysis but analysed again."""
-    engine = engine or flow_engine()
-    report = RefreshReport(portfolios=len(work))
-    t0 = time.perf_counter()
-    ids = [w.id for w in work]
-    async with reading(engine) as conn:
-        # versions before positions (read after, here or by the analyser): a change
-        # committed in between shows as a new version
-        seen = await portfolio_repo.portfolio_versions(conn, ids)
-    report.load_seconds = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    analysis = None
-    if analyser is not None and data is not None and analyser.serves(data, scenarios, as_of):
-        analysis = await analyser.analyse(work)
-    if analysis is None:  # no analyser, or its data does not cover the chunk
-        analysis = await read_and_analyse(work, as_of, scenarios, data, None, engine)
-    assert analysis is not None  # without risk data given, the chunk's own is loaded
-    tables, done = analysis.tables, analysis.done
-    report.merge(analysis.report)
     report.compute_seconds = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    with _write_turn(analyser, engine):
-        async with transaction(engine) as conn:
-            now = await portfolio_repo.lock_portfolios(conn, [pid for pid, _ in done])
-            moved = {w.id for w in work if (w.id, w.days[-1]) in done and (
-                w.id not in now or now[w.id] != seen.get(w.id) or now[w.id].cash != w.cash)}
-            if moved:
-                _leave_out(moved, analysis.position_ids, tables, done, report)
-            await portfolio_repo.upsert_snapshots(conn, tables["snapshots"])
-            await portfolio_repo.upsert_factor_exposures(conn, tables["factors"])
-            await portfolio_repo.replace_for_dates(
-                conn, "portfolio_sector_exposures", done, tables["sectors"],
-                key=["portfolio_id", "date", "sector"])
-            await portfolio_repo.upsert_correlations(conn, tables["correlations"])
-            await portfolio_repo.replace_for_dates(
-                conn, "stress_test_results", done, tables["stress"],
-                key=["portfolio_id", "date", "scenario"])
-            await portfolio_repo.update_position_values(conn, tables["positions"])
-            await portfolio_repo.upsert_risk(conn, tables["risk"])
-            await portfolio_repo.invalidate_cache(conn, [pid for pid, _ in done])
+    async with transaction(engine) as conn:
+        now = await portfolio_repo.lock_portfolios(conn, [pid for pid, _ in done])
+        moved = {w.id for w in work if (w.id, w.days[-1]) in done and (
+            w.id not in now or now[w.id] != seen.get(w.id) or now[w.id].cash != w.cash)}
+        if moved:
+            _leave_out(moved, holdings, tables, done, report)
+        await portfolio_repo.upsert_snapshots(conn, tables["snapshots"])
+        await portfolio_repo.upsert_factor_exposures(conn, tables["factors"])
+        await portfolio_repo.replace_for_dates(
+            conn, "portfolio_sector_exposures", done, tables["sectors"],
+            key=["portfolio_id", "date", "sector"])
+        await portfolio_repo.upsert_correlations(conn, tables["correlations"])
+        await portfolio_repo.replace_for_dates(
+            conn, "stress_test_results", done, tables["stress"],
+            key=["portfolio_id", "date", "scenario"])
+        await portfolio_repo.update_position_values(conn, tables["positions"])
+        await portfolio_repo.upsert_risk(conn, tables["risk"])
+        await portfolio_repo.invalidate_cache(conn, [pid for pid, _ in done])
     report.write_seconds = time.perf_counter() - t2
     report.risk = {r["portfolio_id"]: _figures(r) for r in tables["risk"]}
     fault_point("portfolio-refresh:after-first-chunk")  # a chunk is committed, no later one
@@ -441,20 +359,10 @@ async def refresh_chunk(
              if w.id in moved and w.id in now and not now[w.id].deleted]
     if again and _attempt < REFRESH_ATTEMPTS:
         report.merge(await refresh_chunk(again, as_of, scenarios, data, engine,
-                                         analyser=analyser, _attempt=_attempt + 1))
+                                         _attempt=_attempt + 1))
     elif again:
         report.failed.update({w.id: f"changed during {_attempt} analyses" for w in again})
     return report
-
-
-def _write_turn(analyser: ChunkAnalyser | None, engine: AsyncEngine
-                ) -> contextlib.AbstractContextManager[Any]:
-    """With an analyser on SQLite, the analyser's write turn: one chunk writes at a time
-    (two would meet at SQLite's single writer lock, the second sleeping in its busy
-    handler); else nothing to wait for."""
-    if analyser is None or engine.dialect.name != "sqlite":
-        return contextlib.nullcontext()
-    return analyser.write_turn()
 
 
 def _risk_records(books: dict[str, RiskBook], data: RiskData
@@ -486,12 +394,11 @@ REFRESH_ATTEMPTS = 3
 """Analyses of a portfolio that keeps changing through the API during one refresh chunk."""
 
 
-def _leave_out(moved: set[str], position_ids: dict[str, list[str]],
+def _leave_out(moved: set[str], holdings: dict[str, list[Any]],
                tables: dict[str, list[dict[str, Any]]], done: list[tuple[str, dt.date]],
                report: RefreshReport) -> None:
-    """Drop the rows of the ``moved`` portfolios (``position_ids``: their positions) from a
-    chunk's write and its counts."""
-    positions = {p for pid in moved for p in position_ids.get(pid, ())}
+    """Drop the rows of the ``moved`` portfolios from a chunk's write and its counts."""
+    positions = {h.position_id for pid in moved for h in holdings.get(pid, ())}
     snaps = [r for r in tables["snapshots"] if r["portfolio_id"] in moved]
     report.refreshed -= len(moved)
     report.snapshots -= len(snaps)

@@ -78,13 +78,6 @@ class Settings(BaseSettings):
         "Python under the GIL, so on the thread runner more only contend (2,000 portfolios: "
         "14.1 s at 1, 15.6 s at 2, 19.0 s at 4); raise it with Dask (one per worker process).",
     )
-    refresh_processes: int = Field(
-        default=0, ge=0,
-        description="Worker processes that read and analyse the portfolio-refresh chunks "
-        "while the flow's process writes them (core.analysis_pool), for runs of at least "
-        "4 chunks; 0 (the default) analyses in the flow's process. On 2 cores, 2 workers "
-        "took 10,000 portfolios from ~33 s to ~28 s, each worker holding ~340 MB more.",
-    )
     factor_concurrency: int = Field(
         default=1, ge=1,
         description="Symbol-batch factor chunks computed at once in one process. Reading "

@@ -26,7 +26,6 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from core import calendar
-from core.analysis_pool import AnalysisPool
 from core.db.errors import StorageError, is_storage_error, short_error
 from core.db.models import RunStatus
 from core.portfolio.analytics import ScenarioSet, SymbolData
@@ -41,7 +40,6 @@ from core.portfolio_steps import (
     portfolio_symbols,
     record_refused_run,
     refresh_chunk,
-    risk_data_for,
     unlock_refresh,
     wait_for_symbol_batch,
 )
@@ -94,51 +92,12 @@ def symbol_data(work: list[PortfolioWork], as_of: dt.date) -> SymbolData | None:
 @task(name="refresh-portfolios", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
       task_run_name="refresh-{work[0].id}")
 def refresh(
-    work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet, data: SymbolData | None,
-    pool_key: str | None = None,
+    work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet, data: SymbolData | None
 ) -> RefreshReport:
     """Refresh one chunk of portfolios (at most ``refresh_concurrency`` at once in this
-    process, or one more than the run's analysis workers: the others wait, idle, for a
-    slot). ``pool_key`` names the run's analysis pool (None, or a task in another process:
-    analysed here)."""
-    pool = _pools.get(pool_key) if pool_key else None
-    with _refresh_slots(pool):
-        return asyncio.run(refresh_chunk(work, as_of, scenarios, data, analyser=pool))
-
-
-_pools: dict[str, AnalysisPool] = {}
-"""The analysis pools of the runs in progress in this process, by key."""
-
-REFRESH_PROCESSES_FROM_CHUNKS = 4
-"""Runs of fewer chunks are analysed in the flow's process: starting the workers (~1-2 s,
-each imports the math) would cost more than they save."""
-
-
-@contextlib.contextmanager
-def _analysis_pool(chunks: int, as_of: dt.date, scenarios: ScenarioSet,
-                   data: SymbolData | None, counts: dict[str, Any]) -> Iterator[str | None]:
-    """The key of an analysis pool for this run's chunks (``refresh_processes`` workers),
-    closed when the chunks are done; None when the run is analysed in this process. Notes
-    in ``counts`` the workers used and their largest peak memory."""
-    processes = get_settings().refresh_processes
-    counts["analysis_workers"] = 0
-    if data is None or processes < 1 or chunks < REFRESH_PROCESSES_FROM_CHUNKS:
-        yield None
-        return
-    risk_data = asyncio.run(risk_data_for(data, as_of))
-    key = str(uuid.uuid4())
-    with AnalysisPool(min(processes, chunks), as_of, scenarios, data, risk_data) as pool:
-        _pools[key] = pool
-        try:
-            yield key
-        finally:
-            del _pools[key]
-            if pool.broken:
-                get_run_logger().warning("portfolio analysis left the worker processes: %s",
-                                         pool.broken)
-    counts["analysis_workers"] = 0 if pool.broken else pool.processes
-    if pool.worker_peak_rss_mb is not None:
-        counts["analysis_worker_peak_rss_mb"] = round(pool.worker_peak_rss_mb, 1)
+    process: the others wait, idle, for a slot)."""
+    with _refresh_slots():
+        return asyncio.run(refresh_chunk(work, as_of, scenarios, data))
 
 
 @contextlib.contextmanager
@@ -158,12 +117,8 @@ def long_lived_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _refresh_slots(pool: AnalysisPool | None) -> threading.BoundedSemaphore:
-    """The process's semaphore of ``refresh_concurrency`` refresh slots; with an analysis
-    pool, one more than its workers (each busy worker's chunk, and one read or written
-    here)."""
-    if pool is not None:
-        return concurrency_slots("refresh-pool", pool.processes + 1)
+def _refresh_slots() -> threading.BoundedSemaphore:
+    """The process's semaphore of ``refresh_concurrency`` refresh slots."""
     return concurrency_slots("refresh", get_settings().refresh_concurrency)
 
 
@@ -213,7 +168,6 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
     logger = get_run_logger()
     run = RunRecord.start(KIND, as_of, flow_run_id=holder, emit=emit_event, close_crashed=True)
     failed: dict[str, str] = {}
-    workers: dict[str, Any] = {}
     run.errors["portfolios"] = failed
     with run.failing():
         with run.timed("plan"):
@@ -221,13 +175,11 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
             scenarios = scenarios_for(as_of)
             data = symbol_data(refresh_plan.work, as_of)
         with run.timed("refresh"):
-            reports = _refresh_chunks(run, refresh_plan.work, as_of, scenarios, data, failed,
-                                      workers)
+            reports = _refresh_chunks(run, refresh_plan.work, as_of, scenarios, data, failed)
         for k in ("load", "compute", "write"):
             run.phases[f"refresh_{k}"] = sum(getattr(r, f"{k}_seconds") for r in reports)
 
     counts, errors, risk_rows = _summarise(refresh_plan, scenarios, reports, failed)
-    counts.update(workers)
     total = len(refresh_plan.work)
     share = len(failed) / total if total else 0.0
     degraded = share > get_settings().degraded_failure_share
@@ -250,17 +202,15 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
 
 def _refresh_chunks(
     run: RunRecord, work: list[PortfolioWork], as_of: dt.date, scenarios: ScenarioSet,
-    data: SymbolData | None, failed: dict[str, str], workers: dict[str, Any],
+    data: SymbolData | None, failed: dict[str, str],
 ) -> list[RefreshReport]:
-    """Refresh the portfolios in chunks; portfolios that fail go to ``failed``, the analysis
-    workers' figures to ``workers``. A database failure fails the run (named once, not per
-    portfolio)."""
+    """Refresh the portfolios in chunks; portfolios that fail go to ``failed``. A database
+    failure fails the run (named once, not per portfolio)."""
     chunks = chunked(work, get_settings().portfolio_chunk_size)
-    with long_lived_frozen(), _analysis_pool(len(chunks), as_of, scenarios, data,
-                                             workers) as pool:
+    with long_lived_frozen():
         # the shared symbol data quoted: else Prefect walks its every dict entry twice per
         # chunk looking for futures (10,000 portfolios: ~3 s of the GIL)
-        refreshed = map_chunks(refresh, chunks, as_of, shared(scenarios), shared(data), pool,
+        refreshed = map_chunks(refresh, chunks, as_of, shared(scenarios), shared(data),
                                progress=run.progress,
                                name=lambda chunk: f"chunk from {chunk[0].id}")
     for outcome in refreshed.outcomes:
