@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.cli.test_cli import REPO, run_cli
-from tests.conftest import sqlite_url, wait_until
+from tests.conftest import seeded_factorflow_home, sqlite_url, wait_until
 from tests.flows.helpers import query
 
 NEW = "QQZZ"
@@ -44,7 +44,7 @@ def running_api(home: Path, token: str, extra_env: dict[str, str] | None = None
     other FACTORFLOW_/PREFECT_ variables), answering /health/live; stopped with SIGINT."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env.update({"FACTORFLOW_HOME": str(home), **(extra_env or {})})
+    env.update({"FACTORFLOW_HOME": str(seeded_factorflow_home(home)), **(extra_env or {})})
     log = home / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--port", str(port)],

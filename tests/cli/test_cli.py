@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import seeded_factorflow_home
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env["FACTORFLOW_HOME"] = str(home)
+    env["FACTORFLOW_HOME"] = str(seeded_factorflow_home(home))
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=300,

@@ -22,7 +22,7 @@ from cli.main import main
 from core import calendar
 from core.factors.definitions import REFERENCE_ETFS
 from core.providers.synthetic import SyntheticProvider
-from tests.conftest import WAIT_LIMIT_S
+from tests.conftest import WAIT_LIMIT_S, seeded_factorflow_home
 from tests.flows.helpers import query, scalar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,7 +170,7 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(database_url: str, tmp_path: 
 
 def test_the_command_as_a_user_runs_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env["FACTORFLOW_HOME"] = str(tmp_path / "home")
+    env["FACTORFLOW_HOME"] = str(seeded_factorflow_home(tmp_path / "home"))
     tickers = tmp_path / "tickers.txt"
     tickers.write_text("AAPL\nmsft\n")
 

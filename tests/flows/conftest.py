@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from flows.serve import start_local_server
-from tests.conftest import WAIT_LIMIT_S
+from tests.conftest import WAIT_LIMIT_S, seeded_prefect_home
 
 
 def free_port() -> int:
@@ -21,7 +21,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API URL of a `prefect server start` subprocess (SQLite), stopped at session end."""
-    home = tmp_path_factory.mktemp("prefect-server")
+    home = seeded_prefect_home(tmp_path_factory.mktemp("prefect-server"))
     proc, url = start_local_server(home, free_port(), timeout=WAIT_LIMIT_S)
     try:
         yield url

@@ -20,14 +20,15 @@ from pathlib import Path
 import pytest
 
 from flows.local_prefect import PARENT_VARIABLE, ServerProcess
-from tests.conftest import WAIT_LIMIT_S, wait_until
+from tests.conftest import WAIT_LIMIT_S, seeded_factorflow_home, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env.update(FACTORFLOW_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    env.update(FACTORFLOW_HOME=str(seeded_factorflow_home(home)),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=str(WAIT_LIMIT_S),
                PYTHONPATH=str(REPO))
     return env

@@ -27,7 +27,7 @@ from core.services import onboarding_queue as queue
 from core.symbol_steps import register_universe
 from flows import launcher
 from tests.cli.test_cli import REPO
-from tests.conftest import WAIT_LIMIT_S
+from tests.conftest import WAIT_LIMIT_S, seeded_prefect_home
 from tests.flows.helpers import query, scalar
 
 AS_OF = dt.date(2026, 11, 19)
@@ -266,7 +266,8 @@ def test_threads_starting_prefects_local_server_at_once(tmp_path: Path) -> None:
     the 4 threads fail with "Server process did not start" and a second server is left
     running: Prefect 3.8's ``SubprocessASGIServer.start`` is not thread-safe.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
-    env.update({"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env.update({"PREFECT_HOME": str(seeded_prefect_home(tmp_path)),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(WAIT_LIMIT_S)})
     proc = subprocess.run([sys.executable, "-c", _THREADS_STARTING_PREFECT], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=300)

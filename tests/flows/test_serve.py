@@ -27,7 +27,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import WAIT_LIMIT_S, wait_until
+from tests.conftest import WAIT_LIMIT_S, seeded_prefect_home, wait_until
 from tests.flows.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +36,7 @@ TRACEBACK = "Traceback (most recent call last)"
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORFLOW_", "PREFECT_"))}
+    seeded_prefect_home(home / "prefect-server")  # where `serve --start-server` keeps it
     env.update({"FACTORFLOW_HOME": str(home), "FACTORFLOW_PRICE_PROVIDER": "synthetic",
                 "FACTORFLOW_RETRY_DELAYS": "0", **extra})
     return env
