@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import fcntl
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+from unittest import mock
 
 import pytest
 
@@ -59,7 +60,13 @@ worker inherits it, so the database is migrated once per run)."""
 
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
-        os.environ.setdefault(PREFECT_TEMPLATE_VAR, str(_SESSION_HOME / "prefect-template"))
+        template_dir = os.environ.setdefault(PREFECT_TEMPLATE_VAR,
+                                             str(_SESSION_HOME / "prefect-template"))
+        # started now, so that it runs while the workers start; waited for at exit
+        builder = subprocess.Popen([sys.executable, "-c", _MIGRATE_PREFECT, template_dir],
+                                   env=_prefect_free_env(), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        atexit.register(builder.wait)
 
 
 def seeded_factorflow_home(home: Path) -> Path:
@@ -71,36 +78,58 @@ def seeded_factorflow_home(home: Path) -> Path:
 
 def seeded_prefect_home(prefect_home: Path) -> Path:
     """``prefect_home`` (created) holding a copy of an empty Prefect database already
-    migrated, as an operator's home holds after the first start; returns it.
-
-    A Prefect server on a new home first runs Prefect's ~150 migrations: 19-24 s to start on
-    this 2-core machine against 9-11 s on a migrated database, and the suite starts a few
-    dozen. The database is migrated once per run (``prefect server database upgrade``, under
-    a file lock the xdist workers share) and copied; the server still checks it at start.
-    Should that fail, the home is left empty and the server migrates it as before."""
+    migrated (:func:`migrated_prefect_database`), as an operator's home holds after the first
+    start; returns it."""
     prefect_home.mkdir(parents=True, exist_ok=True)
-    target = prefect_home / "prefect.db"
-    template_dir = Path(os.environ.get(PREFECT_TEMPLATE_VAR, _SESSION_HOME / "prefect-template"))
-    template_dir.mkdir(parents=True, exist_ok=True)
-    template = template_dir / "prefect.db"
-    with (template_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not template.exists() and not (template_dir / "failed").exists():
-            building = template_dir / "building"
-            shutil.rmtree(building, ignore_errors=True)
-            building.mkdir()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-            env.update(PREFECT_HOME=str(building), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-            done = subprocess.run(
-                [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-                env=env, capture_output=True, timeout=WAIT_LIMIT_S, check=False)
-            if done.returncode == 0 and (building / "prefect.db").exists():
-                (building / "prefect.db").rename(template)
-            else:
-                (template_dir / "failed").write_bytes(done.stderr[-3000:])
-    if template.exists() and not target.exists():
+    template, target = migrated_prefect_database(), prefect_home / "prefect.db"
+    if template is not None and not target.exists():
         shutil.copyfile(template, target)
     return prefect_home
+
+
+def migrated_prefect_database() -> Path | None:
+    """An empty Prefect database with Prefect's migrations applied, made once per run; None
+    if that failed (a server then migrates its own database, as before).
+
+    A Prefect server on a new database first runs Prefect's ~150 migrations: 19-24 s to start
+    on this 2-core machine against 9-11 s on a migrated one (the session's test server 11 s
+    against 5 s), and the suite starts a few dozen. Made by ``prefect server database
+    upgrade`` (:data:`_MIGRATE_PREFECT`), started by the controller while the workers start
+    and collect, under a file lock they share; a server still checks the copy it is given."""
+    template_dir = Path(os.environ.get(PREFECT_TEMPLATE_VAR, _SESSION_HOME / "prefect-template"))
+    subprocess.run([sys.executable, "-c", _MIGRATE_PREFECT, str(template_dir)],
+                   env=_prefect_free_env(), capture_output=True, timeout=WAIT_LIMIT_S,
+                   check=False)
+    template = template_dir / "prefect.db"
+    return template if template.exists() else None
+
+
+_MIGRATE_PREFECT = """
+import fcntl, os, shutil, subprocess, sys
+from pathlib import Path
+home = Path(sys.argv[1])
+home.mkdir(parents=True, exist_ok=True)
+with (home / ".lock").open("w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (home / "prefect.db").exists() and not (home / "failed").exists():
+        building = home / "building"
+        shutil.rmtree(building, ignore_errors=True)
+        building.mkdir()
+        env = {**os.environ, "PREFECT_HOME": str(building)}
+        done = subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade",
+                               "-y"], env=env, capture_output=True, check=False)
+        if done.returncode == 0 and (building / "prefect.db").exists():
+            (building / "prefect.db").rename(home / "prefect.db")
+        else:
+            (home / "failed").write_bytes(done.stderr[-3000:])
+"""
+"""Makes the migrated Prefect database in ``argv[1]`` unless it is there (or failed)."""
+
+
+def _prefect_free_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    return env
 MARKET_CSV = REPO_ROOT.parent / "shared" / "data" / "market" / "prices.csv"
 
 
@@ -255,10 +284,20 @@ def database_url(empty_database_url: str, settings_env: pytest.MonkeyPatch) -> s
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """A Prefect test server for the whole session (started on first use)."""
-    from prefect.testing.utilities import prefect_test_harness
+    """A Prefect test server for the whole session (started on first use), on a copy of the
+    migrated Prefect database (:func:`migrated_prefect_database`)."""
+    import prefect.testing.utilities as harness
 
-    with prefect_test_harness(server_startup_timeout=WAIT_LIMIT_S):
+    def seeded_mkdtemp() -> str:  # the harness's database directory, its database migrated
+        path = tempfile.mkdtemp()
+        template = migrated_prefect_database()
+        if template is not None:
+            shutil.copyfile(template, Path(path) / "prefect-test.db")
+        return path
+
+    seeded = (mock.patch.object(harness, "mkdtemp", seeded_mkdtemp)
+              if hasattr(harness, "mkdtemp") else contextlib.nullcontext())
+    with seeded, harness.prefect_test_harness(server_startup_timeout=WAIT_LIMIT_S):
         yield
 
 
