@@ -66,7 +66,16 @@ def pytest_configure(config: pytest.Config) -> None:
         builder = subprocess.Popen([sys.executable, "-c", _MIGRATE_PREFECT, template_dir],
                                    env=_prefect_free_env(), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        atexit.register(builder.wait)
+        atexit.register(_finish, builder)
+
+
+def _finish(process: subprocess.Popen[bytes]) -> None:
+    """Wait for ``process`` (bounded), then make sure it is gone."""
+    try:
+        process.wait(timeout=WAIT_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def seeded_factorflow_home(home: Path) -> Path:
@@ -97,10 +106,11 @@ def migrated_prefect_database() -> Path | None:
     upgrade`` (:data:`_MIGRATE_PREFECT`), started by the controller while the workers start
     and collect, under a file lock they share; a server still checks the copy it is given."""
     template_dir = Path(os.environ.get(PREFECT_TEMPLATE_VAR, _SESSION_HOME / "prefect-template"))
-    subprocess.run([sys.executable, "-c", _MIGRATE_PREFECT, str(template_dir)],
-                   env=_prefect_free_env(), capture_output=True, timeout=WAIT_LIMIT_S,
-                   check=False)
     template = template_dir / "prefect.db"
+    if not template.exists():  # it appears whole (renamed into place) or not at all
+        subprocess.run([sys.executable, "-c", _MIGRATE_PREFECT, str(template_dir)],
+                       env=_prefect_free_env(), capture_output=True, timeout=WAIT_LIMIT_S,
+                       check=False)
     return template if template.exists() else None
 
 

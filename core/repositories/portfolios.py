@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db.models import (
@@ -28,7 +29,7 @@ from core.db.models import (
     StressTestResult,
     User,
 )
-from core.db.upsert import execute_many, upsert_rows
+from core.db.upsert import UPSERT_CHUNK_ROWS, execute_many, upsert_rows
 from core.portfolio.valuation import Holding, InvestmentClass
 
 _portfolios = Portfolio.__table__  # type: ignore[attr-defined]
@@ -311,6 +312,10 @@ async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str,
     if not rows:
         return
     stored = _positions.c.market_value_date
+    ids = [r["id"] for r in rows]
+    if conn.dialect.name == "postgresql" and len(set(ids)) == len(ids):
+        await _pg_update_position_values(conn, ids, rows)
+        return
     day = sa.bindparam("mvd", type_=stored.type)
     current = sa.or_(stored.is_(None), day >= stored)
     stmt = (sa.update(_positions).where(_positions.c.id == sa.bindparam("_id")).values(
@@ -318,9 +323,39 @@ async def update_position_values(conn: AsyncConnection, rows: Sequence[dict[str,
             (current, sa.bindparam("mv", type_=_positions.c.market_value.type)),
             else_=_positions.c.market_value),
         market_value_date=sa.case((current, day), else_=stored)))
-    await execute_many(conn, stmt, {"_id": [r["id"] for r in rows],
+    await execute_many(conn, stmt, {"_id": ids,
                                     "mv": [r["market_value"] for r in rows],
                                     "mvd": [r["market_value_date"] for r in rows]})
+
+
+async def _pg_update_position_values(conn: AsyncConnection, ids: Sequence[str],
+                                     rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`update_position_values` on PostgreSQL as one statement per chunk joining the
+    positions to ``unnest`` of one array per column (an executemany took 10.5 s of the
+    10,000-portfolio refresh's 29 s of writes). The same decision row by row: both CASEs
+    see the stored row. ``ids`` must be distinct (``UPDATE … FROM`` applies one match).
+    The positions' rows are locked in the plan's order, not the rows' order: the portfolio
+    rows, locked first by every writer of positions, keep writers apart."""
+    stored = _positions.c.market_value_date
+    for i in range(0, len(ids), UPSERT_CHUNK_ROWS):
+        part = rows[i : i + UPSERT_CHUNK_ROWS]
+        id_array = sa.bindparam("_ids", type_=postgresql.ARRAY(_positions.c.id.type))
+        given = sa.func.unnest(
+            id_array,
+            sa.bindparam("_mv", type_=postgresql.ARRAY(_positions.c.market_value.type)),
+            sa.bindparam("_mvd", type_=postgresql.ARRAY(stored.type)),
+        ).table_valued(sa.column("id", _positions.c.id.type),
+                       sa.column("mv", _positions.c.market_value.type),
+                       sa.column("mvd", stored.type)).render_derived()
+        current = sa.or_(stored.is_(None), given.c.mvd >= stored)
+        # ``= ANY(ids)`` as well: else the planner hashes all positions for every chunk
+        stmt = sa.update(_positions).where(
+            _positions.c.id == given.c.id, _positions.c.id == sa.any_(id_array)).values(
+            market_value=sa.case((current, given.c.mv), else_=_positions.c.market_value),
+            market_value_date=sa.case((current, given.c.mvd), else_=stored))
+        await conn.execute(stmt, {"_ids": list(ids[i : i + UPSERT_CHUNK_ROWS]),
+                                  "_mv": [r["market_value"] for r in part],
+                                  "_mvd": [r["market_value_date"] for r in part]})
 
 
 async def invalidate_cache(conn: AsyncConnection, portfolio_ids: Sequence[str]) -> None:

@@ -176,3 +176,45 @@ def test_sqlite_driver_path_stores_what_sqlalchemy_stores(tmp_path: Any) -> None
     stored_ref, stored_fast = _run(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", go)
     assert stored_fast == stored_ref
     assert stored_ref[1][4] == "null" and stored_ref[0][1] == "2026-11-19"
+
+
+@pytest.mark.parametrize("chunk_rows", [10_000, 2])
+def test_position_values_move_forward_only(database_url: str, chunk_rows: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``update_position_values`` (one ``UPDATE … FROM unnest`` per chunk on PostgreSQL, an
+    executemany elsewhere or when an id repeats): a value dated on or after the stored date
+    replaces it, an older one changes nothing, a position never valued takes any; an id given
+    twice ends as the rows applied in order would leave it."""
+    monkeypatch.setattr(repo, "UPSERT_CHUNK_ROWS", chunk_rows)
+    d0, d3 = dt.date(2026, 11, 17), dt.date(2026, 11, 20)
+
+    async def go(conn: Any) -> dict[str, tuple[Any, Any]]:
+        uid = await user_repo.create_user(conn, "u", "h")
+        pid = await repo.create_portfolio(conn, uid, "p", Decimal("10"))
+        ids = await repo.add_positions(conn, pid, [
+            {"id": f"pos{i}", "symbol": "AAA", "quantity": Decimal(1), "entry_date": d0,
+             "entry_price": Decimal(1)} for i in range(5)])
+        await repo.update_position_values(conn, [
+            {"id": "pos1", "market_value": Decimal("10"), "market_value_date": D2},
+            {"id": "pos2", "market_value": Decimal("20"), "market_value_date": D1},
+            {"id": "pos3", "market_value": Decimal("30"), "market_value_date": D2},
+            {"id": "pos4", "market_value": Decimal("40"), "market_value_date": D2}])
+        await repo.update_position_values(conn, [
+            {"id": "pos0", "market_value": Decimal("1.23456"), "market_value_date": D1},
+            {"id": "pos1", "market_value": Decimal("11"), "market_value_date": D1},  # older
+            {"id": "pos2", "market_value": Decimal("21"), "market_value_date": D2},  # newer
+            {"id": "pos3", "market_value": None, "market_value_date": D2}])  # same day
+        await repo.update_position_values(conn, [  # an id twice: the executemany's order
+            {"id": "pos4", "market_value": Decimal("41"), "market_value_date": d3},
+            {"id": "pos4", "market_value": Decimal("42"), "market_value_date": D2}])
+        rows = (await conn.execute(sa.text(
+            "SELECT id, market_value, market_value_date FROM positions"))).all()
+        assert sorted(r[0] for r in rows) == sorted(ids)
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    got = _run(database_url, go)
+    day = (lambda d: d.isoformat()) if database_url.startswith("sqlite") else (lambda d: d)
+    money = (lambda x: str(x)) if database_url.startswith("sqlite") else Decimal
+    assert got == {"pos0": (money("1.2346"), day(D1)), "pos1": (money("10.0000"), day(D2)),
+                   "pos2": (money("21.0000"), day(D2)), "pos3": (None, day(D2)),
+                   "pos4": (money("41.0000"), day(d3))}
