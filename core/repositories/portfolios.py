@@ -337,22 +337,22 @@ async def _pg_update_position_values(conn: AsyncConnection, ids: Sequence[str],
     The positions' rows are locked in the plan's order, not the rows' order: the portfolio
     rows, locked first by every writer of positions, keep writers apart."""
     stored = _positions.c.market_value_date
+    id_array = sa.bindparam("_ids", type_=postgresql.ARRAY(_positions.c.id.type))
+    given = sa.func.unnest(
+        id_array,
+        sa.bindparam("_mv", type_=postgresql.ARRAY(_positions.c.market_value.type)),
+        sa.bindparam("_mvd", type_=postgresql.ARRAY(stored.type)),
+    ).table_valued(sa.column("id", _positions.c.id.type),
+                   sa.column("mv", _positions.c.market_value.type),
+                   sa.column("mvd", stored.type)).render_derived()
+    current = sa.or_(stored.is_(None), given.c.mvd >= stored)
+    # ``= ANY(ids)`` as well: else the planner hashes all positions for every chunk
+    stmt = sa.update(_positions).where(
+        _positions.c.id == given.c.id, _positions.c.id == sa.any_(id_array)).values(
+        market_value=sa.case((current, given.c.mv), else_=_positions.c.market_value),
+        market_value_date=sa.case((current, given.c.mvd), else_=stored))
     for i in range(0, len(ids), UPSERT_CHUNK_ROWS):
         part = rows[i : i + UPSERT_CHUNK_ROWS]
-        id_array = sa.bindparam("_ids", type_=postgresql.ARRAY(_positions.c.id.type))
-        given = sa.func.unnest(
-            id_array,
-            sa.bindparam("_mv", type_=postgresql.ARRAY(_positions.c.market_value.type)),
-            sa.bindparam("_mvd", type_=postgresql.ARRAY(stored.type)),
-        ).table_valued(sa.column("id", _positions.c.id.type),
-                       sa.column("mv", _positions.c.market_value.type),
-                       sa.column("mvd", stored.type)).render_derived()
-        current = sa.or_(stored.is_(None), given.c.mvd >= stored)
-        # ``= ANY(ids)`` as well: else the planner hashes all positions for every chunk
-        stmt = sa.update(_positions).where(
-            _positions.c.id == given.c.id, _positions.c.id == sa.any_(id_array)).values(
-            market_value=sa.case((current, given.c.mv), else_=_positions.c.market_value),
-            market_value_date=sa.case((current, given.c.mvd), else_=stored))
         await conn.execute(stmt, {"_ids": list(ids[i : i + UPSERT_CHUNK_ROWS]),
                                   "_mv": [r["market_value"] for r in part],
                                   "_mvd": [r["market_value_date"] for r in part]})
