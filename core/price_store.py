@@ -145,7 +145,7 @@ async def plan_writes(
     fresh_mask = ~bars["symbol"].isin(overlap)
     plan.inserted = int(fresh_mask.sum())
     fresh = bars[fresh_mask]
-    plan.inserted_pairs = list(zip(fresh["symbol"], calendar.as_dates(fresh["date"]),
+    plan.inserted_pairs = list(zip(fresh["symbol"].tolist(), calendar.as_dates(fresh["date"]),
                                    strict=True))
     if not overlap:
         return plan

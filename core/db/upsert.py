@@ -177,8 +177,9 @@ async def _driver_executemany(conn: AsyncConnection, compiled: Any,
         bind = compiled.binds[name]
         col = columns[name] if name in columns else [bind.effective_value] * n
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is None:
-            values.append(col)
+        if process is None or (dialect.name == "sqlite" and isinstance(bind.type, sa.LargeBinary)
+                               and all(type(v) is bytes for v in col)):
+            values.append(col)  # sqlite3 binds bytes as a BLOB itself (its Binary is memoryview)
         elif isinstance(bind.type, sa.Date):  # few distinct dates (no time zone): once each
             memo: dict[Any, Any] = {}
             values.append([memo[v] if v in memo else memo.setdefault(v, process(v))

@@ -33,7 +33,12 @@ _PG_SYMBOLS_PER_READ = 5000  # PostgreSQL: one array parameter, any length; boun
 
 
 def _none_if_nan(values: np.ndarray) -> list:
-    return [None if v != v else float(v) for v in values.tolist()]
+    """``values`` (float64) as Python floats, None where NaN (NaNs found by numpy: a Python
+    test per value cost ~1 s of a 10,000-symbol first load)."""
+    out = values.tolist()
+    for i in np.flatnonzero(np.isnan(values)).tolist():
+        out[i] = None
+    return out
 
 
 async def upsert_bars(conn: AsyncConnection, bars: pd.DataFrame) -> int:

@@ -13,6 +13,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -20,6 +22,7 @@ from core.db.engine import create_engine
 from core.db.models import PortfolioSnapshot, Price, SymbolFactorExposure
 from core.db.upsert import execute_many, upsert_columns, upsert_rows
 from core.repositories import portfolios as repo
+from core.repositories import prices as price_repo
 from core.repositories import users as user_repo
 
 P = Price.__table__  # type: ignore[attr-defined]
@@ -140,20 +143,24 @@ async def _all_prices(conn: Any) -> dict[tuple[str, dt.date], tuple[Any, ...]]:
 def test_sqlite_driver_path_stores_what_sqlalchemy_stores(tmp_path: Any) -> None:
     """On SQLite the rows go through the driver's executemany with each type's bind
     processor: the stored bytes equal those of SQLAlchemy's own executemany, None in a JSON
-    column included (stored as 'null'), for an upsert and for an UPDATE by ``execute_many``."""
+    column included (stored as 'null'), bytes handed to the driver as they are (a BLOB), for
+    an upsert and for an UPDATE by ``execute_many``."""
     meta = sa.MetaData()
 
     def table(name: str) -> sa.Table:
         return sa.Table(name, meta, sa.Column("k", sa.String, primary_key=True),
                         sa.Column("day", sa.Date), sa.Column("at", sa.DateTime),
                         sa.Column("amount", sa.Numeric(18, 6)), sa.Column("doc", sa.JSON),
-                        sa.Column("flag", sa.Boolean))
+                        sa.Column("flag", sa.Boolean), sa.Column("blob", sa.LargeBinary))
 
     ref, fast = table("ref"), table("fast")
     rows = [{"k": "a", "day": D1, "at": dt.datetime(2026, 11, 18, 21, 5, 7, 123),
-             "amount": Decimal("12.345678"), "doc": {"x": [1, 2.5]}, "flag": True},
-            {"k": "b", "day": None, "at": None, "amount": None, "doc": None, "flag": None},
-            {"k": "c", "day": D1, "at": None, "amount": 0.5, "doc": [], "flag": False}]
+             "amount": Decimal("12.345678"), "doc": {"x": [1, 2.5]}, "flag": True,
+             "blob": b"\x00\xff"},
+            {"k": "b", "day": None, "at": None, "amount": None, "doc": None, "flag": None,
+             "blob": b""},
+            {"k": "c", "day": D1, "at": None, "amount": 0.5, "doc": [], "flag": False,
+             "blob": bytes(range(256))}]
     update = {"k": ["a", "c"], "day": [D2, None], "doc": [None, {"y": 1}]}
 
     async def go(conn: Any) -> tuple[list, list]:
@@ -176,6 +183,22 @@ def test_sqlite_driver_path_stores_what_sqlalchemy_stores(tmp_path: Any) -> None
     stored_ref, stored_fast = _run(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", go)
     assert stored_fast == stored_ref
     assert stored_ref[1][4] == "null" and stored_ref[0][1] == "2026-11-19"
+    assert [r[6] for r in stored_fast] == [b"\x00\xff", b"", bytes(range(256))]
+
+
+def test_bars_store_nan_as_null_and_six_decimals(database_url: str) -> None:
+    """``upsert_bars``: a NaN field (a delivery without an open, or without a volume) is
+    stored as NULL, every other value rounded to the column's 6 decimals."""
+    bars = pd.DataFrame({"symbol": ["AAA", "AAA", "BBB"], "date": [D1, D2, D1],
+                         "open": [np.nan, 1.0000004, 2.5], "high": [3.0, 3.0, 3.0],
+                         "low": [1.0, 1.0, 1.0], "close": [2.1234565, 2.0, 2.5],
+                         "adj_close": [2.0, 2.0, 2.5], "volume": [1e6, np.nan, 0.0]})
+    assert _run(database_url, lambda c: price_repo.upsert_bars(c, bars)) == 3
+    stored = _run(database_url, _all_prices)
+    assert stored[("AAA", D1)][0] is None and stored[("AAA", D2)][2] is None
+    assert stored[("AAA", D2)][0] == Decimal("1.000000")
+    assert stored[("AAA", D1)][1] == Decimal(str(np.round(2.1234565, 6)))
+    assert stored[("BBB", D1)] == (Decimal("2.5"), Decimal("2.5"), 0.0)
 
 
 @pytest.mark.parametrize("chunk_rows", [10_000, 2])
