@@ -47,7 +47,7 @@ from core.run_lock import Heartbeat, this_process
 from core.settings import get_settings
 from core.symbol_data import build_scenarios, load_symbol_data
 from core.symbol_steps import chunked
-from flows.common import concurrency_slots, jsonable, prefect_run_ended, shared, task_runner
+from flows.common import bulk, concurrency_slots, jsonable, prefect_run_ended, shared, task_runner
 from flows.run_record import ChunkFailure, ProblemTable, RunKind, RunRecord, map_chunks
 
 JOB = "portfolio-refresh"
@@ -173,7 +173,7 @@ def _run(as_of: dt.date, holder: str) -> dict[str, Any]:
         with run.timed("plan"):
             refresh_plan = plan(as_of)
             scenarios = scenarios_for(as_of)
-            data = symbol_data(refresh_plan.work, as_of)
+            data = symbol_data(bulk(refresh_plan.work), as_of)  # quoted: not walked by Prefect
         with run.timed("refresh"):
             reports = _refresh_chunks(run, refresh_plan.work, as_of, scenarios, data, failed)
         for k in ("load", "compute", "write"):

@@ -100,8 +100,14 @@ class SymbolData:
         return cache[(after, through)]
 
     def column(self, symbol: str) -> int | None:
+        """``symbol``'s column in ``close``, ``adj_close`` and ``betas`` (None: not held)."""
         col: dict[str, int] = self._col  # type: ignore[attr-defined]
         return col.get(symbol)
+
+    def row(self, day: dt.date) -> int | None:
+        """``day``'s row in ``close`` and ``adj_close`` (None: not one of ``sessions``)."""
+        row: dict[dt.date, int] = self._row  # type: ignore[attr-defined]
+        return row.get(day)
 
 
 @dataclass(frozen=True)
@@ -359,9 +365,9 @@ def correlation_window(
         if np.isfinite(mv[i]):
             value_by_symbol[h.symbol] = value_by_symbol.get(h.symbol, 0.0) + mv[i]
     symbols = sorted(value_by_symbol)
-    if len(symbols) < 2 or last.day not in data.sessions:
+    e = data.row(last.day)
+    if len(symbols) < 2 or e is None:
         return CorrelationWindow(symbols)
-    e = data.sessions.index(last.day)
     lo = max(0, e - CORRELATION_WINDOW)
     cols = [c for c in (data.column(s) for s in symbols) if c is not None]
     prices = data.adj_close[lo : e + 1][:, cols]  # shape: (≤91, P)
