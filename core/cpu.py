@@ -24,38 +24,60 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_lock = threading.Lock()
-_users = 0
-_restore: Any = None
+class _ProcessWide:
+    """A process-wide setting held while any block holds it: the first block to enter
+    applies it (``apply`` returns how to undo it), the last one to leave undoes it."""
+
+    def __init__(self, apply: Callable[[], Callable[[], None]]) -> None:
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._users = 0
+        self._undo: Callable[[], None] | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._undo = self._apply()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._undo is not None:
+                    self._undo()
+                    self._undo = None
+
+
 _controller: Any = None
+
+
+def _limit_blas() -> Callable[[], None]:
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas").restore_original_limits
+
+
+def _pause_collector() -> Callable[[], None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    return gc.enable if was_enabled else lambda: None
+
+
+_blas_limit = _ProcessWide(_limit_blas)
+_collector_pause = _ProcessWide(_pause_collector)
 
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Limit BLAS to one thread while the block runs (process-wide, reference-counted:
     the limit holds until the last concurrent block ends, then the previous one is back)."""
-    global _users, _restore, _controller
-    with _lock:
-        if _users == 0:
-            if _controller is None:
-                from threadpoolctl import ThreadpoolController
-
-                _controller = ThreadpoolController()
-            _restore = _controller.limit(limits=1, user_api="blas")
-        _users += 1
-    try:
+    with _blas_limit.held():
         yield
-    finally:
-        with _lock:
-            _users -= 1
-            if _users == 0 and _restore is not None:
-                _restore.restore_original_limits()
-                _restore = None
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_reenable = False
 
 
 @contextmanager
@@ -71,19 +93,8 @@ def collector_paused() -> Iterator[None]:
     Paused around the analysis alone, the collections come due at the write instead. Cyclic
     garbage made inside the block is collected once the collector runs again.
     """
-    global _gc_users, _gc_reenable
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_reenable = gc.isenabled()
-            gc.disable()
-        _gc_users += 1
-    try:
+    with _collector_pause.held():
         yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_reenable:
-                gc.enable()
 
 
 async def run_cpu(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

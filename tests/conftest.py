@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -306,7 +305,7 @@ def prefect_harness() -> Iterator[None]:
         return path
 
     seeded = (mock.patch.object(harness, "mkdtemp", seeded_mkdtemp)
-              if hasattr(harness, "mkdtemp") else contextlib.nullcontext())
+              if hasattr(harness, "mkdtemp") else nullcontext())
     with seeded, harness.prefect_test_harness(server_startup_timeout=WAIT_LIMIT_S):
         yield
 
